@@ -1,0 +1,29 @@
+"""colearning: co-learning ensembles of neural networks (Brazowski & Schneidman).
+
+Network i of N minimizes KL(q||p_i) + sum_{j!=i} beta_ij KL(p_j||p_i); see the README.
+"""
+
+from colearning.combiners import COMBINERS, combine, ensemble_predict
+from colearning.engine import Ensemble
+from colearning.errors import ColearningError, ConfigError, DataError, RunDirError
+from colearning.losses import CoupledLoss, beta_matrix, coupled_loss
+from colearning.models import MODELS, build_model
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "COMBINERS",
+    "MODELS",
+    "ColearningError",
+    "ConfigError",
+    "CoupledLoss",
+    "DataError",
+    "Ensemble",
+    "RunDirError",
+    "__version__",
+    "beta_matrix",
+    "build_model",
+    "combine",
+    "coupled_loss",
+    "ensemble_predict",
+]

@@ -1,0 +1,184 @@
+"""The co-learning loss of the paper (Eq. 1-3) for N members at once.
+
+For member i and sample x (q the label distribution, p_i the member's softmax):
+
+    L_i(x) = KL(q || p_i) + sum_{j != i} beta_ij * KL(p_j || p_i)
+
+beta < 0 pushes members apart (diversity), beta > 0 pulls them together (mutual
+learning), beta = 0 is independent training with cross-entropy.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from colearning.errors import ConfigError
+
+PEERS = ("detached", "joint")
+KL_REDUCTIONS = ("batchmean", "mean")
+
+
+class CoupledLoss(NamedTuple):
+    """Per-member loss parts, each a tensor [N]: ``total = task + coupling``."""
+
+    total: torch.Tensor
+    task: torch.Tensor
+    coupling: torch.Tensor
+
+
+def beta_matrix(
+    beta: float | torch.Tensor | np.ndarray | None,
+    n_members: int,
+    *,
+    beta_bar: float | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """Coupling matrix [N, N] with a zero diagonal, from a scalar, a matrix or beta_bar.
+
+    ``beta_bar`` is the size-normalized coupling of the paper (Sec. 3.1): beta = beta_bar / N,
+    which puts the optimum near beta_bar = -1 for every ensemble size. Give either ``beta``
+    or ``beta_bar``, not both.
+
+    >>> beta_matrix(-0.5, 3)[0]
+    tensor([ 0.0000, -0.5000, -0.5000])
+    >>> beta_matrix(None, 4, beta_bar=-1.0)[0, 1].item()
+    -0.25
+    """
+    if n_members < 1:
+        raise ConfigError(f"n_members must be >= 1, got {n_members}")
+    if beta_bar is not None:
+        if beta is not None:
+            raise ConfigError("give loss.beta or loss.beta_bar, not both")
+        beta = float(beta_bar) / n_members
+    if beta is None:
+        beta = 0.0
+    if isinstance(beta, (int, float)):
+        if not np.isfinite(beta):
+            raise ConfigError(f"beta must be finite, got {beta}")
+        matrix = torch.full((n_members, n_members), float(beta), dtype=dtype, device=device)
+    else:
+        matrix = torch.as_tensor(beta).to(dtype=dtype, device=device)
+        if matrix.shape != (n_members, n_members):
+            raise ConfigError(
+                f"beta matrix must have shape [{n_members}, {n_members}] (one row and column "
+                f"per member), got {list(matrix.shape)}"
+            )
+        if not torch.isfinite(matrix).all():
+            raise ConfigError("beta matrix contains NaN or inf; give finite couplings")
+    return matrix * (1 - torch.eye(n_members, dtype=dtype, device=device))
+
+
+def _coupling_weights(
+    beta: float | torch.Tensor | np.ndarray | None,
+    beta_bar: float | None,
+    n_members: int,
+    n_peers: int,
+    device: torch.device,
+) -> torch.Tensor:
+    """Rows of the coupling matrix for the trained members, [N, M] (M = N + frozen peers)."""
+    if beta is not None and not isinstance(beta, (int, float)):
+        beta = torch.as_tensor(beta, dtype=torch.float32)
+        if beta.dim() == 2 and beta.shape == (n_members, n_peers) and n_peers > n_members:
+            # Frozen peers are never trained, so their rows are irrelevant: pad with zeros.
+            beta = torch.cat([beta, beta.new_zeros(n_peers - n_members, n_peers)])
+    return beta_matrix(beta, n_peers, beta_bar=beta_bar, device=device)[:n_members]
+
+
+def _target_distribution(target: torch.Tensor, batch: int, classes: int) -> torch.Tensor:
+    """Label distribution q [B, C] from class indices [B] or probabilities [B, C]."""
+    if target.dim() == 1:
+        if target.shape[0] != batch:
+            raise ConfigError(f"target has {target.shape[0]} labels for a batch of {batch}")
+        if target.dtype.is_floating_point:
+            raise ConfigError("class-index targets must be integers; soft targets must be [B, C]")
+        return F.one_hot(target.long(), classes).float()
+    if target.shape != (batch, classes):
+        raise ConfigError(
+            f"soft target must have shape [B, C] = [{batch}, {classes}], got {list(target.shape)}"
+        )
+    return target.float()
+
+
+def coupled_loss(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    beta: float | torch.Tensor | np.ndarray | None = None,
+    *,
+    beta_bar: float | None = None,
+    peers: str = "detached",
+    kl_reduction: str = "batchmean",
+    frozen: torch.Tensor | None = None,
+) -> CoupledLoss:
+    """Co-learning loss from member logits [N, B, C]; returns :class:`CoupledLoss` of [N] tensors.
+
+    Args:
+        logits: member outputs before softmax, [N, B, C] (member axis first).
+        target: class indices [B] or label distributions q [B, C].
+        beta: coupling, a float (uniform all-to-all) or an [N, N] matrix beta_ij (row i is
+            the coupling seen by member i; the diagonal is ignored). None means 0.
+        beta_bar: size-normalized coupling instead of ``beta``: beta = beta_bar / N.
+        peers: ``"detached"`` (default) makes p_j a constant inside L_i, so each member
+            minimizes only its own loss and member j gets no gradient from L_i (the paper's
+            "each network minimizes its own loss"; it also lets members live on different
+            devices). ``"joint"`` lets gradients flow through p_j too, i.e. gradient descent
+            on sum_i L_i as one objective.
+        kl_reduction: ``"batchmean"`` (default; Eq. 1 as written: KL summed over classes,
+            averaged over the batch) or ``"mean"`` (also divided by the number of classes C,
+            like torch.nn.KLDivLoss's default reduction). With ``"mean"`` a given beta acts C
+            times weaker, and so does the task term: the two conventions differ by a factor
+            C on the whole loss, i.e. on the effective learning rate.
+        frozen: optional peer log-probabilities [M, B, C] of members that are not trained
+            (growing an ensemble). They enter every member's coupling term as extra peers j;
+            ``beta`` must then be [N, N+M] (or a float).
+
+    ``total[i]`` is the batch mean of KL(q||p_i) + sum_j beta_ij KL(p_j||p_i);
+    ``total.sum().backward()`` trains every member on its own loss. In detached mode the
+    gradient w.r.t. member i's logits is ((p_i - q) + sum_j beta_ij (p_i - p_j)) / B.
+
+    >>> parts = coupled_loss(torch.zeros(2, 4, 3), torch.tensor([0, 1, 2, 0]), beta=-0.5)
+    >>> parts.total.shape, float(parts.coupling.abs().sum())
+    (torch.Size([2]), 0.0)
+    """
+    if logits.dim() != 3:
+        raise ConfigError(f"logits must be [N, B, C] (member axis first), got {list(logits.shape)}")
+    if peers not in PEERS:
+        raise ConfigError(f"unknown peers mode {peers!r}; valid: {', '.join(PEERS)}")
+    if kl_reduction not in KL_REDUCTIONS:
+        raise ConfigError(
+            f"unknown kl_reduction {kl_reduction!r}; valid: {', '.join(KL_REDUCTIONS)}"
+        )
+    n_members, batch, classes = logits.shape
+    q = _target_distribution(target.to(logits.device), batch, classes)
+
+    log_p = F.log_softmax(logits.float(), dim=-1)  # [N, B, C]
+    # Task term KL(q || p_i) = sum_c q (log q - log p_i); xlogy keeps q = 0 entries at 0.
+    neg_entropy_q = torch.special.xlogy(q, q).sum(-1)  # [B]
+    task = (neg_entropy_q - (q * log_p).sum(-1)).mean(-1)  # [N]
+
+    peer_log_p = log_p.detach() if peers == "detached" else log_p
+    if frozen is not None:
+        if frozen.dim() != 3 or frozen.shape[1:] != (batch, classes):
+            raise ConfigError(
+                f"frozen peers must be [M, {batch}, {classes}], got {list(frozen.shape)}"
+            )
+        peer_log_p = torch.cat([peer_log_p, frozen.to(peer_log_p).detach()], dim=0)
+    weights = _coupling_weights(beta, beta_bar, n_members, peer_log_p.shape[0], logits.device)
+
+    # KL(p_j || p_i) = sum_c p_j log p_j - sum_c p_j log p_i, for all pairs at once:
+    # cross[i, j] = mean_b sum_c p_j log p_i is one contraction; log-probs are finite, so
+    # p_j log p_j needs no xlogy guard.
+    peer_p = peer_log_p.exp()  # [M, B, C]
+    peer_neg_entropy = (peer_p * peer_log_p).sum(-1).mean(-1)  # [M]
+    cross = torch.einsum("ibc,jbc->ij", log_p, peer_p) / batch  # [N, M]
+    pair_kl = peer_neg_entropy.unsqueeze(0) - cross  # [N, M], KL(p_j || p_i) batch-averaged
+    coupling = (weights * pair_kl).sum(-1)  # [N]
+
+    if kl_reduction == "mean":
+        task = task / classes
+        coupling = coupling / classes
+    return CoupledLoss(task + coupling, task, coupling)

@@ -1,0 +1,159 @@
+"""The ensemble engine matches N separately built modules in every strategy."""
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from colearning import ConfigError, Ensemble, build_model, coupled_loss
+
+STRATEGIES = ["loop", "grouped", "vmap"]
+
+ARCHITECTURES = {
+    "lenet5": (lambda: build_model("lenet5", image_size=32), (3, 32, 32)),
+    "vgg9": (lambda: build_model("vgg9", num_classes=5), (3, 32, 32)),
+    "small_cnn": (lambda: build_model("small_cnn", in_channels=1, image_size=8), (1, 8, 8)),
+    "mlp": (lambda: build_model("mlp", in_channels=1, image_size=8), (1, 8, 8)),
+    "mlp_bn": (
+        lambda: nn.Sequential(nn.Flatten(), nn.Linear(12, 6), nn.BatchNorm1d(6), nn.ReLU(),
+                              nn.Linear(6, 4)),
+        (12,),
+    ),
+}
+
+
+def reference(ens, n, arch):
+    """N standalone modules holding the same weights as the ensemble's members."""
+    return [ens.member(i) for i in range(n)]
+
+
+@pytest.mark.parametrize("arch", list(ARCHITECTURES))
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("train", [True, False])
+def test_matches_separate_modules(arch, strategy, train):
+    factory, shape = ARCHITECTURES[arch]
+    torch.manual_seed(0)
+    n = 3
+    ens = Ensemble(factory, n, strategy=strategy, seed=1)
+    members = reference(ens, n, arch)
+    ens.train(train)
+    for m in members:
+        m.train(train)
+    x = torch.randn(6, *shape)
+    labels = torch.randint(0, 4, (6,))
+    out = ens(x)
+    want = torch.stack([m(x) for m in members])
+    torch.testing.assert_close(out, want, atol=2e-5, rtol=1e-4)
+
+    coupled_loss(out, labels, -0.3).total.sum().backward()
+    coupled_loss(want, labels, -0.3).total.sum().backward()
+    for name, stacked in ens.stacked_parameters().items():
+        for i, m in enumerate(members):
+            grad = dict(m.named_parameters())[name].grad
+            torch.testing.assert_close(stacked.grad[i], grad, atol=2e-5, rtol=1e-4)
+    # BatchNorm running statistics advance the same way.
+    for name, stacked in ens.stacked_buffers().items():
+        for i, m in enumerate(members):
+            torch.testing.assert_close(stacked[i], dict(m.named_buffers())[name])
+
+
+def test_members_are_independent_and_seeded():
+    ens = Ensemble(lambda: build_model("lenet5"), 3, seed=7)
+    weight = ens.stacked_parameters()["0.weight"]
+    assert not torch.equal(weight[0], weight[1])
+    again = Ensemble(lambda: build_model("lenet5"), 5, seed=7)
+    # member i's initialization depends on (seed, i) only, not on N
+    torch.testing.assert_close(again.stacked_parameters()["0.weight"][:3], weight)
+
+
+def test_member_roundtrip():
+    ens = Ensemble(lambda: build_model("small_cnn", in_channels=1, image_size=8), 3, seed=0)
+    member = ens.member(1)
+    assert isinstance(member, nn.Sequential)
+    assert not any(p.is_meta for p in member.parameters())
+    changed = copy.deepcopy(member)
+    with torch.no_grad():
+        for p in changed.parameters():
+            p.add_(1.0)
+    ens.set_member(2, changed)
+    x = torch.randn(4, 1, 8, 8)
+    ens.eval()
+    changed.eval()
+    torch.testing.assert_close(ens(x)[2], changed(x))
+    # member() returns a copy: editing it does not touch the ensemble
+    with torch.no_grad():
+        next(member.parameters()).zero_()
+    assert not torch.equal(ens.stacked_parameters()["0.weight"][1], torch.zeros(16, 1, 3, 3))
+
+
+def test_set_member_rejects_other_architecture():
+    ens = Ensemble(lambda: build_model("mlp", in_channels=1, image_size=8), 2)
+    with pytest.raises(ConfigError, match="does not match"):
+        ens.set_member(0, build_model("small_cnn", in_channels=1, image_size=8))
+    with pytest.raises(ConfigError, match="out of range"):
+        ens.member(2)
+
+
+class Custom(nn.Module):
+    """A user architecture with a residual branch (not a Sequential chain)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(5, 5)
+        self.b = nn.Linear(5, 3)
+
+    def forward(self, x):
+        return self.b(torch.relu(self.a(x)) + x)
+
+
+def test_custom_architecture_loop_and_vmap():
+    ens = Ensemble(Custom, 4, strategy="loop", seed=0)
+    x = torch.randn(3, 5)
+    want = torch.stack([ens.member(i)(x) for i in range(4)])
+    torch.testing.assert_close(ens(x), want)
+    ens.strategy = "vmap"
+    torch.testing.assert_close(ens(x), want)
+    ens.strategy = "grouped"
+    with pytest.raises(ConfigError, match="grouped"):
+        ens(x)
+    assert ens.resolved_strategy(torch.device("cuda")) == "vmap" or ens.strategy != "auto"
+
+
+def test_auto_strategy_resolution():
+    ens = Ensemble(lambda: build_model("lenet5"), 2)
+    assert ens.resolved_strategy(torch.device("cpu")) == "loop"
+    assert ens.resolved_strategy(torch.device("cuda")) == "grouped"
+    custom = Ensemble(Custom, 2)
+    assert custom.resolved_strategy(torch.device("cuda")) == "vmap"
+
+
+def test_bad_construction():
+    with pytest.raises(ConfigError, match=">= 1"):
+        Ensemble(Custom, 0)
+    with pytest.raises(ConfigError, match="valid: auto, loop, grouped, vmap"):
+        Ensemble(Custom, 2, strategy="fast")
+    with pytest.raises(ConfigError, match="nn.Module"):
+        Ensemble(lambda: 3, 2)
+
+
+def test_stacked_sgd_equals_per_member_sgd():
+    torch.manual_seed(0)
+    ens = Ensemble(lambda: build_model("mlp", in_channels=1, image_size=4), 3, seed=0)
+    members = [ens.member(i) for i in range(3)]
+    opt = torch.optim.SGD(ens.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    opts = [torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+            for m in members]
+    for _ in range(3):
+        x, y = torch.randn(8, 1, 4, 4), torch.randint(0, 10, (8,))
+        opt.zero_grad()
+        coupled_loss(ens(x), y, -0.2).total.sum().backward()
+        opt.step()
+        for o in opts:
+            o.zero_grad()
+        coupled_loss(torch.stack([m(x) for m in members]), y, -0.2).total.sum().backward()
+        for o in opts:
+            o.step()
+    for i, m in enumerate(members):
+        for name, p in m.named_parameters():
+            torch.testing.assert_close(ens.stacked_parameters()[name][i], p)
