@@ -20,7 +20,6 @@ strategy below reads the same storage:
 from __future__ import annotations
 
 import copy
-import hashlib
 from collections.abc import Callable, Iterator
 
 import torch
@@ -29,17 +28,12 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from colearning.errors import ConfigError
+from colearning.seeding import derive_seed
 
 STRATEGIES = ("auto", "loop", "grouped", "vmap")
 
 # Layers that act elementwise or per channel identically on [B, N*C, H, W] and [B, C, H, W].
 _CHANNELWISE = (nn.ReLU, nn.MaxPool2d, nn.AvgPool2d, nn.Identity, nn.Dropout, nn.Dropout2d)
-
-
-def member_seed(seed: int, member: int) -> int:
-    """A 63-bit seed for member ``member`` of a run with seed ``seed`` (independent of N)."""
-    digest = hashlib.sha256(f"colearning/{seed}/member/{member}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
 
 
 class Ensemble(nn.Module):
@@ -100,7 +94,7 @@ class Ensemble(nn.Module):
             module = factory()
         else:
             with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(member_seed(seed, index))
+                torch.manual_seed(derive_seed(seed, "member", index))
                 module = factory()
         if not isinstance(module, nn.Module):
             raise ConfigError(f"the member factory must return an nn.Module, got {type(module)}")
@@ -195,6 +189,9 @@ class Ensemble(nn.Module):
         return _forward_grouped(self, self._chain, x)
 
     def _forward_loop(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 4 and x.device.type == "cpu":
+            # oneDNN convolutions on CPU run ~1.3x faster on channels-last inputs (bench).
+            x = x.contiguous(memory_format=torch.channels_last)
         # unbind (not p[i]) so the backward is one stack per parameter, not N scatters.
         params = {name: p.unbind(0) for name, p in self.stacked_parameters().items()}
         buffers = self.stacked_buffers()

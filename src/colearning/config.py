@@ -1,0 +1,268 @@
+"""One typed run config: defaults here, then a YAML file, then ``key=value`` overrides.
+
+    cfg = load_config("configs/quickstart.yaml", ["loss.beta=-0.2", "ensemble.n_members=3"])
+    cfg.loss.beta                  # -0.2
+    cfg.to_dict()                  # the resolved config, written into every run directory
+
+Unknown keys and wrong types raise :class:`ConfigError` naming the valid keys.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import yaml
+
+from colearning.errors import ConfigError
+
+
+@dataclass
+class DataConfig:
+    name: str = "digits"  # registry name: digits, cifar10, cifar100, imagefolder
+    path: str | None = None  # file or directory of the data (cifar*, imagefolder)
+    split: str = "official"  # "official" train/test, or "random" (pool all, split per seed)
+    train_size: int | None = None  # images; None keeps the official count
+    test_size: int | None = None  # images; None keeps the official count
+    normalize: bool = False  # per-channel standardization after scaling to [0, 1]
+    augment: bool | None = None  # crop+flip; None: on for vgg9, off otherwise (paper)
+    cache_dir: str | None = None  # decoded-array cache; None: ~/.cache/colearning/decoded
+
+
+@dataclass
+class ModelConfig:
+    name: str = "small_cnn"  # registry name: lenet5, vgg9, small_cnn, mlp
+    options: dict[str, Any] = field(default_factory=dict)  # extra builder keyword arguments
+
+
+@dataclass
+class EnsembleConfig:
+    n_members: int = 2  # N, the one place it is stated
+    strategy: str = "auto"  # auto, loop, grouped, vmap (see colearning.engine)
+
+
+@dataclass
+class LossConfig:
+    beta: float | list[list[float]] | None = None  # scalar or [N, N]; None: 0 unless beta_bar
+    beta_bar: float | None = None  # size-normalized coupling: beta = beta_bar / N
+    peers: str = "detached"  # detached: p_j constant in L_i; joint: gradients through p_j
+    kl_reduction: str = "batchmean"  # batchmean: Eq. 1 as written; mean: also / classes
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 0.01  # initial learning rate (paper: 0.01)
+    momentum: float = 0.9  # SGD momentum (paper: 0.9)
+    weight_decay: float = 5e-4  # L2 coefficient (paper: 0.0005)
+    schedule: str = "constant"  # constant, step, cosine (per epoch)
+    step_size: int = 50  # epochs between learning-rate drops (step schedule)
+    gamma: float = 0.1  # learning-rate factor at each drop (step schedule)
+    grad_clip: float | None = None  # max gradient norm per member; None: no clipping
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 128  # images per step, shared by all members (paper: 512 / 256)
+    eval_batch_size: int = 1024  # images per evaluation forward pass
+    on_nonfinite: str = "stop"  # stop: end the run as diverged; skip: drop that step
+    analysis_every: int = 1  # epochs between activation/weight statistics; 0: final only
+    analysis_samples: int = 1000  # test images used for activation statistics
+    save_probs_every: int = 0  # epochs between saved test probabilities; 0: final only
+    progress: bool = True  # progress bars on stderr
+
+
+@dataclass
+class Config:
+    seed: int = 0  # determines the split, every member's init and the batch order
+    device: str = "auto"  # auto, cpu, cuda, cuda:K
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def get(self, dotted: str) -> Any:
+        node: Any = self
+        for part in dotted.split("."):
+            node = getattr(node, part)
+        return node
+
+
+def _type_name(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
+def _check_type(value: Any, hint: Any, key: str) -> Any:
+    """Return ``value`` coerced to ``hint`` (int -> float only) or raise ConfigError."""
+    origin = typing.get_origin(hint)
+    if origin in (Union, types.UnionType):
+        errors = []
+        for option in typing.get_args(hint):
+            try:
+                return _check_type(value, option, key)
+            except ConfigError as error:
+                errors.append(error)
+        raise ConfigError(f"{key} must be {_type_name(hint)}, got {value!r}")
+    if hint is type(None):
+        if value is None:
+            return None
+    elif hint is Any:
+        return value
+    elif origin is list:
+        if isinstance(value, (list, tuple)):
+            (item,) = typing.get_args(hint)
+            return [_check_type(v, item, key) for v in value]
+    elif origin is dict:
+        if isinstance(value, dict):
+            return dict(value)
+    elif hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif hint in (int, str, bool) and type(value) is hint:  # bool is not an int here
+        return value
+    raise ConfigError(f"{key} must be {_type_name(hint)}, got {value!r}")
+
+
+def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
+    if not isinstance(values, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        raise ConfigError(
+            f"unknown config key {prefix}{unknown[0]}; valid keys here: "
+            f"{', '.join(prefix + n for n in names)}"
+        )
+    kwargs = {}
+    for name in names:
+        if name not in values:
+            continue
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = _build(hint, values[name] or {}, f"{prefix}{name}.")
+        else:
+            kwargs[name] = _check_type(values[name], hint, prefix + name)
+    return cls(**kwargs)
+
+
+def config_from_dict(values: dict[str, Any]) -> Config:
+    """A validated :class:`Config` from a nested dict (missing keys take the defaults)."""
+    config = _build(Config, values or {}, "")
+    validate(config)
+    return config
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    """``["loss.beta=-0.2", "train.epochs=3"]`` -> nested dict; values are parsed as YAML."""
+    nested: dict[str, Any] = {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} must look like key=value, e.g. loss.beta=-0.2")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            value = raw
+        node = nested
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r} conflicts with another override")
+        node[parts[-1]] = value
+    return nested
+
+
+def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """Recursive dict merge; ``update`` wins (model.options merge key by key too)."""
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """A YAML mapping from ``path`` with a one-line error for a missing or malformed file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"config file {path} is not valid YAML{where}") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of keys, got {type(values)}")
+    return values
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Defaults, then the YAML file at ``path``, then ``key=value`` overrides."""
+    values = read_yaml(path) if path is not None else {}
+    return config_from_dict(merge(values, parse_overrides(overrides or [])))
+
+
+CHOICES = {
+    "data.split": ("official", "random"),
+    "ensemble.strategy": ("auto", "loop", "grouped", "vmap"),
+    "loss.peers": ("detached", "joint"),
+    "loss.kl_reduction": ("batchmean", "mean"),
+    "optim.schedule": ("constant", "step", "cosine"),
+    "train.on_nonfinite": ("stop", "skip"),
+}
+
+
+def validate(config: Config) -> None:
+    """Value checks that types alone cannot express; one-line ConfigError on failure."""
+    for key, choices in CHOICES.items():
+        if config.get(key) not in choices:
+            raise ConfigError(
+                f"{key}={config.get(key)!r} is not valid; valid: {', '.join(choices)}"
+            )
+    positive = ["ensemble.n_members", "train.epochs", "train.batch_size", "train.eval_batch_size",
+                "optim.step_size"]
+    for key in positive:
+        if config.get(key) < 1:
+            raise ConfigError(f"{key} must be >= 1, got {config.get(key)}")
+    for key in ["optim.lr", "optim.weight_decay", "optim.momentum", "train.analysis_every",
+                "train.save_probs_every", "train.analysis_samples"]:
+        if config.get(key) < 0:
+            raise ConfigError(f"{key} must be >= 0, got {config.get(key)}")
+    for key in ["data.train_size", "data.test_size"]:
+        if config.get(key) is not None and config.get(key) < 1:
+            raise ConfigError(f"{key} must be >= 1 or null, got {config.get(key)}")
+    if config.loss.beta is not None and config.loss.beta_bar is not None:
+        raise ConfigError("set loss.beta or loss.beta_bar, not both")
+    beta = config.loss.beta
+    if isinstance(beta, list):
+        n = config.ensemble.n_members
+        if len(beta) != n or any(len(row) != n for row in beta):
+            raise ConfigError(
+                f"loss.beta matrix must be {n}x{n} (ensemble.n_members={n}), got "
+                f"{len(beta)} rows of lengths {[len(row) for row in beta]}"
+            )
+    values = [beta] if isinstance(beta, float) else sum(beta, []) if isinstance(beta, list) else []
+    values += [config.loss.beta_bar] if config.loss.beta_bar is not None else []
+    if any(v != v or v in (float("inf"), float("-inf")) for v in values):
+        raise ConfigError("loss.beta / loss.beta_bar must be finite numbers")
+    if config.optim.grad_clip is not None and config.optim.grad_clip <= 0:
+        raise ConfigError(f"optim.grad_clip must be > 0 or null, got {config.optim.grad_clip}")
+
+
+def dump_yaml(config: Config) -> str:
+    """The resolved config as YAML (keys in declaration order)."""
+    return yaml.safe_dump(config.to_dict(), sort_keys=False)

@@ -1,0 +1,66 @@
+"""Fetch one file from a URL to a path, verifying its md5, atomically (temp file + rename)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from colearning.errors import DataError
+
+_CHUNK = 1 << 20
+
+
+def default_data_dir() -> Path:
+    """Where downloaded archives go: $COLEARNING_DATA, else ~/.cache/colearning."""
+    return Path(os.environ.get("COLEARNING_DATA") or "~/.cache/colearning").expanduser()
+
+
+def fetch(url: str, dest: Path, md5: str, *, progress: bool = True) -> Path:
+    """Download ``url`` to ``dest`` and return ``dest``; DataError when offline or corrupt.
+
+    The bytes go to a temp file next to ``dest`` and are renamed into place only after the
+    md5 matches, so an interrupted or corrupt download never leaves a half file at ``dest``.
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    temp = Path(temp_name)
+    try:
+        digest = hashlib.md5()
+        with os.fdopen(handle, "wb") as out:
+            try:
+                with urllib.request.urlopen(url, timeout=60) as response:
+                    total = int(response.headers.get("Content-Length") or 0) or None
+                    with tqdm(
+                        total=total,
+                        unit="B",
+                        unit_scale=True,
+                        desc=f"download {dest.name}",
+                        disable=not progress,
+                    ) as bar:
+                        while chunk := response.read(_CHUNK):
+                            out.write(chunk)
+                            digest.update(chunk)
+                            bar.update(len(chunk))
+            except (urllib.error.URLError, OSError, ValueError) as error:
+                reason = getattr(error, "reason", error)
+                raise DataError(
+                    f"could not download {url} ({reason}); download it by hand and put it at {dest}"
+                ) from None
+            out.flush()
+            os.fsync(out.fileno())
+        if digest.hexdigest() != md5:
+            raise DataError(
+                f"download of {url} has md5 {digest.hexdigest()}, expected {md5}; "
+                f"retry, or download it by hand and put it at {dest}"
+            )
+        os.replace(temp, dest)
+    finally:
+        temp.unlink(missing_ok=True)
+    return dest

@@ -1,0 +1,73 @@
+"""The in-memory form of a decoded dataset: uint8 images and int64 labels for both sides."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from colearning.errors import DataError
+
+
+@dataclass
+class RawDataset:
+    """Official train/test sides: uint8 images [n, C, H, W] (square), int64 labels [n]."""
+
+    train_x: np.ndarray
+    train_y: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+    classes: list[str]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.train_x.shape[1])
+
+    @property
+    def image_size(self) -> int:
+        return int(self.train_x.shape[2])
+
+    @property
+    def n_total(self) -> int:
+        return len(self.train_y) + len(self.test_y)
+
+    def check(self, source: str) -> RawDataset:
+        """Raise DataError naming ``source`` unless dtypes, shapes and label ranges agree."""
+        if not self.classes:
+            raise DataError(f"{source}: dataset has no classes; check the source data")
+        for side, x, y in (
+            ("train", self.train_x, self.train_y),
+            ("test", self.test_x, self.test_y),
+        ):
+            if x.dtype != np.uint8 or x.ndim != 4:
+                raise DataError(
+                    f"{source}: {side} images must be uint8 [n, C, H, W], got {x.dtype} "
+                    f"{list(x.shape)}; re-create the data in the expected format"
+                )
+            if x.shape[2] != x.shape[3]:
+                raise DataError(
+                    f"{source}: {side} images are {x.shape[2]}x{x.shape[3]}, not square; "
+                    "resize them to a square size"
+                )
+            if y.dtype != np.int64 or y.shape != (x.shape[0],):
+                raise DataError(
+                    f"{source}: {side} labels must be int64 [{x.shape[0]}], got {y.dtype} "
+                    f"{list(y.shape)}; re-create the data in the expected format"
+                )
+            if len(y) == 0:
+                raise DataError(f"{source}: the {side} side has no images; add some")
+            if y.min() < 0 or y.max() >= len(self.classes):
+                raise DataError(
+                    f"{source}: {side} labels span [{y.min()}, {y.max()}] but there are "
+                    f"{len(self.classes)} classes; the file is corrupt, replace it"
+                )
+        if self.train_x.shape[1:] != self.test_x.shape[1:]:
+            raise DataError(
+                f"{source}: train images are {list(self.train_x.shape[1:])} but test images "
+                f"are {list(self.test_x.shape[1:])}; make both sides the same size"
+            )
+        return self

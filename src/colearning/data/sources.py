@@ -1,0 +1,120 @@
+"""The dataset registry and ``load_dataset``: name (+ path) -> RawDataset.
+
+Registered loaders take ``(path, *, cache_dir, download, progress)`` and return a checked
+RawDataset. Decoded cifar10/cifar100/imagefolder arrays are cached (see ``cache``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from colearning.data import cache, cifar, imagefolder
+from colearning.data.raw import RawDataset
+from colearning.errors import ConfigError, DataError
+from colearning.registry import Registry
+
+Loader = Callable[..., RawDataset]
+DATASETS: Registry[Loader] = Registry("dataset")
+
+# scikit-learn's digits have no official split; ours is fixed: the first 1,437 images
+# (80%) train, the last 360 test.
+DIGITS_TRAIN_SIZE = 1437
+
+
+def load_dataset(
+    name: str,
+    path: str | None = None,
+    *,
+    cache_dir: str | None = None,
+    download: bool = True,
+    progress: bool = True,
+) -> RawDataset:
+    """Dataset ``name`` (a DATASETS entry) read from ``path`` (None: its default place)."""
+    loader = DATASETS.get(name)
+    raw = loader(path, cache_dir=cache_dir, download=download, progress=progress)
+    return raw.check(name)
+
+
+@DATASETS.register("digits")
+def load_digits(
+    path: str | None = None,
+    *,
+    cache_dir: str | None = None,
+    download: bool = True,
+    progress: bool = True,
+) -> RawDataset:
+    """scikit-learn's 1,797 8x8 digits as uint8 [n, 1, 8, 8]; ``path`` and the rest are unused."""
+    from sklearn.datasets import load_digits as sklearn_digits
+
+    bunch = sklearn_digits()
+    # Pixel values are counts 0..16; stretch them to the usual 0..255 range.
+    images = np.round(bunch.images * (255 / 16)).astype(np.uint8)[:, None]
+    labels = bunch.target.astype(np.int64)
+    return RawDataset(
+        train_x=images[:DIGITS_TRAIN_SIZE],
+        train_y=labels[:DIGITS_TRAIN_SIZE],
+        test_x=images[DIGITS_TRAIN_SIZE:],
+        test_y=labels[DIGITS_TRAIN_SIZE:],
+        classes=[str(digit) for digit in range(10)],
+    )
+
+
+def _load_cifar(
+    name: str, path: str | None, cache_dir: str | None, download: bool, progress: bool
+) -> RawDataset:
+    source = cifar.locate(name, path, download=download, progress=progress)
+    return cache.cached(
+        name, source, lambda: cifar.read(name, source, progress=progress), cache_dir=cache_dir
+    )
+
+
+@DATASETS.register("cifar10")
+def load_cifar10(
+    path: str | None = None,
+    *,
+    cache_dir: str | None = None,
+    download: bool = True,
+    progress: bool = True,
+) -> RawDataset:
+    """CIFAR-10 (official pickles) as uint8 [50000|10000, 3, 32, 32], 10 classes."""
+    return _load_cifar("cifar10", path, cache_dir, download, progress)
+
+
+@DATASETS.register("cifar100")
+def load_cifar100(
+    path: str | None = None,
+    *,
+    cache_dir: str | None = None,
+    download: bool = True,
+    progress: bool = True,
+) -> RawDataset:
+    """CIFAR-100 (official pickles, fine labels) as uint8 [50000|10000, 3, 32, 32], 100 classes."""
+    return _load_cifar("cifar100", path, cache_dir, download, progress)
+
+
+@DATASETS.register("imagefolder")
+def load_imagefolder(
+    path: str | None = None,
+    *,
+    cache_dir: str | None = None,
+    download: bool = True,
+    progress: bool = True,
+) -> RawDataset:
+    """Images under ``<split>/<class>/`` in a folder or tar(.gz) as RGB uint8 [n, 3, H, H]."""
+    if path is None:
+        raise ConfigError(
+            "dataset 'imagefolder' needs a path: a folder, .tar or .tar.gz holding "
+            "train/<class>/<image> and test/<class>/<image>"
+        )
+    source = Path(path).expanduser().absolute()
+    if not source.exists():
+        raise DataError(f"image folder {source} does not exist; pass an existing folder or tar")
+    return cache.cached(
+        "imagefolder",
+        source,
+        lambda: imagefolder.read_imagefolder(source, progress=progress),
+        cache_dir=cache_dir,
+    )

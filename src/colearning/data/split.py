@@ -1,0 +1,124 @@
+"""Train/test splits of a RawDataset: the official one (optionally subsampled) or a random one."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from colearning.data.raw import RawDataset
+from colearning.errors import ConfigError
+
+SPLITS = ("official", "random")
+
+
+@dataclass
+class Split:
+    """Images uint8 [n, C, H, W], labels int64 [n], and each image's index in the pool.
+
+    The pool is the official train side followed by the official test side, so index
+    ``i < n_train`` is official train image ``i`` and ``n_train + j`` is test image ``j``.
+    """
+
+    train_x: np.ndarray
+    train_y: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+    test_indices: np.ndarray
+    train_indices: np.ndarray
+
+
+def make_split(
+    raw: RawDataset,
+    split: str = "official",
+    *,
+    train_size: int | None = None,
+    test_size: int | None = None,
+    seed: int = 0,
+) -> Split:
+    """The ``split`` of ``raw``: "official" (its own sides) or "random" (pool, then redraw).
+
+    "official": every image of each side, or with ``train_size``/``test_size`` a random
+    subset of that side drawn with ``seed``. "random": one permutation of the pooled images
+    from ``np.random.default_rng(seed)``; test is its first ``test_size`` images (default:
+    the official test size), train the next ``train_size`` (default: all the rest). Indices
+    are returned sorted, so images keep their pooled order. Same arguments, same split.
+    """
+    n_train, n_test = len(raw.train_y), len(raw.test_y)
+    rng = np.random.default_rng(seed)
+    if split == "official":
+        train_size = _size(
+            "train_size", train_size, n_train, f"the {n_train} official train images"
+        )
+        test_size = _size("test_size", test_size, n_test, f"the {n_test} official test images")
+        train_indices = _subset(rng.permutation(n_train), train_size, n_train)
+        test_indices = _subset(rng.permutation(n_test), test_size, n_test) + n_train
+    elif split == "random":
+        n_total = n_train + n_test
+        test_size = _size(
+            "test_size",
+            test_size,
+            n_test,
+            f"the {n_total} pooled images less one for train",
+            available=n_total - 1,
+        )
+        rest = n_total - test_size
+        train_size = _size(
+            "train_size",
+            train_size,
+            rest,
+            f"the {rest} pooled images left after {test_size} test images",
+        )
+        order = rng.permutation(n_total)
+        test_indices = np.sort(order[:test_size])
+        train_indices = np.sort(order[test_size : test_size + train_size])
+    else:
+        raise ConfigError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
+    train_x, train_y = _take(raw, train_indices)
+    test_x, test_y = _take(raw, test_indices)
+    return Split(
+        train_x=train_x,
+        train_y=train_y,
+        test_x=test_x,
+        test_y=test_y,
+        test_indices=test_indices.astype(np.int64),
+        train_indices=train_indices.astype(np.int64),
+    )
+
+
+def _size(
+    name: str, value: int | None, default: int, what: str, *, available: int | None = None
+) -> int:
+    """``value`` checked against what is available, or ``default`` when None."""
+    available = default if available is None else available
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+    if value > available:
+        raise ConfigError(
+            f"{name}={value} is larger than {what} ({available} available); use at most {available}"
+        )
+    return int(value)
+
+
+def _subset(order: np.ndarray, size: int, n: int) -> np.ndarray:
+    # The full side keeps its order as is, which also lets _take return views, not copies.
+    return np.arange(n) if size == n else np.sort(order[:size])
+
+
+def _take(raw: RawDataset, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Images and labels at pooled ``indices`` without building the pooled array."""
+    n_train = len(raw.train_y)
+    if len(indices) == n_train and (len(indices) == 0 or indices[-1] == n_train - 1):
+        return raw.train_x, raw.train_y  # the whole official train side
+    if len(indices) == len(raw.test_y) and len(indices) and indices[0] == n_train:
+        return raw.test_x, raw.test_y  # the whole official test side
+    from_train = indices < n_train
+    images = np.empty((len(indices), *raw.train_x.shape[1:]), dtype=raw.train_x.dtype)
+    labels = np.empty(len(indices), dtype=raw.train_y.dtype)
+    images[from_train] = raw.train_x[indices[from_train]]
+    labels[from_train] = raw.train_y[indices[from_train]]
+    images[~from_train] = raw.test_x[indices[~from_train] - n_train]
+    labels[~from_train] = raw.test_y[indices[~from_train] - n_train]
+    return images, labels

@@ -1,0 +1,46 @@
+"""Metrics for co-learning ensembles; member axis first (``probs [N, B, C]``), nats.
+
+Families: :mod:`.divergence` (KL/JS, Eq. 5 distance matrices), :mod:`.classification`
+(accuracy, votes, entropy, disagreement), :mod:`.calibration` (NLL, Brier, ECE),
+:mod:`.statistics` (Spearman, rescued samples, epoch-to-epoch change) and
+:mod:`.embedding` (MDS of distance matrices and aligned trajectories).
+"""
+
+from __future__ import annotations
+
+from .calibration import brier, expected_calibration_error, nll
+from .classification import accuracy, disagreement, entropy, true_class_prob, votes_correct
+from .divergence import (
+    js_divergence,
+    js_matrix,
+    js_matrix_with_ensemble,
+    js_mean,
+    kl_divergence,
+    kl_to_target,
+)
+from .embedding import align_to, embedding_distance_correlation, mds_embed, mds_trajectory
+from .statistics import accuracy_change, rescued_count, spearman
+
+__all__ = [
+    "kl_divergence",
+    "js_divergence",
+    "js_matrix",
+    "js_mean",
+    "js_matrix_with_ensemble",
+    "kl_to_target",
+    "accuracy",
+    "true_class_prob",
+    "votes_correct",
+    "entropy",
+    "disagreement",
+    "nll",
+    "brier",
+    "expected_calibration_error",
+    "spearman",
+    "rescued_count",
+    "accuracy_change",
+    "mds_embed",
+    "align_to",
+    "mds_trajectory",
+    "embedding_distance_correlation",
+]

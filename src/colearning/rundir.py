@@ -1,0 +1,185 @@
+"""Run-directory files, written so that a kill at any moment never leaves half a file.
+
+Layout of a run directory::
+
+    config.yaml        the resolved config
+    meta.json          package version, git commit, torch version, host, start time
+    metrics.jsonl      one JSON object per evaluated epoch
+    checkpoint.pt      models, optimizer, RNG states, position (epoch, step)
+    predictions.npz    final test probabilities [N, n_test, C] (float16), labels, indices
+    summary.json       final metrics and the run status
+    analysis.jsonl     activation/weight statistics at chosen epochs
+    probs/epoch_K.npz  optional per-epoch test probabilities
+
+Whole files are written to a temporary name, flushed, fsynced and renamed over the
+target (rename is atomic on POSIX), then the directory is fsynced. metrics.jsonl is
+appended line by line with fsync; a trailing partial line (a kill mid-write) is ignored
+on read and cut on resume.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import io
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from colearning.errors import RunDirError
+
+CONFIG = "config.yaml"
+METRICS = "metrics.jsonl"
+CHECKPOINT = "checkpoint.pt"
+PREDICTIONS = "predictions.npz"
+SUMMARY = "summary.json"
+META = "meta.json"
+ANALYSIS = "analysis.jsonl"
+LOCK = ".lock"
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` atomically (temp file, fsync, rename, fsync dir)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
+
+
+def atomic_torch_save(path: str | Path, obj: Any) -> None:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def atomic_savez(path: str | Path, **arrays: np.ndarray) -> None:
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    if isinstance(obj, (np.ndarray, torch.Tensor)):
+        return obj.tolist()
+    raise TypeError(f"not JSON serializable: {type(obj)}")
+
+
+def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:
+    """Append one JSON line and fsync it (NaN/inf are written as null)."""
+    line = json.dumps(_finite(record), default=_json_default) + "\n"
+    with open(path, "a") as handle:
+        handle.write(line)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _finite(obj: Any) -> Any:
+    """Replace NaN/inf floats by None so every line is strict JSON."""
+    if isinstance(obj, float):
+        return obj if obj == obj and abs(obj) != float("inf") else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """Every complete line of a JSON-lines file ([] when absent); a torn last line is skipped."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text().splitlines(keepends=True):
+        if not line.endswith("\n"):
+            break  # torn write from a kill: not a record
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            raise RunDirError(f"{path} has a corrupt line; delete it or the run") from None
+    return records
+
+
+def truncate_jsonl(path: str | Path, keep: int) -> None:
+    """Keep the first ``keep`` complete records of a JSON-lines file, atomically."""
+    records = read_jsonl(path)[:keep]
+    text = "".join(json.dumps(r, default=_json_default) + "\n" for r in records)
+    atomic_write_text(path, text)
+
+
+@contextlib.contextmanager
+def locked(run_dir: str | Path) -> Iterator[None]:
+    """Hold an exclusive lock on a run directory; a second process gets RunDirError.
+
+    The lock is an fcntl lock on ``.lock``: the kernel drops it when the process dies,
+    even by SIGKILL, so a killed run never leaves a stale lock behind.
+    """
+    path = Path(run_dir) / LOCK
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunDirError(
+                f"run directory {run_dir} is in use by another process; wait for it or pick "
+                "another --run-dir"
+            ) from None
+        try:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"{os.getpid()}\n")
+            handle.flush()
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def is_run_dir(path: str | Path) -> bool:
+    return (Path(path) / CONFIG).is_file()
+
+
+def require_run_dir(path: str | Path) -> Path:
+    path = Path(path)
+    if not path.is_dir():
+        raise RunDirError(f"{path} is not a directory; give the path of a run directory")
+    if not is_run_dir(path):
+        raise RunDirError(f"{path} is not a run directory (it has no {CONFIG})")
+    return path
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint on the CPU with a clear error for a corrupt file."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except FileNotFoundError:
+        raise RunDirError(f"{path} does not exist; the run has no checkpoint to resume") from None
+    except Exception as error:  # torch raises many types for a damaged zip/pickle
+        raise RunDirError(f"checkpoint {path} is unreadable ({type(error).__name__})") from None
