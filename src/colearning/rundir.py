@@ -24,6 +24,7 @@ import fcntl
 import io
 import json
 import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -51,11 +52,32 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+_write_counts: dict[str, int] = {}
+
+
+def _kill_requested(name: str) -> bool:
+    """True on the K-th write of file ``name`` when COLEARNING_KILL_DURING_WRITE=name:K.
+
+    A testing hook only: it lets the crash tests kill a run inside a checkpoint write,
+    which random kill times would hit only by luck.
+    """
+    spec = os.environ.get("COLEARNING_KILL_DURING_WRITE")
+    if not spec or spec.rpartition(":")[0] != name:
+        return False
+    _write_counts[name] = _write_counts.get(name, 0) + 1
+    return _write_counts[name] == int(spec.rpartition(":")[2])
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Replace ``path`` with ``data`` atomically (temp file, fsync, rename, fsync dir)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     with open(tmp, "wb") as handle:
+        if _kill_requested(path.name):
+            # Fault injection for the crash tests: die by SIGKILL halfway through the write.
+            handle.write(data[: len(data) // 2])
+            handle.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
         handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())

@@ -30,13 +30,20 @@ from tqdm.auto import tqdm
 
 from colearning import __version__, rundir
 from colearning.config import Config, config_from_dict, dump_yaml, merge, read_yaml
-from colearning.data import augment_batch, channel_stats, load_dataset, make_split, to_tensors
+from colearning.data import (
+    DATASETS,
+    augment_batch,
+    channel_stats,
+    load_dataset,
+    make_split,
+    to_tensors,
+)
 from colearning.engine import Ensemble
 from colearning.errors import ConfigError, DivergedError, RunDirError
 from colearning.evaluation import evaluate_probs
 from colearning.losses import beta_matrix, coupled_loss
 from colearning.metrics.structure import activation_stats, weight_stats
-from colearning.models import build_model
+from colearning.models import MODELS, build_model
 from colearning.seeding import generator
 
 CHECKPOINT_FORMAT = 1
@@ -90,6 +97,13 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {name!r} requested but CUDA is not available; use device=cpu")
     return device
+
+
+def preflight(config: Config) -> None:
+    """Fail fast, before any directory or data is touched, on names that cannot resolve."""
+    MODELS.get(config.model.name)
+    DATASETS.get(config.data.name)
+    resolve_device(config.device)
 
 
 def learning_rate(config: Config, epoch: int) -> float:
@@ -214,6 +228,7 @@ def train(config: Config | dict[str, Any], run_dir: str | Path | None = None) ->
     """Train a new run of ``config`` into ``run_dir`` (default: a new folder under ./runs)."""
     if isinstance(config, dict):
         config = config_from_dict(config)
+    preflight(config)
     path = Path(run_dir) if run_dir is not None else new_run_dir(config)
     if path.exists() and any(path.iterdir()):
         if rundir.is_run_dir(path):
@@ -378,14 +393,15 @@ def _fit(config: Config, path: Path, checkpoint: dict[str, Any] | None) -> Run:
 
             train_seconds = time.perf_counter() - epoch_start
             probs = predict(ens, data.test_x, config.train.eval_batch_size)
-            record = _epoch_record(epoch, lr, sums, probs, data.test_y.cpu(), train_seconds,
-                                   time.perf_counter() - epoch_start)
-            records.append(record)
-            rundir.append_jsonl(path / rundir.METRICS, record)
+            record = _epoch_record(epoch, lr, sums, probs, data.test_y.cpu(), train_seconds)
             every = config.train.analysis_every
             if (every and (epoch + 1) % every == 0) or epoch + 1 == epochs:
-                rundir.append_jsonl(path / rundir.ANALYSIS,
-                                    structure_record(ens, analysis_x, epoch + 1))
+                structure = structure_record(ens, analysis_x, epoch + 1)
+                _mark_dead_layers(record, structure)
+                rundir.append_jsonl(path / rundir.ANALYSIS, structure)
+            record["time/epoch_seconds"] = time.perf_counter() - epoch_start
+            records.append(record)
+            rundir.append_jsonl(path / rundir.METRICS, record)
             every = config.train.save_probs_every
             if every and (epoch + 1) % every == 0:
                 (path / "probs").mkdir(exist_ok=True)
@@ -421,7 +437,7 @@ def _fit(config: Config, path: Path, checkpoint: dict[str, Any] | None) -> Run:
 
 
 def _epoch_record(epoch: int, lr: float, sums: dict[str, Any], probs: torch.Tensor,
-                  labels: torch.Tensor, train_seconds: float, seconds: float) -> dict[str, Any]:
+                  labels: torch.Tensor, train_seconds: float) -> dict[str, Any]:
     count = max(sums["count"], 1)
     record: dict[str, Any] = {"epoch": epoch + 1, "lr": lr}
     for key in ("total", "task", "coupling"):
@@ -429,8 +445,18 @@ def _epoch_record(epoch: int, lr: float, sums: dict[str, Any], probs: torch.Tens
     record["train/skipped_steps"] = sums["skipped"]
     record.update(evaluate_probs(probs, labels))
     record["time/train_seconds"] = train_seconds
-    record["time/epoch_seconds"] = seconds
     return record
+
+
+def _mark_dead_layers(record: dict[str, Any], structure: dict[str, Any]) -> None:
+    """Add each member's all-zero ReLU layers to the record; such a member is collapsed."""
+    dead = [[layer for layer, stats in member["activation"].items() if stats["dead"]]
+            for member in structure["members"]]
+    record["test/member_dead_layers"] = dead
+    record["test/member_collapsed"] = [
+        bool(collapsed or layers)
+        for collapsed, layers in zip(record["test/member_collapsed"], dead, strict=True)
+    ]
 
 
 def _summary(records: list[dict[str, Any]], status: str, detail: str | None,

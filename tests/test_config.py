@@ -1,0 +1,81 @@
+import pytest
+
+from colearning.config import (
+    Config,
+    config_from_dict,
+    dump_yaml,
+    load_config,
+    parse_overrides,
+)
+from colearning.errors import ConfigError
+
+
+def test_defaults_and_overrides(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("loss:\n  beta: -0.4\ntrain:\n  epochs: 3\n")
+    config = load_config(path, ["loss.beta=0.1", "ensemble.n_members=5", "model.options.width=8"])
+    assert config.loss.beta == 0.1 and config.train.epochs == 3
+    assert config.ensemble.n_members == 5 and config.model.options == {"width": 8}
+    assert config.optim.lr == 0.01  # default
+    assert load_config(None) == Config()
+
+
+def test_roundtrip_through_yaml(tmp_path):
+    config = load_config(None, ["loss.beta=[[0, -0.1], [-0.2, 0]]", "seed=3"])
+    path = tmp_path / "c.yaml"
+    path.write_text(dump_yaml(config))
+    assert load_config(path) == config
+
+
+def test_int_is_accepted_for_float_but_not_bool_for_int():
+    assert config_from_dict({"optim": {"lr": 1}}).optim.lr == 1.0
+    with pytest.raises(ConfigError, match="train.epochs must be int"):
+        config_from_dict({"train": {"epochs": True}})
+
+
+@pytest.mark.parametrize(
+    "values, match",
+    [
+        ({"loss": {"betta": 1}}, r"unknown config key loss\.betta; valid keys here: loss\.beta"),
+        ({"nope": 1}, "unknown config key nope"),
+        ({"train": {"epochs": "ten"}}, "train.epochs must be int, got 'ten'"),
+        ({"ensemble": {"n_members": 0}}, "ensemble.n_members must be >= 1"),
+        ({"train": {"batch_size": 0}}, "train.batch_size must be >= 1"),
+        ({"loss": {"peers": "all"}}, "valid: detached, joint"),
+        ({"optim": {"schedule": "linear"}}, "valid: constant, step, cosine"),
+        ({"loss": {"beta": 0.1, "beta_bar": -1.0}}, "not both"),
+        ({"loss": {"beta": [[0, 1], [1, 0]]}, "ensemble": {"n_members": 3}}, "must be 3x3"),
+        ({"loss": {"beta": float("nan")}}, "finite"),
+        ({"loss": {"beta": [[0.0, float("inf")], [0.0, 0.0]]}}, "finite"),
+        ({"data": {"test_size": 0}}, "data.test_size must be >= 1"),
+        ({"train": "fast"}, "train must be a mapping"),
+    ],
+)
+def test_bad_configs(values, match):
+    with pytest.raises(ConfigError, match=match):
+        config_from_dict(values)
+
+
+def test_bad_override_syntax_and_files(tmp_path):
+    with pytest.raises(ConfigError, match="key=value"):
+        parse_overrides(["loss.beta"])
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("loss: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    listed = tmp_path / "list.yaml"
+    listed.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(listed)
+
+
+def test_shipped_configs_are_valid():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "configs"
+    files = sorted(root.glob("*.yaml")) + sorted((root / "paper").glob("*.yaml"))
+    assert len(files) >= 3
+    for path in files:
+        load_config(path)

@@ -1,0 +1,214 @@
+"""End-to-end training on digits: artifacts, determinism, resume, divergence, locking."""
+
+import json
+import os
+import signal
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+import colearning.train as train_module
+from colearning import rundir
+from colearning.config import config_from_dict
+from colearning.errors import ConfigError, RunDirError
+from colearning.train import Interrupted, learning_rate, load_run, resume, train
+from tests.conftest import comparable
+
+REQUIRED = ["epoch", "test/member_accuracy", "test/ensemble_accuracy_mean",
+            "test/ensemble_accuracy_geometric", "test/ensemble_accuracy_vote", "test/js_mean",
+            "test/js_matrix", "test/member_kl", "train/loss_total", "train/loss_task",
+            "train/loss_coupling", "lr", "time/epoch_seconds"]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    from tests.conftest import TINY
+
+    path = tmp_path_factory.mktemp("runs") / "a"
+    return train(config_from_dict(TINY), run_dir=path)
+
+
+def test_run_directory_contents(finished):
+    path = finished.run_dir
+    assert finished.status == "finished"
+    records = rundir.read_jsonl(path / "metrics.jsonl")
+    assert [r["epoch"] for r in records] == [1, 2, 3]
+    for key in REQUIRED:
+        assert key in records[-1], key
+    assert len(records[-1]["test/member_accuracy"]) == 2
+    assert records[-1]["test/ensemble_accuracy_mean"] > 0.5  # digits are easy
+    saved = np.load(path / "predictions.npz")
+    assert saved["probs"].shape == (2, 360, 10) and saved["probs"].dtype == np.float16
+    assert saved["labels"].shape == (360,) and saved["test_indices"].shape == (360,)
+    np.testing.assert_allclose(saved["probs"].astype(np.float32).sum(-1), 1.0, atol=1e-2)
+    checkpoint = rundir.load_checkpoint(path / "checkpoint.pt")
+    assert checkpoint["epoch"] == 3 and checkpoint["step"] == 0
+    assert {"model", "optimizer", "rng", "config"} <= set(checkpoint)
+    summary = json.loads((path / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["epochs_completed"] == 3
+    assert summary["test/ensemble_accuracy_mean"] == records[-1]["test/ensemble_accuracy_mean"]
+    config = yaml.safe_load((path / "config.yaml").read_text())
+    assert config_from_dict(config) == finished.config
+    meta = json.loads((path / "meta.json").read_text())
+    assert meta["colearning_version"] and "git_commit" in meta
+    analysis = rundir.read_jsonl(path / "analysis.jsonl")
+    assert [a["epoch"] for a in analysis] == [0, 1, 2, 3]
+    assert set(analysis[0]["members"][0]["activation"]) == {"ReLU1"}
+
+
+def test_predictions_match_the_checkpoint(finished):
+    """The saved probabilities are what the checkpointed members predict."""
+    from colearning.data import load_dataset, make_split, to_tensors
+
+    ens = train_module.build_ensemble(finished.config, _tensor_data(finished.config), "cpu")
+    ens.load_state_dict(rundir.load_checkpoint(finished.run_dir / "checkpoint.pt")["model"])
+    split = make_split(load_dataset("digits"), "official")
+    probs = train_module.predict(ens, to_tensors(split.test_x, "cpu"), 512)
+    saved = np.load(finished.run_dir / "predictions.npz")["probs"].astype(np.float32)
+    np.testing.assert_allclose(probs.numpy(), saved, atol=2e-3)
+
+
+def _tensor_data(config):
+    return train_module.load_data(config, torch.device("cpu"))
+
+
+def test_same_seed_same_numbers_other_seed_differs(finished, tmp_path, tiny_config):
+    again = train(tiny_config, run_dir=tmp_path / "b")
+    assert comparable(again.metrics) == comparable(finished.metrics)
+    tiny_config["seed"] = 1
+    other = train(tiny_config, run_dir=tmp_path / "c")
+    assert comparable(other.metrics) != comparable(finished.metrics)
+
+
+def test_resume_after_sigterm_mid_epoch_matches(finished, tmp_path, tiny_config, monkeypatch):
+    calls = {"n": 0}
+    original = train_module.coupled_loss
+
+    def interrupting(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 8:  # epoch 2 has steps 7-12 (6 steps of 256 in 1,437 images)
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "coupled_loss", interrupting)
+    path = tmp_path / "r"
+    with pytest.raises(Interrupted):
+        train(tiny_config, run_dir=path)
+    checkpoint = rundir.load_checkpoint(path / "checkpoint.pt")
+    assert (checkpoint["epoch"], checkpoint["step"]) == (1, 2)
+    assert json.loads((path / "summary.json").read_text())["status"] == "interrupted"
+    monkeypatch.setattr(train_module, "coupled_loss", original)
+    resumed = resume(path)
+    assert resumed.status == "finished"
+    assert comparable(resumed.metrics) == comparable(finished.metrics)
+    np.testing.assert_array_equal(np.load(path / "predictions.npz")["probs"],
+                                  np.load(finished.run_dir / "predictions.npz")["probs"])
+
+
+def test_resume_drops_metric_lines_newer_than_checkpoint(finished, tmp_path, tiny_config,
+                                                         monkeypatch):
+    """A crash between the metrics line and the checkpoint write, plus a torn append."""
+    original = rundir.atomic_torch_save
+    calls = {"n": 0}
+
+    def crash_on_third(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise OSError("disk vanished")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(rundir, "atomic_torch_save", crash_on_third)
+    path = tmp_path / "t"
+    with pytest.raises(OSError):
+        train(tiny_config, run_dir=path)
+    monkeypatch.setattr(rundir, "atomic_torch_save", original)
+    assert len(rundir.read_jsonl(path / "metrics.jsonl")) == 3
+    assert rundir.load_checkpoint(path / "checkpoint.pt")["epoch"] == 2
+    with open(path / "metrics.jsonl", "a") as handle:
+        handle.write('{"epoch": 4, "test/ens')
+    resumed = resume(path)
+    assert [r["epoch"] for r in resumed.metrics] == [1, 2, 3]
+    assert comparable(resumed.metrics) == comparable(finished.metrics)
+    assert comparable(rundir.read_jsonl(path / "metrics.jsonl")) == comparable(finished.metrics)
+
+
+def test_resume_refuses_changed_config_and_bad_paths(finished, tmp_path):
+    with pytest.raises(RunDirError, match=r"changed config \(loss.beta: -0.2 -> 0.3\)"):
+        resume(finished.run_dir, {"loss": {"beta": 0.3}})
+    assert resume(finished.run_dir, {"loss": {"beta": -0.2}}).status == "finished"
+    with pytest.raises(RunDirError, match="not a run directory"):
+        resume(tmp_path)
+    with pytest.raises(RunDirError, match="not a directory"):
+        resume(tmp_path / "missing")
+
+
+def test_refuses_existing_run_and_locked_run(finished, tiny_config):
+    with pytest.raises(RunDirError, match="already holds a run"):
+        train(tiny_config, run_dir=finished.run_dir)
+    with rundir.locked(finished.run_dir), pytest.raises(RunDirError, match="in use"):
+        resume(finished.run_dir)
+
+
+def test_divergence_stops_cleanly_and_keeps_last_checkpoint(tmp_path, tiny_config, monkeypatch):
+    original = train_module.coupled_loss
+    calls = {"n": 0}
+
+    def poisoned(*args, **kwargs):
+        calls["n"] += 1
+        parts = original(*args, **kwargs)
+        if calls["n"] == 9:  # epoch 2, step 3
+            return parts._replace(total=parts.total * float("nan"))
+        return parts
+
+    monkeypatch.setattr(train_module, "coupled_loss", poisoned)
+    run = train(tiny_config, run_dir=tmp_path / "d")
+    assert run.status == "diverged"
+    assert run.summary["status_detail"].startswith("diverged at epoch 2, step 3")
+    assert len(run.metrics) == 1
+    assert rundir.load_checkpoint(tmp_path / "d" / "checkpoint.pt")["epoch"] == 1
+    params = rundir.load_checkpoint(tmp_path / "d" / "checkpoint.pt")["model"]
+    assert all(torch.isfinite(t).all() for t in params.values() if t.is_floating_point())
+
+    calls["n"] = 0
+    tiny_config["train"]["on_nonfinite"] = "skip"
+    skipped = train(tiny_config, run_dir=tmp_path / "s")
+    assert skipped.status == "finished"
+    assert [r["train/skipped_steps"] for r in skipped.metrics] == [0, 1, 0]
+
+
+def test_gradient_clipping_is_per_member(tmp_path, tiny_config):
+    tiny_config["optim"]["grad_clip"] = 0.5
+    run = train(tiny_config, run_dir=tmp_path / "g")
+    assert run.status == "finished"
+
+
+def test_batch_larger_than_training_set(tmp_path, tiny_config):
+    tiny_config["train"]["batch_size"] = 5000
+    with pytest.raises(ConfigError, match="larger than the training set"):
+        train(tiny_config, run_dir=tmp_path / "x")
+
+
+def test_unknown_names_fail_before_anything_is_written(tmp_path, tiny_config):
+    tiny_config["model"]["name"] = "resnet"
+    with pytest.raises(ConfigError, match="unknown model 'resnet'; valid: lenet5"):
+        train(tiny_config, run_dir=tmp_path / "y")
+    assert not (tmp_path / "y").exists()
+
+
+@pytest.mark.parametrize(
+    "schedule, expected",
+    [("constant", [0.1, 0.1, 0.1, 0.1]), ("step", [0.1, 0.1, 0.01, 0.01]),
+     ("cosine", [0.1, 0.05 * (1 + np.cos(np.pi / 4)), 0.05, 0.05 * (1 + np.cos(3 * np.pi / 4))])],
+)
+def test_learning_rate_schedules(schedule, expected):
+    config = config_from_dict({"optim": {"lr": 0.1, "schedule": schedule, "step_size": 2},
+                               "train": {"epochs": 4}})
+    got = [learning_rate(config, epoch) for epoch in range(4)]
+    np.testing.assert_allclose(got, expected)
+
+
+def test_load_run(finished):
+    run = load_run(finished.run_dir)
+    assert run.summary["status"] == "finished" and len(run.metrics) == 3
