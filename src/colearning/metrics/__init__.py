@@ -3,7 +3,9 @@
 Families: :mod:`.divergence` (KL/JS, Eq. 5 distance matrices), :mod:`.classification`
 (accuracy, votes, entropy, disagreement), :mod:`.calibration` (NLL, Brier, ECE),
 :mod:`.statistics` (Spearman, rescued samples, epoch-to-epoch change) and
-:mod:`.embedding` (MDS of distance matrices and aligned trajectories).
+:mod:`.embedding` (MDS of distance matrices and aligned trajectories),
+:mod:`.reliability` (reliability-diagram bins) and :mod:`.trajectory` (per-epoch
+distances from saved metrics).
 """
 
 from __future__ import annotations
@@ -19,7 +21,13 @@ from .divergence import (
     kl_to_target,
 )
 from .embedding import align_to, embedding_distance_correlation, mds_embed, mds_trajectory
+from .reliability import ReliabilityBins, reliability_bins
 from .statistics import accuracy_change, rescued_count, spearman
+from .trajectory import (
+    distance_matrix_with_ensemble,
+    distance_to_others,
+    trajectory_distance_correlation,
+)
 
 __all__ = [
     "kl_divergence",
@@ -43,4 +51,9 @@ __all__ = [
     "align_to",
     "mds_trajectory",
     "embedding_distance_correlation",
+    "reliability_bins",
+    "ReliabilityBins",
+    "distance_to_others",
+    "distance_matrix_with_ensemble",
+    "trajectory_distance_correlation",
 ]

@@ -1,0 +1,155 @@
+"""Everything a run report reads, loaded from the run directory's saved files only.
+
+    run = load_artifacts("runs/demo")
+    run.n_members, run.coupling, run.probs.shape    # 2, 'β=-0.2', (2, 2000, 10)
+
+Nothing here trains or evaluates a network: metrics come from metrics.jsonl and
+summary.json, per-sample numbers from predictions.npz, structure statistics from
+analysis.jsonl, and the final weights are read out of checkpoint.pt by layer name.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from colearning import rundir
+from colearning.config import Config, config_from_dict
+from colearning.errors import ColearningError, RunDirError
+from colearning.metrics.structure import weight_layers
+from colearning.models import build_model
+
+# Any size every registered model accepts: the layer order (which is all the names need)
+# does not depend on it.
+_TEMPLATE_IMAGE_SIZE = 32
+
+
+@dataclass
+class RunArtifacts:
+    """The saved outputs of one run (missing optional files are None or empty)."""
+
+    path: Path
+    config: Config
+    config_text: str
+    metrics: list[dict[str, Any]]
+    summary: dict[str, Any]
+    meta: dict[str, Any]
+    analysis: list[dict[str, Any]]
+    probs: np.ndarray | None = None  # [N, n_test, C] float32, final test probabilities
+    labels: np.ndarray | None = None  # [n_test] int64
+    weights: dict[str, np.ndarray] = field(default_factory=dict)  # layer -> [N, ...] final
+    weights_note: str = ""  # why ``weights`` is empty, when it is
+    probs_epochs: list[int] = field(default_factory=list)  # epochs saved under probs/
+
+    @property
+    def n_members(self) -> int:
+        return self.config.ensemble.n_members
+
+    @property
+    def coupling(self) -> str:
+        return coupling_label(self.config)
+
+    @property
+    def tag(self) -> str:
+        """``N=2, β=-0.2``: the run's identity, put into every figure title."""
+        return f"N={self.n_members}, {self.coupling}"
+
+    @property
+    def status(self) -> str:
+        return str(self.summary.get("status", "unknown"))
+
+    def series(self, key: str) -> np.ndarray:
+        """Per-epoch values of a metrics.jsonl key: ``[T]`` or ``[T, N]`` (NaN when missing)."""
+        values = [record.get(key) for record in self.metrics]
+        width = next((len(v) for v in values if isinstance(v, list)), None)
+        if width is None:
+            return np.array([np.nan if v is None else v for v in values], dtype=float)
+        return np.array([[np.nan if x is None else x for x in v] if isinstance(v, list)
+                         else [np.nan] * width for v in values], dtype=float)
+
+    @property
+    def epochs(self) -> np.ndarray:
+        return np.array([record["epoch"] for record in self.metrics], dtype=int)
+
+    @property
+    def final(self) -> dict[str, Any]:
+        """The last epoch's metrics (empty when no epoch completed)."""
+        return self.metrics[-1] if self.metrics else {}
+
+
+def coupling_label(config: Config) -> str:
+    """``β=-0.2``, ``β̄=-1 (β=-0.2)`` or ``β=matrix``, from loss.beta / loss.beta_bar."""
+    loss, n = config.loss, config.ensemble.n_members
+    if isinstance(loss.beta, list):
+        return "β=matrix"
+    if loss.beta_bar is not None:
+        return f"β̄={loss.beta_bar:g} (β={loss.beta_bar / n:.3g})"
+    return f"β={0.0 if loss.beta is None else loss.beta:g}"
+
+
+def load_artifacts(path: str | Path) -> RunArtifacts:
+    """Read a run directory; RunDirError when it is not one or a file is corrupt."""
+    path = rundir.require_run_dir(path)
+    config_text = (path / rundir.CONFIG).read_text()
+    try:
+        config = config_from_dict(yaml.safe_load(config_text))
+    except yaml.YAMLError:
+        raise RunDirError(f"{path / rundir.CONFIG} is not valid YAML") from None
+    run = RunArtifacts(
+        path=path,
+        config=config,
+        config_text=config_text,
+        metrics=rundir.read_jsonl(path / rundir.METRICS),
+        summary=_read_json(path / rundir.SUMMARY) or {"status": "running"},
+        meta=_read_json(path / rundir.META) or {},
+        analysis=rundir.read_jsonl(path / rundir.ANALYSIS),
+    )
+    if (path / rundir.PREDICTIONS).exists():
+        with np.load(path / rundir.PREDICTIONS) as saved:
+            run.probs = saved["probs"].astype(np.float32)
+            run.labels = saved["labels"].astype(np.int64)
+    run.probs_epochs = sorted(
+        int(m.group(1)) for p in (path / "probs").glob("epoch_*.npz")
+        if (m := re.fullmatch(r"epoch_(\d+)\.npz", p.name))
+    )
+    run.weights, run.weights_note = _final_weights(path, config, run.probs)
+    return run
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        raise RunDirError(f"{path} is corrupt; it cannot be read for the report") from None
+
+
+def _final_weights(path: Path, config: Config,
+                   probs: np.ndarray | None) -> tuple[dict[str, np.ndarray], str]:
+    """Conv/linear weights ``{Conv1: [N, ...], ...}`` of the checkpoint, named as in Table S4.
+
+    The checkpoint stores each member parameter stacked over members under its module path
+    (``3.weight`` -> key ``3__weight``); a template of the architecture maps paths to the
+    paper's layer names.
+    """
+    if not (path / rundir.CHECKPOINT).exists():
+        return {}, "no checkpoint.pt"
+    try:
+        state = rundir.load_checkpoint(path / rundir.CHECKPOINT)["model"]
+        num_classes = probs.shape[-1] if probs is not None else 10
+        with torch.device("meta"):
+            template = build_model(config.model.name, num_classes=num_classes,
+                                   image_size=_TEMPLATE_IMAGE_SIZE, **config.model.options)
+        names = {id(p): name for name, p in template.named_parameters()}
+        return {layer: state[names[id(weight)].replace(".", "__")].float().numpy()
+                for layer, weight in weight_layers(template)}, ""
+    except (ColearningError, KeyError, TypeError) as error:
+        return {}, f"checkpoint.pt could not be matched to the model ({error})"
