@@ -127,11 +127,12 @@ def coupled_loss(
             "each network minimizes its own loss"; it also lets members live on different
             devices). ``"joint"`` lets gradients flow through p_j too, i.e. gradient descent
             on sum_i L_i as one objective.
-        kl_reduction: ``"batchmean"`` (default; Eq. 1 as written: KL summed over classes,
-            averaged over the batch) or ``"mean"`` (also divided by the number of classes C,
-            like torch.nn.KLDivLoss's default reduction). With ``"mean"`` a given beta acts C
-            times weaker, and so does the task term: the two conventions differ by a factor
-            C on the whole loss, i.e. on the effective learning rate.
+        kl_reduction: ``"batchmean"`` (default; Eq. 1 as written: every KL summed over
+            classes, averaged over the batch) or ``"mean"``: the coupling KLs are also divided
+            by the number of classes C, as torch.nn.KLDivLoss's default reduction does when
+            code adds ``beta * KLDivLoss()(log p_i, p_j)`` to a cross-entropy task loss. The
+            task term stays the batch-mean cross-entropy, so under ``"mean"`` a given beta
+            acts C times weaker: ``mean`` at beta equals ``batchmean`` at beta / C.
         frozen: optional peer log-probabilities [M, B, C] of members that are not trained
             (growing an ensemble). They enter every member's coupling term as extra peers j;
             ``beta`` must then be [N, N+M] (or a float).
@@ -179,6 +180,5 @@ def coupled_loss(
     coupling = (weights * pair_kl).sum(-1)  # [N]
 
     if kl_reduction == "mean":
-        task = task / classes
         coupling = coupling / classes
     return CoupledLoss(task + coupling, task, coupling)

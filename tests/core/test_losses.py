@@ -95,7 +95,10 @@ def test_soft_targets_and_kl_reduction(batch):
     q = torch.softmax(torch.randn(7, 5), -1)
     batchmean = coupled_loss(logits, q, -0.2)
     mean = coupled_loss(logits, q, -0.2, kl_reduction="mean")
-    torch.testing.assert_close(mean.total * 5, batchmean.total)
+    # "mean" divides only the coupling KLs by C = 5: beta acts C times weaker.
+    torch.testing.assert_close(mean.task, batchmean.task)
+    torch.testing.assert_close(mean.coupling * 5, batchmean.coupling)
+    torch.testing.assert_close(mean.total, coupled_loss(logits, q, -0.2 / 5).total)
     # KL(q||p) for soft q includes q's entropy: it is zero when p == q.
     exact = coupled_loss(q.log().unsqueeze(0), q, 0.0)
     torch.testing.assert_close(exact.task, torch.zeros(1), atol=1e-6, rtol=0)
