@@ -33,12 +33,158 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
+def _add_sweep(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "sweep", help="run a grid of co-learning runs (beta, N, seeds, ...) and tabulate them",
+        description="Run every cell of a sweep file (a base run config and a grid of values) "
+                    "into SWEEP_DIR/cells/<name>/, then write results.csv (one row per cell), "
+                    "summary.csv (mean/std/count over seeds per (N, beta)) and epochs.csv "
+                    "(+ .parquet with pyarrow). Rerunning resumes: finished cells are skipped, "
+                    "interrupted ones continue from their checkpoints, failed ones are retried. "
+                    "colearn report SWEEP_DIR draws the paper's figures. Exits 1 when a cell "
+                    "failed (its error is in cells/<name>/cell_error.json), 130 when stopped.",
+        epilog=EPILOG)
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="overrides of the base run config (e.g. train.epochs=20)")
+    p.add_argument("--config", "-c", help="sweep YAML file (see configs/sweeps/)")
+    p.add_argument("--out", "-o", help="sweep directory (default: sweeps/<sweep name>)")
+    p.add_argument("--resume", metavar="SWEEP_DIR",
+                   help="continue the sweep in SWEEP_DIR (its saved sweep.yaml)")
+    p.add_argument("--seeds", type=int, metavar="K", help="use seeds 0..K-1 instead of the file's")
+    p.add_argument("--backend", choices=["local", "ray"], default="local",
+                   help="local worker processes (default) or Ray tasks")
+    p.add_argument("--workers", "-j", type=int, metavar="K",
+                   help="parallel cells (local: processes, default one per core on CPU; "
+                        "ray: CPUs of a local Ray)")
+    p.add_argument("--address", help="Ray cluster address: auto, HOST:6379, or "
+                   "ray://HOST:10001 (needs ray[client]); default: a local Ray")
+    p.add_argument("--cpus-per-cell", type=float, default=1.0, help="Ray: CPUs per cell")
+    p.add_argument("--gpus-per-cell", type=float, default=0.0,
+                   help="Ray: GPUs per cell; a fraction packs small models on one GPU")
+    p.add_argument("--dry-run", action="store_true", help="list the cells and their state, "
+                   "train nothing")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "report", help="draw the paper's figures and an HTML report from a run or sweep",
+        description="Read a finished (or stopped) run directory and write PNG figures plus one "
+                    "self-contained report.html: learning curves (Fig. 2a), KL vs distance "
+                    "trajectories (2b), the JS matrix (4a), MDS trajectories (4b), per-sample "
+                    "agreement, entropy and votes (5a-c), activation sparsity, mean activation "
+                    "and weight histograms (6a-c), Tables S3/S4, convergence (S2b), combiners, "
+                    "NLL/Brier/ECE with a reliability diagram, the run status, collapse "
+                    "warnings and the config. Reads saved files only; never trains. A sweep "
+                    "directory (with sweep.yaml) gets the sweep report.",
+        epilog=EPILOG)
+    p.add_argument("path", metavar="PATH", help="run directory (config.yaml) or sweep directory "
+                   "(sweep.yaml)")
+    p.add_argument("--out", "-o", metavar="DIR",
+                   help="folder for report.html and the PNGs (default: PATH/report)")
+
+
+def _add_expand(sub: argparse._SubParsersAction) -> None:
+    from colearning.config import EXPAND_MODES
+
+    p = sub.add_parser(
+        "expand", help="grow a trained run by M members (add-freeze, add-retrain, boost)",
+        description="Grow the finished run RUN_DIR (N members) into a new run of N+M members "
+                    "(paper Supp., Table S5). add-freeze: only the M new members train; the "
+                    "old ones stay fixed and, with loss.beta != 0, enter the new members' "
+                    "coupling. add-retrain: all N+M train together, coupled, for train.epochs "
+                    "more epochs. boost: M new members (independent unless loss.beta is set) "
+                    "train on the samples that k-m..k+m of the old members classify correctly "
+                    "(k = N/2, m = --margin). The rest of the config is the source's, then "
+                    "key=value overrides; seed, data split and model must stay the source's. "
+                    "The new run records its source in config.yaml (expand.*) and lineage.json; "
+                    "resume it with colearn train --resume.",
+        epilog=EPILOG)
+    p.add_argument("source", metavar="RUN_DIR", help="finished run directory to grow")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="config overrides, e.g. loss.beta=0 train.epochs=50")
+    p.add_argument("--add", type=int, required=True, metavar="M", help="new members")
+    p.add_argument("--mode", required=True, choices=EXPAND_MODES)
+    p.add_argument("--margin", type=int, default=0, metavar="m",
+                   help="boost: border = k-m..k+m correct old votes (default 0: the tie)")
+    p.add_argument("--run-dir", help="run directory to create (default: RUN_DIR-MODE-addM)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="training device")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def _add_expand_table(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "expand-table", help="reproduce Table S5: grown ensembles vs from-scratch ones",
+        description="Per seed: train N members (the base), grow them by M (add-freeze with "
+                    "beta 0 and beta, add-retrain, boost) and train N+M from scratch for the "
+                    "same and the double epoch budget; then write table_s5.txt/.csv and "
+                    "report.html (mean ± std over seeds, paired difference to the base, the "
+                    "paper's values). Running again continues where it stopped.",
+        epilog=EPILOG)
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="overrides of the base run config (e.g. train.epochs=20)")
+    p.add_argument("--config", "-c", help="Table S5 YAML file (configs/sweeps/tableS5_*.yaml)")
+    p.add_argument("--out", "-o", help="output directory (default: sweeps/<name>)")
+    p.add_argument("--resume", metavar="DIR", help="continue the Table S5 run in DIR")
+    p.add_argument("--seeds", type=int, metavar="K", help="use seeds 0..K-1 instead of the file's")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def _add_bench(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "bench", help="measure training throughput of every strategy against a member loop",
+        description="Time training steps (forward, coupled loss, backward, SGD) of N members "
+                    "per engine strategy and of a baseline of N separate nn.Modules in a "
+                    "Python loop; print a table (median step time, images/s, member-images/s, "
+                    "ratio to the baseline, counted GFLOP/s, peak memory) and write JSON. "
+                    "--epoch also times one CIFAR-sized epoch of the trainer end to end.",
+        epilog=EPILOG)
+    p.add_argument("--models", help="comma-separated models (default: lenet5,vgg9)")
+    p.add_argument("--members", help="comma-separated ensemble sizes N (default: 1,2,10,50)")
+    p.add_argument("--strategies",
+                   help="comma-separated: baseline, loop, grouped, vmap, auto "
+                        "(default: baseline,loop,grouped,vmap)")
+    p.add_argument("--steps", type=int, help="timed steps per configuration (default 10; 5 "
+                                             "on CPU)")
+    p.add_argument("--warmup", type=int, help="untimed steps first (default 2; 1 on CPU)")
+    p.add_argument("--time-limit", type=float, metavar="SECONDS",
+                   help="stop timing a configuration after this much (default 60; 10 on CPU)")
+    p.add_argument("--batch-size", type=int, help="images per step (default: 512 lenet5, 256 "
+                                                  "vgg9)")
+    p.add_argument("--skip", metavar="MODEL:N,...",
+                   help="configurations to leave out (default: none; vgg9:50 on CPU; '' for "
+                        "none)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--epoch", nargs="?", const="lenet5:50", metavar="MODEL:N,...",
+                   help="also time one full epoch (training + evaluation) of each MODEL:N "
+                        "(default when given alone: lenet5:50)")
+    p.add_argument("--epoch-size", metavar="TRAIN,TEST",
+                   help="images in the timed epoch (default 50000,10000: CIFAR-10)")
+    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast in the forward")
+    p.add_argument("--compile", nargs="?", const="default", metavar="MODE",
+                   help="torch.compile the models (MODE: default, reduce-overhead = CUDA "
+                        "graphs, max-autotune)")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="channels-last images (default: on CPU only)")
+    p.add_argument("--sgd", default="default", choices=["default", "foreach", "fused"],
+                   help="SGD implementation")
+    p.add_argument("--quick", action="store_true",
+                   help="seconds-long smoke run: lenet5, N=1,2, batch 32, 2 steps, tiny epoch")
+    p.add_argument("--out", "-o", default="bench.json", help="JSON file (default bench.json)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="colearn", description="Co-learning ensembles of neural networks.", epilog=EPILOG)
     parser.add_argument("--version", action="version", version=f"colearn {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_train(sub)
+    _add_sweep(sub)
+    _add_report(sub)
+    _add_expand(sub)
+    _add_expand_table(sub)
+    _add_bench(sub)
     return parser
 
 
@@ -64,11 +210,124 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0 if run.status == "finished" else 5
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from colearning.sweep.runner import describe_cells, format_result, load_sweep_spec, run_sweep
+    from colearning.sweep.spec import load_spec
+
+    if bool(args.config) == bool(args.resume):
+        print("colearn: error: give --config SWEEP.yaml or --resume SWEEP_DIR", file=sys.stderr)
+        return 2
+    if args.resume:
+        if args.overrides or args.seeds or args.out:
+            print("colearn: error: --resume takes the sweep as saved; drop key=value, --seeds "
+                  "and --out", file=sys.stderr)
+            return 2
+        spec, out = load_sweep_spec(args.resume), args.resume
+    else:
+        spec = load_spec(args.config, args.overrides, seeds=args.seeds)
+        out = args.out or f"sweeps/{spec.name}"
+    if args.dry_run:
+        print(describe_cells(spec, out))
+        return 0
+    result = run_sweep(spec, out, backend=args.backend, workers=args.workers,
+                       address=args.address, cpus_per_cell=args.cpus_per_cell,
+                       gpus_per_cell=args.gpus_per_cell, progress=not args.no_progress)
+    print(format_result(result))
+    return 0 if result.ok else 130 if result.count("interrupted") else 1
+
+
 COMMANDS = {"train": cmd_train}
+COMMANDS["sweep"] = cmd_sweep
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from colearning.report import build_report
+
+    page = build_report(args.path, args.out)
+    print(f"report: {page}")
+    return 0
+
+
+COMMANDS["report"] = cmd_report
+
+
+def cmd_expand(args: argparse.Namespace) -> int:
+    from colearning.console import format_summary
+    from colearning.expand import expand
+
+    overrides = list(args.overrides)
+    if args.device:
+        overrides.append(f"device={args.device}")
+    if args.no_progress:
+        overrides.append("train.progress=false")
+    run = expand(args.source, args.add, args.mode, overrides, margin=args.margin,
+                 run_dir=args.run_dir)
+    print(format_summary(run.summary, title=f"run: {run.run_dir} (grown from {args.source})"))
+    return 0 if run.status == "finished" else 5
+
+
+def cmd_expand_table(args: argparse.Namespace) -> int:
+    from colearning.expand.table import (
+        format_table_s5,
+        load_table_s5_dir,
+        load_table_s5_spec,
+        run_table_s5,
+        table_s5,
+    )
+
+    if bool(args.config) == bool(args.resume):
+        print("colearn: error: give --config TABLE_S5.yaml or --resume DIR", file=sys.stderr)
+        return 2
+    if args.resume:
+        if args.overrides or args.seeds or args.out:
+            print("colearn: error: --resume takes the run as saved; drop key=value, --seeds "
+                  "and --out", file=sys.stderr)
+            return 2
+        spec, out = load_table_s5_dir(args.resume), args.resume
+    else:
+        spec = load_table_s5_spec(args.config, args.overrides, seeds=args.seeds)
+        out = args.out or f"sweeps/{spec.name}"
+    outcomes = run_table_s5(spec, out, progress=not args.no_progress)
+    print(format_table_s5(table_s5(out)))
+    problems = [o for o in outcomes if o.status != "finished"]
+    for outcome in problems:
+        print(f"  {outcome.status}: {outcome.name}" + (f": {outcome.error}" if outcome.error
+                                                      else ""), file=sys.stderr)
+    print(f"table: {out}/table_s5.txt, {out}/report.html")
+    return 0 if not problems else 130 if any(o.status == "interrupted" for o in problems) else 1
+
+
+COMMANDS["expand"] = cmd_expand
+COMMANDS["expand-table"] = cmd_expand_table
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from colearning.bench import bench, format_table, write_json
+
+    data = bench(models=args.models, members=args.members, strategies=args.strategies,
+                 steps=args.steps, warmup=args.warmup, device=args.device, epoch=args.epoch,
+                 epoch_size=args.epoch_size, skip=args.skip, batch_size=args.batch_size,
+                 quick=args.quick, time_limit=args.time_limit, bf16=args.bf16,
+                 compile=args.compile, channels_last=args.channels_last, sgd=args.sgd,
+                 progress=not args.no_progress)
+    print(format_table(data))
+    print(f"json: {write_json(data, args.out)}")
+    return 0
+
+
+COMMANDS["bench"] = cmd_bench
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # argparse fills a positional list once, so key=value after options (colearn expand
+    # RUN_DIR --add 5 --mode boost loss.beta=0) arrives here: it belongs to the overrides.
+    if extra and (not isinstance(getattr(args, "overrides", None), list)
+                  or any(item.startswith("-") for item in extra)):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:
+        args.overrides += extra
     from colearning.train import Interrupted
 
     try:

@@ -76,6 +76,19 @@ class TrainConfig:
     progress: bool = True  # progress bars on stderr
 
 
+EXPAND_MODES = ("add-freeze", "add-retrain", "boost")
+
+
+@dataclass
+class ExpandConfig:
+    """Growing a trained run (Supp. "Expanding ensembles"); all unset: an ordinary run."""
+
+    source: str | None = None  # run directory grown from; its N members come first
+    mode: str | None = None  # add-freeze, add-retrain, boost (colearning.expand)
+    add: int = 0  # M, new members; ensemble.n_members = N + M
+    margin: int = 0  # boost: train on samples with k-m..k+m correct old votes, k = N/2
+
+
 @dataclass
 class Config:
     seed: int = 0  # determines the split, every member's init and the batch order
@@ -86,6 +99,7 @@ class Config:
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    expand: ExpandConfig = field(default_factory=ExpandConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -261,6 +275,30 @@ def validate(config: Config) -> None:
         raise ConfigError("loss.beta / loss.beta_bar must be finite numbers")
     if config.optim.grad_clip is not None and config.optim.grad_clip <= 0:
         raise ConfigError(f"optim.grad_clip must be > 0 or null, got {config.optim.grad_clip}")
+    _validate_expand(config)
+
+
+def _validate_expand(config: Config) -> None:
+    expand = config.expand
+    if expand.source is None:
+        if expand.mode is not None or expand.add or expand.margin:
+            raise ConfigError("expand.mode/add/margin need expand.source (the run directory to "
+                              "grow); use colearn expand RUN_DIR --add M --mode MODE")
+        return
+    if expand.mode not in EXPAND_MODES:
+        raise ConfigError(f"expand.mode={expand.mode!r} is not valid; valid: "
+                          f"{', '.join(EXPAND_MODES)}")
+    if expand.add < 1:
+        raise ConfigError(f"expand.add must be >= 1 (new members), got {expand.add}")
+    if expand.margin < 0:
+        raise ConfigError(f"expand.margin must be >= 0, got {expand.margin}")
+    if expand.margin and expand.mode != "boost":
+        raise ConfigError(f"expand.margin applies to mode boost only, not {expand.mode}")
+    if config.ensemble.n_members <= expand.add:
+        raise ConfigError(
+            f"ensemble.n_members={config.ensemble.n_members} must be the source's N plus "
+            f"expand.add={expand.add}"
+        )
 
 
 def dump_yaml(config: Config) -> str:

@@ -21,7 +21,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -41,10 +41,13 @@ from colearning.data import (
 from colearning.engine import Ensemble
 from colearning.errors import ConfigError, DivergedError, RunDirError
 from colearning.evaluation import evaluate_probs
-from colearning.losses import beta_matrix, coupled_loss
+from colearning.losses import CoupledLoss, beta_matrix, coupled_loss
 from colearning.metrics.structure import activation_stats, weight_stats
 from colearning.models import MODELS, build_model
 from colearning.seeding import generator
+
+if TYPE_CHECKING:
+    from colearning.expand.grow import Growth
 
 CHECKPOINT_FORMAT = 1
 
@@ -104,6 +107,10 @@ def preflight(config: Config) -> None:
     MODELS.get(config.model.name)
     DATASETS.get(config.data.name)
     resolve_device(config.device)
+    if config.expand.source is not None:
+        from colearning.expand.grow import check_source  # expand builds on this module
+
+        check_source(config)
 
 
 def learning_rate(config: Config, epoch: int) -> float:
@@ -149,14 +156,17 @@ def load_data(config: Config, device: torch.device) -> TensorData:
     )
 
 
-def build_ensemble(config: Config, data: TensorData, device: torch.device) -> Ensemble:
+def build_ensemble(config: Config, data: TensorData, device: torch.device, *,
+                   n_members: int | None = None, first_index: int = 0) -> Ensemble:
+    """The run's members (or ``n_members`` of them numbered from ``first_index``) on ``device``."""
+
     def factory() -> torch.nn.Module:
         return build_model(config.model.name, num_classes=data.num_classes,
                            in_channels=data.in_channels, image_size=data.image_size,
                            **config.model.options)
 
-    ens = Ensemble(factory, config.ensemble.n_members, config.ensemble.strategy,
-                   seed=config.seed)
+    ens = Ensemble(factory, n_members or config.ensemble.n_members, config.ensemble.strategy,
+                   seed=config.seed, first_index=first_index)
     return ens.to(device)
 
 
@@ -199,6 +209,28 @@ def clip_member_gradients(ens: Ensemble, max_norm: float) -> None:
 
 def all_finite(tensors: list[torch.Tensor]) -> bool:
     return bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all())
+
+
+def train_step(config: Config, ens: Ensemble, optimizer: torch.optim.Optimizer,
+               images: torch.Tensor, labels: torch.Tensor, beta: torch.Tensor,
+               frozen: torch.Tensor | None = None) -> CoupledLoss | None:
+    """One SGD step of every member on one batch images [B, ...], labels [B].
+
+    Returns the loss parts (each [N]), or None when the loss or a gradient is not finite;
+    the step is then not taken. ``frozen``: log-probabilities [M, B, C] of untrained peers.
+    (The training loop and ``colearn bench`` share this step.)
+    """
+    parts = coupled_loss(ens(images), labels, beta, peers=config.loss.peers,
+                         kl_reduction=config.loss.kl_reduction, frozen=frozen)
+    optimizer.zero_grad(set_to_none=True)
+    parts.total.sum().backward()
+    if config.optim.grad_clip is not None:
+        clip_member_gradients(ens, config.optim.grad_clip)
+    grads = [p.grad for p in ens.parameters() if p.grad is not None]
+    if not all_finite([parts.total.detach(), *grads]):
+        return None
+    optimizer.step()
+    return parts
 
 
 def git_commit() -> str | None:
@@ -274,7 +306,8 @@ def resume(run_dir: str | Path, overrides: dict[str, Any] | None = None) -> Run:
         checkpoint = None
         if (path / rundir.CHECKPOINT).exists():
             checkpoint = rundir.load_checkpoint(path / rundir.CHECKPOINT)
-            if checkpoint.get("config") != config.to_dict():
+            # compared as Configs, so a config section added since then takes its default
+            if config_from_dict(checkpoint.get("config") or {}) != config:
                 raise RunDirError(
                     f"the checkpoint in {path} was written with another config.yaml; restore "
                     "the original config.yaml or start a new run"
@@ -300,24 +333,40 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------- the loop
+def _grow(config: Config, data: TensorData, device: torch.device, path: Path) -> Growth | None:
+    """A grown run's members and coupling (colearning.expand.grow) or None for a plain run."""
+    if config.expand.source is None:
+        return None
+    from colearning.expand.grow import prepare_growth  # expand builds on this module
+
+    return prepare_growth(config, data, device, path)
+
+
 def _fit(config: Config, path: Path, checkpoint: dict[str, Any] | None) -> Run:
     """Train from ``checkpoint`` (None: from scratch) to the last epoch or a clean stop."""
     device = resolve_device(config.device)
+    # Re-setting the thread count also turns off MKL's dynamic threading, which would pick
+    # fewer threads on a busy machine and so change float summation order between runs.
+    torch.set_num_threads(torch.get_num_threads())
     started = time.perf_counter()
     data = load_data(config, device)
-    ens = build_ensemble(config, data, device)
+    growth = _grow(config, data, device, path)
+    ens = growth.trained if growth else build_ensemble(config, data, device)  # trained members
+    members = growth.members if growth else ens  # all members: evaluation and checkpoints
     optimizer = build_optimizer(config, ens)
-    n, epochs, batch_size = config.ensemble.n_members, config.train.epochs, config.train.batch_size
-    beta = beta_matrix(config.loss.beta, n, beta_bar=config.loss.beta_bar, device=device)
+    n, epochs, batch_size = ens.n_members, config.train.epochs, config.train.batch_size
+    beta = growth.beta if growth else beta_matrix(config.loss.beta, n,
+                                                  beta_bar=config.loss.beta_bar, device=device)
     augment = use_augmentation(config)
-    n_train = len(data.train_y)
+    subset = growth.subset if growth else None  # boost: train on these samples only
+    n_train = len(subset) if subset is not None else len(data.train_y)
     steps_per_epoch = math.ceil(n_train / batch_size)
     analysis_x = data.test_x[: config.train.analysis_samples]
 
     start_epoch, start_step, sums = 0, 0, None
     aug_state, elapsed = None, 0.0
     if checkpoint is not None:
-        ens.load_state_dict(checkpoint["model"])
+        members.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         torch.set_rng_state(checkpoint["rng"]["torch"])
         start_epoch, start_step = checkpoint["epoch"], checkpoint["step"]
@@ -333,7 +382,7 @@ def _fit(config: Config, path: Path, checkpoint: dict[str, Any] | None) -> Run:
         rundir.truncate_jsonl(path / rundir.ANALYSIS,
                               sum(r["epoch"] <= start_epoch for r in analysis))
     if checkpoint is None and config.train.analysis_every:
-        rundir.append_jsonl(path / rundir.ANALYSIS, structure_record(ens, analysis_x, 0))
+        rundir.append_jsonl(path / rundir.ANALYSIS, structure_record(members, analysis_x, 0))
 
     stop = {"signal": None}
     previous = _install_signal_handlers(stop)
@@ -360,23 +409,18 @@ def _fit(config: Config, path: Path, checkpoint: dict[str, Any] | None) -> Run:
                             leave=False, disable=not config.train.progress, dynamic_ncols=True)
             for step in step_bar:
                 index = order[step * batch_size:(step + 1) * batch_size]
+                index = index if subset is None else subset[index]
                 images, labels = data.train_x[index], data.train_y[index]
                 if augment:
                     images = augment_batch(images, aug_gen)
-                parts = coupled_loss(ens(images), labels, beta, peers=config.loss.peers,
-                                     kl_reduction=config.loss.kl_reduction)
-                optimizer.zero_grad(set_to_none=True)
-                parts.total.sum().backward()
-                if config.optim.grad_clip is not None:
-                    clip_member_gradients(ens, config.optim.grad_clip)
-                grads = [p.grad for p in ens.parameters() if p.grad is not None]
-                if not all_finite([parts.total.detach(), *grads]):
+                parts = train_step(config, ens, optimizer, images, labels, beta,
+                                   frozen=growth.peers(images) if growth else None)
+                if parts is None:
                     if config.train.on_nonfinite == "skip":
                         sums["skipped"] += 1
                         continue
                     raise DivergedError(f"diverged at epoch {epoch + 1}, step {step + 1}: "
                                         "non-finite loss or gradient")
-                optimizer.step()
                 count = len(labels)
                 for key in ("total", "task", "coupling"):
                     sums[key] += getattr(parts, key).detach().cpu() * count
@@ -384,7 +428,7 @@ def _fit(config: Config, path: Path, checkpoint: dict[str, Any] | None) -> Run:
                 if step % 10 == 0:
                     step_bar.set_postfix(loss=f"{float(parts.total.detach().mean()):.3f}")
                 if stop["signal"] is not None:
-                    _save_checkpoint(path, config, ens, optimizer, epoch, step + 1, sums,
+                    _save_checkpoint(path, config, members, optimizer, epoch, step + 1, sums,
                                      aug_gen.get_state(), elapsed + time.perf_counter() - started)
                     raise Interrupted(stop["signal"])
             step_bar.close()
@@ -392,11 +436,11 @@ def _fit(config: Config, path: Path, checkpoint: dict[str, Any] | None) -> Run:
                 raise DivergedError(f"diverged at epoch {epoch + 1}: non-finite parameters")
 
             train_seconds = time.perf_counter() - epoch_start
-            probs = predict(ens, data.test_x, config.train.eval_batch_size)
+            probs = predict(members, data.test_x, config.train.eval_batch_size)
             record = _epoch_record(epoch, lr, sums, probs, data.test_y.cpu(), train_seconds)
             every = config.train.analysis_every
             if (every and (epoch + 1) % every == 0) or epoch + 1 == epochs:
-                structure = structure_record(ens, analysis_x, epoch + 1)
+                structure = structure_record(members, analysis_x, epoch + 1)
                 _mark_dead_layers(record, structure)
                 rundir.append_jsonl(path / rundir.ANALYSIS, structure)
             record["time/epoch_seconds"] = time.perf_counter() - epoch_start
@@ -407,9 +451,9 @@ def _fit(config: Config, path: Path, checkpoint: dict[str, Any] | None) -> Run:
                 (path / "probs").mkdir(exist_ok=True)
                 rundir.atomic_savez(path / "probs" / f"epoch_{epoch + 1}.npz",
                                     probs=probs.half().numpy())
-            _save_checkpoint(path, config, ens, optimizer, epoch + 1, 0, None, None,
+            _save_checkpoint(path, config, members, optimizer, epoch + 1, 0, None, None,
                              elapsed + time.perf_counter() - started)
-            epoch_bar.set_postfix(loss=f"{sum(record['train/loss_total']) / n:.3f}",
+            epoch_bar.set_postfix(loss=f"{sum(record['train/loss_total'][-n:]) / n:.3f}",
                                   acc=f"{record['test/ensemble_accuracy_mean']:.3f}")
             if stop["signal"] is not None:
                 raise Interrupted(stop["signal"])
@@ -423,7 +467,7 @@ def _fit(config: Config, path: Path, checkpoint: dict[str, Any] | None) -> Run:
         _restore_signal_handlers(previous)
 
     if probs is None and status == "finished":  # killed after the last checkpoint
-        probs = predict(ens, data.test_x, config.train.eval_batch_size)
+        probs = predict(members, data.test_x, config.train.eval_batch_size)
     if probs is not None:
         rundir.atomic_savez(path / rundir.PREDICTIONS, probs=probs.half().numpy(),
                             labels=data.test_y.cpu().numpy(), test_indices=data.test_indices)
@@ -440,8 +484,9 @@ def _epoch_record(epoch: int, lr: float, sums: dict[str, Any], probs: torch.Tens
                   labels: torch.Tensor, train_seconds: float) -> dict[str, Any]:
     count = max(sums["count"], 1)
     record: dict[str, Any] = {"epoch": epoch + 1, "lr": lr}
+    untrained = [None] * (probs.shape[0] - len(sums["total"]))  # frozen members come first
     for key in ("total", "task", "coupling"):
-        record[f"train/loss_{key}"] = (sums[key] / count).tolist()
+        record[f"train/loss_{key}"] = untrained + (sums[key] / count).tolist()
     record["train/skipped_steps"] = sums["skipped"]
     record.update(evaluate_probs(probs, labels))
     record["time/train_seconds"] = train_seconds
@@ -472,7 +517,8 @@ def _summary(records: list[dict[str, Any]], status: str, detail: str | None,
     return summary
 
 
-def _save_checkpoint(path: Path, config: Config, ens: Ensemble, optimizer: torch.optim.Optimizer,
+def _save_checkpoint(path: Path, config: Config, ens: torch.nn.Module,
+                     optimizer: torch.optim.Optimizer,
                      epoch: int, step: int, sums: dict[str, Any] | None,
                      aug_state: torch.Tensor | None, elapsed: float) -> None:
     rundir.atomic_torch_save(path / rundir.CHECKPOINT, {

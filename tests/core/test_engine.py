@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from colearning import ConfigError, Ensemble, build_model, coupled_loss
+from colearning.engine import _chunk_sizes
 
 STRATEGIES = ["loop", "grouped", "vmap"]
 
@@ -122,10 +123,84 @@ def test_custom_architecture_loop_and_vmap():
 
 def test_auto_strategy_resolution():
     ens = Ensemble(lambda: build_model("lenet5"), 2)
-    assert ens.resolved_strategy(torch.device("cpu")) == "loop"
+    assert ens.resolved_strategy(torch.device("cpu")) == "grouped"
     assert ens.resolved_strategy(torch.device("cuda")) == "grouped"
     custom = Ensemble(Custom, 2)
+    assert custom.resolved_strategy(torch.device("cpu")) == "loop"
     assert custom.resolved_strategy(torch.device("cuda")) == "vmap"
+
+
+def spanning_net():
+    """A conv whose kernel covers its input (a batched matmul), then BN2d and a 1x1 conv."""
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3), nn.ReLU(), nn.MaxPool2d(2),  # 8x8 -> 6x6 -> 3x3
+        nn.Conv2d(4, 6, 3), nn.BatchNorm2d(6), nn.ReLU(),  # spans the 3x3 map -> 1x1
+        nn.AvgPool2d(1), nn.Conv2d(6, 5, 1), nn.Flatten(), nn.Dropout(0.5), nn.Linear(5, 3),
+    )
+
+
+@pytest.mark.parametrize("arch", ["lenet5", "vgg9", "mlp_bn", "spanning"])
+@pytest.mark.parametrize("train", [True, False])
+def test_grouped_in_chunks_matches_separate_modules(arch, train):
+    """Members in chunks of 2 (as on CPUs with large batches) give the same numbers."""
+    factory, shape = ARCHITECTURES.get(arch, (spanning_net, (1, 8, 8)))
+    n = 5
+    ens = Ensemble(factory, n, strategy="grouped", seed=2)
+    ens.chunk_members = 2  # chunks of 2, 2 and 1 members
+    members = reference(ens, n, arch)
+    ens.train(train)
+    for m in members:
+        m.train(train)
+    if arch == "spanning" and train:  # dropout draws differ between strategies
+        ens.template[9].p = 0.0
+        for m in members:
+            m[9].p = 0.0
+    x = torch.randn(6, *shape)
+    labels = torch.randint(0, 3, (6,))
+    out = ens(x)
+    # The engine feeds CPU convolutions channels-last; so does the reference, because
+    # max-pooling can pick the other of two values that tie to rounding in another layout.
+    x_cl = x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
+    want = torch.stack([m(x_cl) for m in members])
+    torch.testing.assert_close(out, want, atol=2e-5, rtol=1e-4)
+    coupled_loss(out, labels, -0.3).total.sum().backward()
+    coupled_loss(want, labels, -0.3).total.sum().backward()
+    for name, stacked in ens.stacked_parameters().items():
+        grads = torch.stack([dict(m.named_parameters())[name].grad for m in members])
+        torch.testing.assert_close(stacked.grad, grads, atol=2e-5, rtol=1e-4)
+    for name, stacked in ens.stacked_buffers().items():
+        want_buffer = torch.stack([dict(m.named_buffers())[name] for m in members])
+        torch.testing.assert_close(stacked, want_buffer)
+
+
+def test_grouped_dropout_follows_eval_mode():
+    ens = Ensemble(spanning_net, 3, strategy="grouped", seed=0).eval()
+    x = torch.randn(4, 1, 8, 8)
+    torch.testing.assert_close(ens(x), ens(x))
+    torch.testing.assert_close(ens(x), torch.stack([ens.member(i)(x) for i in range(3)]))
+
+
+def test_grouped_plan_pools_before_relu():
+    ens = Ensemble(lambda: build_model("lenet5"), 2)
+    kinds = [type(layer).__name__ for _, layer in ens._plan]
+    assert kinds[:6] == ["Conv2d", "MaxPool2d", "ReLU", "Conv2d", "MaxPool2d", "ReLU"]
+
+
+def test_chunk_sizes_on_cpu():
+    assert _chunk_sizes(10, 4) == [4, 3, 3]
+    assert _chunk_sizes(3, 5) == [3]
+    ens = Ensemble(lambda: build_model("lenet5"), 50)
+    # LeNet-5's widest activation is conv1's 6x28x28 map: 18.4 KiB per image, so 9.2 MiB
+    # per member at batch 512 and 5 members per 48 MiB chunk.
+    assert ens._members_per_chunk(torch.zeros(512, 3, 32, 32)) == 5
+    # Small batches: at most 64 channels in the narrowest layer (conv1: 6 per member).
+    assert ens._members_per_chunk(torch.zeros(8, 3, 32, 32)) == 10
+    ens.chunk_members = 7
+    assert ens._members_per_chunk(torch.zeros(512, 3, 32, 32)) == 7
+    vgg = Ensemble(lambda: build_model("vgg9"), 4)  # 64+ channels everywhere: one by one
+    assert vgg._members_per_chunk(torch.zeros(8, 3, 32, 32)) == 1
+    mlp = Ensemble(lambda: build_model("mlp", in_channels=1, image_size=8), 50)
+    assert mlp._members_per_chunk(torch.zeros(512, 1, 8, 8)) == 50
 
 
 def test_bad_construction():

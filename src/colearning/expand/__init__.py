@@ -1,0 +1,38 @@
+"""Growing trained ensembles (paper Sec. 3.4, Supp. "Expanding ensembles", Table S5).
+
+    from colearning.expand import expand, border_indices
+    run = expand("runs/base10", add=5, mode="add-freeze", overrides=["loss.beta=-0.07"])
+
+Modules: ``grow`` (the expand modes, border subset, lineage; used by the training loop) and
+``table`` (the Table S5 experiment: base, expansions and from-scratch runs, and its table).
+"""
+
+from colearning.expand.grow import (
+    LINEAGE,
+    border_indices,
+    border_range,
+    check_source,
+    expand,
+    grown_config,
+)
+
+__all__ = [
+    "LINEAGE",
+    "border_indices",
+    "border_range",
+    "check_source",
+    "expand",
+    "format_table_s5",
+    "grown_config",
+    "load_table_s5_spec",
+    "run_table_s5",
+    "table_s5",
+]
+
+
+def __getattr__(name: str):  # the Table S5 driver builds on sweeps and reports: import lazily
+    if name in ("format_table_s5", "load_table_s5_spec", "run_table_s5", "table_s5"):
+        from colearning.expand import table as module
+
+        return getattr(module, name)
+    raise AttributeError(f"module 'colearning.expand' has no attribute {name!r}")

@@ -1,0 +1,265 @@
+"""A sweep declared as data: a base run config and a grid of values -> named cells.
+
+A sweep file (YAML)::
+
+    name: fig2c_cpu_jpeg
+    base_config: ../paper/lenet5_cifar10.yaml   # relative to this file; or `base:` a mapping
+    overrides:                                  # merged into the base (mapping or key=value list)
+      train: {epochs: 30}
+    grid:                                       # dotted config key -> list of values
+      loss.kl_reduction: [batchmean, mean]
+      loss.beta: [-0.4, -0.2, 0.0, 0.2]
+    seeds: 3                                    # the same as grid `seed: [0, 1, 2]`
+
+    spec = load_spec("configs/sweeps/fig2c_cpu_jpeg.yaml")
+    [cell.name for cell in spec.cells()][:2]    # ['klbatchmean_beta-0.4_seed0', ...]
+
+Grid keys may use the short names ``beta``, ``beta_bar``, ``N``, ``kl_reduction`` and
+``seed``. Every cell's config is validated like a run's (unknown keys, wrong types and bad
+values are :class:`ConfigError`). Cells are ordered seed-major (all cells of seed 0 first,
+so a sweep stopped early already has whole curves) and named from their grid values with
+the seed last, e.g. ``N2_beta-0.4_seed0``.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from colearning.config import config_from_dict, merge, parse_overrides, read_yaml
+from colearning.errors import ConfigError
+
+SPEC_KEYS = ("name", "base", "base_config", "overrides", "grid", "seeds")
+ALIASES = {
+    "beta": "loss.beta",
+    "beta_bar": "loss.beta_bar",
+    "N": "ensemble.n_members",
+    "n_members": "ensemble.n_members",
+    "kl_reduction": "loss.kl_reduction",
+    "seeds": "seed",
+}
+# Short labels of grid keys in cell names; other keys use their last dotted part.
+LABELS = {
+    "ensemble.n_members": "N",
+    "loss.beta": "beta",
+    "loss.beta_bar": "betabar",
+    "loss.kl_reduction": "kl",
+    "seed": "seed",
+}
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One grid point: its directory name, grid values (dotted keys) and full run config."""
+
+    name: str
+    values: dict[str, Any]
+    config: dict[str, Any]
+
+
+@dataclass
+class SweepSpec:
+    """A resolved sweep: ``base`` is a full run config dict, ``grid`` maps dotted keys to
+    value lists (``seed`` included)."""
+
+    name: str
+    base: dict[str, Any]
+    grid: dict[str, list[Any]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "base": self.base, "grid": self.grid}
+
+    def cells(self) -> list[Cell]:
+        """Every grid point, seed-major, with a validated run config and a unique name."""
+        keys = sorted(self.grid, key=lambda k: k != "seed")  # seed outermost
+        cells, names = [], {}
+        # The seed is an int that no other key depends on: validate each other combination
+        # once and stamp the seeds in (config validation is ~10 ms a cell).
+        validated: dict[str, dict[str, Any]] = {}
+        for combo in itertools.product(*(self.grid[k] for k in keys)):
+            values = dict(zip(keys, combo, strict=True))
+            name = cell_name(values, order=list(self.grid))
+            if name in names:
+                raise ConfigError(
+                    f"grid values {names[name]} and {values} give the same cell name {name!r}; "
+                    "make the values distinct"
+                )
+            names[name] = values
+            others = {k: v for k, v in values.items() if k != "seed"}
+            key = cell_name(others, order=list(self.grid))
+            if key not in validated:
+                validated[key] = cell_config(self.base, others)
+            config = copy.deepcopy(validated[key])
+            if "seed" in values:
+                config["seed"] = values["seed"]
+            cells.append(Cell(name, values, config))
+        return cells
+
+
+def _nested(dotted: str, value: Any) -> dict[str, Any]:
+    node: dict[str, Any] = {}
+    parts = dotted.split(".")
+    out = node
+    for part in parts[:-1]:
+        node[part] = {}
+        node = node[part]
+    node[parts[-1]] = value
+    return out
+
+
+def cell_config(base: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    """The validated run config dict of one cell: ``base`` updated by the grid ``values``.
+
+    A grid over loss.beta clears the base's loss.beta_bar and vice versa (a run takes one
+    of the two), and progress bars are off (one bar over cells is shown instead).
+    """
+    config = merge(base, {"train": {"progress": False}})
+    if "loss.beta" in values:
+        config = merge(config, {"loss": {"beta_bar": None}})
+    if "loss.beta_bar" in values:
+        config = merge(config, {"loss": {"beta": None}})
+    for key, value in values.items():
+        config = merge(config, _nested(key, value))
+    try:
+        return config_from_dict(config).to_dict()
+    except ConfigError as error:
+        raise ConfigError(f"sweep cell {values}: {error}") from None
+
+
+def format_value(value: Any) -> str:
+    """A filesystem-safe, stable text for a grid value (-0.4 -> '-0.4', 1.0 -> '1')."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        text = repr(value)
+        return text[:-2] if text.endswith(".0") else text
+    if isinstance(value, int):
+        return str(value)
+    if value is None:
+        return "none"
+    if isinstance(value, str):
+        return re.sub(r"[^A-Za-z0-9.+-]+", "-", value).strip("-") or "empty"
+    digest = hashlib.sha1(json.dumps(value, sort_keys=True).encode()).hexdigest()[:8]
+    return f"h{digest}"
+
+
+def cell_name(values: dict[str, Any], order: list[str] | None = None) -> str:
+    """``{'ensemble.n_members': 2, 'loss.beta': -0.4, 'seed': 0}`` -> ``N2_beta-0.4_seed0``."""
+    keys = [k for k in (order or list(values)) if k in values and k != "seed"]
+    keys += ["seed"] if "seed" in values else []
+    return "_".join(f"{LABELS.get(k, k.split('.')[-1])}{format_value(values[k])}" for k in keys)
+
+
+def _canonical_key(key: str) -> str:
+    return ALIASES.get(key, key)
+
+
+def _check_key(key: str, base: dict[str, Any]) -> None:
+    """A grid key must name a config leaf (validated with the project's config machinery)."""
+    try:
+        config_from_dict(merge(base, _nested(key, _leaf(base, key))))
+    except ConfigError as error:
+        raise ConfigError(f"grid key {key!r}: {error}") from None
+
+
+def _leaf(base: dict[str, Any], dotted: str) -> Any:
+    node: Any = config_from_dict(base).to_dict()
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            # unknown key: give it a dummy so config_from_dict names the valid keys
+            return 0
+        node = node[part]
+    return node
+
+
+def _seed_list(value: Any) -> list[int]:
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 1:
+            raise ConfigError(f"seeds must be >= 1 or a list of seeds, got {value}")
+        return list(range(value))
+    if isinstance(value, list) and value and all(type(v) is int for v in value):
+        return list(value)
+    raise ConfigError(f"seeds must be a count (e.g. 30) or a list of ints, got {value!r}")
+
+
+def spec_from_dict(values: dict[str, Any], *, base_dir: str | Path = ".",
+                   overrides: list[str] | None = None,
+                   seeds: int | list[int] | None = None) -> SweepSpec:
+    """A resolved, validated :class:`SweepSpec` from a sweep mapping.
+
+    ``base_dir`` resolves ``base_config``; ``overrides`` (``key=value``) are merged into the
+    base after the file's own; ``seeds`` replaces the file's seeds. Relative data paths are
+    made absolute against the current directory, so the cells do not depend on where a
+    later resume runs from.
+    """
+    if not isinstance(values, dict):
+        raise ConfigError(f"a sweep file must hold a mapping, got {type(values).__name__}")
+    unknown = sorted(set(values) - set(SPEC_KEYS))
+    if unknown:
+        raise ConfigError(f"unknown sweep key {unknown[0]!r}; valid: {', '.join(SPEC_KEYS)}")
+    if "base" in values and "base_config" in values:
+        raise ConfigError("give the sweep's base run config as `base:` or `base_config:`, "
+                          "not both")
+    base = dict(values.get("base") or {})
+    if "base_config" in values:
+        base = read_yaml(Path(base_dir) / values["base_config"])
+    file_overrides = values.get("overrides") or {}
+    if isinstance(file_overrides, list):
+        file_overrides = parse_overrides([str(v) for v in file_overrides])
+    if not isinstance(file_overrides, dict):
+        raise ConfigError("sweep `overrides` must be a mapping or a list of key=value")
+    base = merge(base, file_overrides)
+    base = merge(base, parse_overrides(overrides or []))
+    base = config_from_dict(base).to_dict()
+    data_path = base["data"]["path"]
+    if data_path and not Path(data_path).expanduser().is_absolute():
+        base["data"]["path"] = str(Path(data_path).expanduser().absolute())
+
+    raw_grid = values.get("grid") or {}
+    if not isinstance(raw_grid, dict):
+        raise ConfigError("sweep `grid` must map config keys to lists of values")
+    grid: dict[str, list[Any]] = {}
+    for key, options in raw_grid.items():
+        dotted = _canonical_key(str(key))
+        if dotted in grid:
+            raise ConfigError(f"grid key {key!r} is given twice (as {dotted})")
+        if not isinstance(options, list) or not options:
+            raise ConfigError(f"grid key {key!r} must list one or more values, got {options!r}")
+        if len(set(map(format_value, options))) != len(options):
+            raise ConfigError(f"grid key {key!r} repeats a value: {options}")
+        if dotted == "seed":
+            options = _seed_list(options)
+        else:
+            _check_key(dotted, base)
+        grid[dotted] = list(options)
+    if "loss.beta" in grid and "loss.beta_bar" in grid:
+        raise ConfigError("grid over loss.beta or loss.beta_bar, not both")
+    if seeds is None and "seeds" in values:
+        seeds = values["seeds"]
+    if seeds is not None:
+        grid["seed"] = _seed_list(seeds)
+    name = str(values.get("name") or "sweep")
+    spec = SweepSpec(name=name, base=base, grid=grid)
+    spec.cells()  # validate every cell config and name now, not mid-sweep
+    return spec
+
+
+def load_spec(path: str | Path, overrides: list[str] | None = None,
+              seeds: int | list[int] | None = None) -> SweepSpec:
+    """The sweep file at ``path`` resolved (see :func:`spec_from_dict`)."""
+    path = Path(path)
+    values = read_yaml(path)
+    values.setdefault("name", path.stem)
+    return spec_from_dict(values, base_dir=path.parent, overrides=overrides, seeds=seeds)
+
+
+def dump_spec(spec: SweepSpec) -> str:
+    return yaml.safe_dump(spec.to_dict(), sort_keys=False)

@@ -1,0 +1,263 @@
+"""A sweep directory -> tidy tables: one row per cell, and mean/std/count over seeds.
+
+    rows = cell_rows("sweeps/fig2c")          # list of dicts, one per cell
+    summary = summarize(rows, facet_keys(rows))
+    write_tables("sweeps/fig2c")              # results.csv, summary.csv, epochs.csv (+ .parquet)
+
+Columns of a cell row: ``cell``, ``status`` (finished, diverged, interrupted, failed,
+started, pending), ``error``, the grid keys (dotted, e.g. ``loss.kl_reduction``), the
+coupling as ``N``, ``beta`` and ``beta_bar`` (= beta * N, whichever of the two the config
+set), ``seed``, and the final-epoch metrics (``test/...``; ``test/member_accuracy_mean`` is
+the mean over members, ``n_collapsed`` the number of collapsed members). The summary groups
+finished cells by the other grid keys plus (N, beta) and gives ``METRIC:mean``,
+``METRIC:std`` (sample std, ddof=1; empty for one seed) and ``count``. CSV is always
+written; Parquet too when pyarrow is installed (``pip install colearning[parquet]``).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from colearning import rundir
+
+COUPLING_KEYS = ("loss.beta", "loss.beta_bar", "ensemble.n_members", "seed")
+CONFIG_COLUMNS = ("model.name", "data.name", "train.epochs", "loss.kl_reduction")
+METRICS = (
+    "test/ensemble_accuracy_mean",
+    "test/ensemble_accuracy_geometric",
+    "test/ensemble_accuracy_vote",
+    "test/member_accuracy_mean",
+    "test/member_accuracy_min",
+    "test/member_accuracy_max",
+    "test/js_mean",
+    "test/disagreement",
+    "test/ensemble_nll",
+    "n_collapsed",
+)
+EPOCH_METRICS = (
+    "test/ensemble_accuracy_mean",
+    "test/ensemble_accuracy_geometric",
+    "test/ensemble_accuracy_vote",
+    "test/member_accuracy_mean",
+    "test/js_mean",
+)
+RESULTS, SUMMARY, EPOCHS = "results", "summary", "epochs"
+
+
+def _get(config: dict[str, Any], dotted: str) -> Any:
+    node: Any = config
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
+def _scalar(value: Any) -> Any:
+    """Table cells are scalars: lists (beta matrices) become JSON text."""
+    return json.dumps(value) if isinstance(value, (list, dict)) else value
+
+
+def coupling(config: dict[str, Any]) -> tuple[int, float | None, float | None]:
+    """(N, beta, beta_bar) of a run config; beta None for a matrix coupling."""
+    n = config["ensemble"]["n_members"]
+    loss = config["loss"]
+    if isinstance(loss["beta"], list):
+        return n, None, None
+    if loss["beta_bar"] is not None:
+        return n, loss["beta_bar"] / n, float(loss["beta_bar"])
+    beta = float(loss["beta"] or 0.0)
+    return n, beta, beta * n
+
+
+def _final_metrics(record: dict[str, Any]) -> dict[str, Any]:
+    out = {key: record.get(key) for key in METRICS if key.startswith("test/") and key in record}
+    members = [a for a in record.get("test/member_accuracy") or [] if a is not None]
+    if members:
+        out["test/member_accuracy_mean"] = sum(members) / len(members)
+        out["test/member_accuracy_min"] = min(members)
+        out["test/member_accuracy_max"] = max(members)
+    out["n_collapsed"] = sum(bool(c) for c in record.get("test/member_collapsed") or [])
+    return out
+
+
+def cell_rows(sweep_dir: str | Path) -> list[dict[str, Any]]:
+    """One row per cell of the sweep in ``sweep_dir`` (cells not started yet included)."""
+    from colearning.sweep.runner import CELL_ERROR, CELLS, cell_status, load_sweep_spec
+
+    path = Path(sweep_dir)
+    spec = load_sweep_spec(path)
+    grid_keys = [k for k in spec.grid if k not in COUPLING_KEYS]
+    rows = []
+    for cell in spec.cells():
+        cell_dir = path / CELLS / cell.name
+        status = cell_status(cell_dir)
+        n, beta, beta_bar = coupling(cell.config)
+        row: dict[str, Any] = {"cell": cell.name, "status": status, "error": None}
+        for key in grid_keys + [k for k in CONFIG_COLUMNS if k not in grid_keys]:
+            row[key] = _scalar(_get(cell.config, key))
+        row.update({"N": n, "beta": beta, "beta_bar": beta_bar, "seed": cell.config["seed"]})
+        records = rundir.read_jsonl(cell_dir / rundir.METRICS) if cell_dir.exists() else []
+        row["epochs_completed"] = len(records)
+        if status == "failed":
+            error = json.loads((cell_dir / CELL_ERROR).read_text())
+            row["error"] = f"{error['error_type']}: {error['message']}"
+        summary_path = cell_dir / rundir.SUMMARY
+        summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+        if status == "diverged":
+            row["error"] = summary.get("status_detail")
+        row["wall_seconds"] = summary.get("wall_seconds")
+        final = _final_metrics(records[-1]) if records else {}
+        row.update({key: final.get(key) for key in METRICS})
+        if records:
+            accs = [r.get("test/ensemble_accuracy_mean") or 0.0 for r in records]
+            best = max(range(len(accs)), key=accs.__getitem__)
+            row["best/ensemble_accuracy_mean"] = accs[best]
+            row["best/epoch"] = best + 1
+        else:
+            row["best/ensemble_accuracy_mean"] = row["best/epoch"] = None
+        rows.append(row)
+    return rows
+
+
+def epoch_rows(sweep_dir: str | Path) -> list[dict[str, Any]]:
+    """One row per (cell, evaluated epoch): the curves behind the gain-over-epochs figure."""
+    from colearning.sweep.runner import CELLS
+
+    path = Path(sweep_dir)
+    rows = cell_rows(path)
+    wanted = ["cell", *facet_keys(rows), "N", "beta", "beta_bar", "seed"]
+    out = []
+    for row in rows:
+        keys = {k: row[k] for k in wanted}
+        for record in rundir.read_jsonl(path / CELLS / row["cell"] / rundir.METRICS):
+            line = dict(keys, epoch=record["epoch"])
+            final = _final_metrics(record)
+            line.update({m: final.get(m, record.get(m)) for m in EPOCH_METRICS})
+            out.append(line)
+    return out
+
+
+def facet_keys(rows: list[dict[str, Any]]) -> list[str]:
+    """Grid keys other than N, beta(_bar) and seed: each value of them is its own curve set."""
+    if not rows:
+        return []
+    fixed = {"cell", "status", "error", "N", "beta", "beta_bar", "seed", "epochs_completed",
+             "wall_seconds", *METRICS, "best/ensemble_accuracy_mean", "best/epoch",
+             *CONFIG_COLUMNS}
+    keys = [k for k in rows[0] if k not in fixed]
+    # a config column varied by the grid is a facet too
+    keys += [k for k in CONFIG_COLUMNS if len({r.get(k) for r in rows}) > 1]
+    return keys
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, math.nan
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def summarize(rows: list[dict[str, Any]], facets: list[str] | None = None,
+              metrics: Iterable[str] = METRICS) -> list[dict[str, Any]]:
+    """Mean, std (ddof=1) and count over seeds of finished cells, per (facets..., N, beta).
+
+    Groups keep the order in which they first appear in ``rows``.
+    """
+    facets = facet_keys(rows) if facets is None else facets
+    metrics = list(metrics)
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for row in rows:
+        key = tuple(row.get(k) for k in facets) + (row["N"], row["beta"])
+        groups.setdefault(key, []).append(row)
+    out = []
+    for key, members in groups.items():
+        done = [r for r in members if r["status"] == "finished"]
+        line: dict[str, Any] = dict(zip(facets, key[:-2], strict=True))
+        line.update({"N": key[-2], "beta": key[-1], "beta_bar": members[0]["beta_bar"],
+                     "count": len(done), "n_cells": len(members),
+                     "n_diverged": sum(r["status"] == "diverged" for r in members),
+                     "n_failed": sum(r["status"] == "failed" for r in members),
+                     "n_collapsed_cells": sum(bool(r.get("n_collapsed")) for r in done)})
+        for metric in metrics:
+            values = [float(r[metric]) for r in done if r.get(metric) is not None]
+            mean, std = _mean_std(values) if values else (math.nan, math.nan)
+            line[f"{metric}:mean"], line[f"{metric}:std"] = mean, std
+        out.append(line)
+    return out
+
+
+def _csv_value(value: Any) -> Any:
+    if isinstance(value, float) and math.isnan(value):
+        return ""
+    return "" if value is None else value
+
+
+def to_csv(rows: list[dict[str, Any]]) -> str:
+    """CSV text with the union of the rows' columns (first-seen order); None/NaN -> empty."""
+    columns: dict[str, None] = {}
+    for row in rows:
+        columns.update(dict.fromkeys(row))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: _csv_value(v) for k, v in row.items()})
+    return buffer.getvalue()
+
+
+def write_parquet(rows: list[dict[str, Any]], path: str | Path) -> bool:
+    """Write ``rows`` as Parquet when pyarrow is installed; False when it is not."""
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        return False
+    columns: dict[str, None] = {}
+    for row in rows:
+        columns.update(dict.fromkeys(row))
+    data = {c: [row.get(c) for row in rows] for c in columns}
+    for column, values in data.items():
+        # one type per column: ints that share a column with floats become floats
+        if any(isinstance(v, float) for v in values):
+            data[column] = [float(v) if isinstance(v, (int, float)) else None for v in values]
+    table = pa.table(data) if rows else pa.table({})
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    rundir.atomic_write_bytes(path, buffer.getvalue())
+    return True
+
+
+def write_tables(sweep_dir: str | Path) -> dict[str, Path]:
+    """Write results/summary/epochs tables into ``sweep_dir``; returns the written paths."""
+    path = Path(sweep_dir)
+    rows = cell_rows(path)
+    tables = {RESULTS: rows, SUMMARY: summarize(rows), EPOCHS: epoch_rows(path)}
+    written = {}
+    for name, table in tables.items():
+        target = path / f"{name}.csv"
+        rundir.atomic_write_text(target, to_csv(table))
+        written[f"{name}.csv"] = target
+        if write_parquet(table, path / f"{name}.parquet"):
+            written[f"{name}.parquet"] = path / f"{name}.parquet"
+    return written
+
+
+def read_csv(path: str | Path) -> list[dict[str, Any]]:
+    """A table written by :func:`to_csv` back as dicts (numbers parsed, empty -> None)."""
+    def parse(text: str) -> Any:
+        if text == "":
+            return None
+        for kind in (int, float):
+            try:
+                return kind(text)
+            except ValueError:
+                pass
+        return text
+
+    with open(path, newline="") as handle:
+        return [{k: parse(v) for k, v in row.items()} for row in csv.DictReader(handle)]

@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+import pytest
+
+from colearning.errors import ConfigError
+from colearning.sweep.spec import cell_name, format_value, load_spec, spec_from_dict
+
+BASE = {"data": {"name": "digits"}, "model": {"name": "mlp"}, "loss": {"beta": -0.4}}
+
+
+def test_cells_are_seed_major_with_deterministic_names():
+    spec = spec_from_dict({"base": BASE, "grid": {"N": [2, 3], "beta": [-0.4, 0, 1.0]},
+                           "seeds": 2})
+    names = [c.name for c in spec.cells()]
+    assert names[:3] == ["N2_beta-0.4_seed0", "N2_beta0_seed0", "N2_beta1_seed0"]
+    assert names[6] == "N2_beta-0.4_seed1" and len(names) == 12 == len(set(names))
+    assert names == [c.name for c in spec_from_dict(spec.to_dict()).cells()]  # stable
+    cell = spec.cells()[4]  # N3, beta 0, seed 0
+    assert cell.config["ensemble"]["n_members"] == 3
+    assert cell.config["loss"]["beta"] == 0.0 and cell.config["seed"] == 0
+    assert cell.config["train"]["progress"] is False
+
+
+def test_beta_bar_grid_clears_the_base_beta():
+    spec = spec_from_dict({"base": BASE, "grid": {"beta_bar": [-1.0]}, "seeds": [3]})
+    (cell,) = spec.cells()
+    assert cell.name == "betabar-1_seed3"
+    assert cell.config["loss"] == {**cell.config["loss"], "beta": None, "beta_bar": -1.0}
+
+
+def test_any_config_key_and_filesystem_safe_names():
+    spec = spec_from_dict({"base": BASE, "grid": {"loss.kl_reduction": ["batchmean", "mean"],
+                                                  "optim.lr": [0.01, 1e-05]}})
+    assert [c.name for c in spec.cells()] == [
+        "klbatchmean_lr0.01", "klbatchmean_lr1e-05", "klmean_lr0.01", "klmean_lr1e-05"]
+    assert format_value("a/b c") == "a-b-c" and format_value(True) == "true"
+    assert cell_name({"seed": 1, "ensemble.n_members": 5}) == "N5_seed1"
+
+
+@pytest.mark.parametrize("sweep, message", [
+    ({"base": BASE, "grid": {"loss.betta": [0.1]}}, "unknown config key loss.betta"),
+    ({"base": BASE, "grid": {"beta": [0.1]}, "sweeps": 2}, "unknown sweep key 'sweeps'"),
+    ({"base": {**BASE, "optimizer": {}}}, "unknown config key optimizer"),
+    ({"base": BASE, "grid": {"loss.kl_reduction": ["sum"]}}, "kl_reduction='sum'"),
+    ({"base": BASE, "grid": {"beta": []}}, "one or more values"),
+    ({"base": BASE, "grid": {"beta": [0.1, 0.1]}}, "repeats a value"),
+    ({"base": BASE, "grid": {"beta": [0.1], "beta_bar": [1.0]}}, "not both"),
+    ({"base": BASE, "seeds": 0}, "seeds must be"),
+])
+def test_invalid_sweeps_raise_config_error(sweep, message):
+    with pytest.raises(ConfigError, match=message):
+        spec_from_dict(sweep)
+
+
+def test_base_config_file_overrides_and_relative_data_path(tmp_path, monkeypatch):
+    (tmp_path / "run.yaml").write_text("model: {name: mlp}\ntrain: {epochs: 7}\n")
+    (tmp_path / "sweep.yaml").write_text(
+        "base_config: run.yaml\noverrides: {data: {name: imagefolder, path: imgs.tar}}\n"
+        "grid: {beta: [0.0]}\n")
+    monkeypatch.chdir(tmp_path)
+    spec = load_spec(tmp_path / "sweep.yaml", overrides=["train.epochs=3"], seeds=2)
+    assert spec.name == "sweep" and spec.grid["seed"] == [0, 1]
+    assert spec.base["train"]["epochs"] == 3 and spec.base["model"]["name"] == "mlp"
+    assert spec.base["data"]["path"] == str(tmp_path / "imgs.tar")
+
+
+def test_shipped_sweep_configs_validate():
+    from pathlib import Path
+
+    root = Path(__file__).parents[2] / "configs" / "sweeps"
+    sizes = {"fig2c_cpu_jpeg": 36, "fig2c_lenet5_cifar10": 630, "fig3_lenet5_cifar10": 2520,
+             "figS4_vgg9_cifar100": 96}
+    assert {name: len(load_spec(root / f"{name}.yaml").cells()) for name in sizes} == sizes

@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from colearning.sweep.table import read_csv, summarize, to_csv, write_parquet
+
+
+def row(seed, beta, acc, status="finished", n=2, kl="batchmean", collapsed=0):
+    return {"cell": f"b{beta}_s{seed}", "status": status, "loss.kl_reduction": kl, "N": n,
+            "beta": beta, "beta_bar": beta * n, "seed": seed,
+            "test/ensemble_accuracy_mean": acc, "n_collapsed": collapsed}
+
+
+def test_summary_mean_std_count_over_finished_seeds():
+    rows = [row(0, -0.2, 0.60), row(1, -0.2, 0.64), row(2, -0.2, 0.99, status="diverged"),
+            row(0, 0.0, 0.50, collapsed=1), row(0, 0.0, 0.52, kl="mean")]
+    summary = summarize(rows, ["loss.kl_reduction"], metrics=["test/ensemble_accuracy_mean"])
+    assert [(s["loss.kl_reduction"], s["beta"], s["count"]) for s in summary] == [
+        ("batchmean", -0.2, 2), ("batchmean", 0.0, 1), ("mean", 0.0, 1)]
+    first = summary[0]
+    assert first["test/ensemble_accuracy_mean:mean"] == pytest.approx(0.62)
+    assert first["test/ensemble_accuracy_mean:std"] == pytest.approx(math.sqrt(0.0008))
+    assert (first["n_cells"], first["n_diverged"], first["beta_bar"]) == (3, 1, -0.4)
+    assert math.isnan(summary[1]["test/ensemble_accuracy_mean:std"])
+    assert summary[1]["n_collapsed_cells"] == 1
+
+
+def test_csv_round_trip_and_parquet(tmp_path):
+    rows = [row(0, -0.2, 0.6), {**row(1, 0.0, None), "error": "ValueError: x"}]
+    text = to_csv(rows)
+    assert text.splitlines()[0].startswith("cell,status,loss.kl_reduction,N,beta")
+    (tmp_path / "t.csv").write_text(text)
+    back = read_csv(tmp_path / "t.csv")
+    assert back[0]["beta"] == -0.2 and back[0]["seed"] == 0 and back[1]["error"] == "ValueError: x"
+    assert back[1]["test/ensemble_accuracy_mean"] is None
+    pq = pytest.importorskip("pyarrow.parquet")
+    assert write_parquet(rows, tmp_path / "t.parquet")
+    table = pq.read_table(tmp_path / "t.parquet").to_pylist()
+    assert table[0]["beta"] == -0.2 and table[1]["error"] == "ValueError: x"

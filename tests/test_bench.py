@@ -1,0 +1,134 @@
+"""colearn bench: the tiny run end to end, step equivalence with the baseline, FLOP counts.
+
+No timing is asserted: timings depend on the machine. The numbers checked are structure,
+hand-computed FLOPs and the equality of every strategy's training step with N separate
+modules.
+"""
+
+import json
+
+import pytest
+import torch
+
+from colearning import ConfigError
+from colearning.bench import (
+    BASELINE,
+    Settings,
+    StepResult,
+    Workload,
+    compare_with_baseline,
+    count_flops,
+    fill_speedups,
+    format_table,
+    report,
+    time_steps,
+    workloads,
+)
+from colearning.cli import main
+
+# LeNet-5 (3x32x32 input), 2 FLOPs per multiply-add, biases not counted:
+CONV1 = 2 * 6 * 28 * 28 * (3 * 5 * 5)  # 705,600
+CONV2 = 2 * 16 * 10 * 10 * (6 * 5 * 5)  # 480,000
+CONV3 = 2 * 120 * 1 * 1 * (16 * 5 * 5)  # 96,000
+FULLY_CONNECTED = 2 * (120 * 84 + 84 * 10)  # 21,840
+LENET5_FORWARD = CONV1 + CONV2 + CONV3 + FULLY_CONNECTED  # 1,303,440
+
+
+def test_lenet5_flops_match_hand_count():
+    assert count_flops("lenet5", train=False) == LENET5_FORWARD == 1_303_440
+    assert count_flops("lenet5", 4, train=False) == 4 * LENET5_FORWARD
+    # Backward: a weight gradient per layer (as costly as its forward) and an input
+    # gradient for every layer but the first (the images need none).
+    assert count_flops("lenet5") == 3 * LENET5_FORWARD - CONV1
+
+
+def test_quick_bench_end_to_end(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--quick", "--no-progress", "--device", "cpu", "--out", str(out)]) == 0
+    table = capsys.readouterr().out
+    assert "member-img/s" in table and "baseline" in table and "grouped*" in table
+    assert "epoch lenet5 N=2" in table
+    data = json.loads(out.read_text())
+    assert data["schema_version"] == 1
+    assert data["device"]["type"] == "cpu" and data["device"]["torch_version"]
+    assert data["settings"]["steps"] == 2 and data["settings"]["channels_last"] is True
+    rows = data["steps"]
+    assert [(r["n_members"], r["strategy"]) for r in rows] == [
+        (n, s) for n in (1, 2) for s in (BASELINE, "loop", "grouped", "vmap")]
+    for r in rows:
+        assert r["error"] is None and r["model"] == "lenet5" and r["batch_size"] == 32
+        assert r["steps_timed"] == len(r["step_seconds"]) == 2
+        assert r["median_step_seconds"] > 0 and r["peak_memory_mib"] > 0
+        assert r["flops_per_step"] == r["n_members"] * count_flops("lenet5", 32)
+        assert r["member_images_per_second"] == pytest.approx(
+            r["n_members"] * r["images_per_second"])
+        assert r["speedup_vs_baseline"] > 0 and r["final_loss"] > 0
+        assert r["default"] == (r["strategy"] == "grouped")
+    assert all(r["speedup_vs_baseline"] == 1.0 for r in rows if r["strategy"] == BASELINE)
+    (epoch,) = data["epochs"]
+    assert (epoch["model"], epoch["n_members"], epoch["resolved_strategy"]) == (
+        "lenet5", 2, "grouped")
+    assert epoch["train_images"] == 256 and epoch["steps"] == 8 and not epoch["augment"]
+    assert epoch["epoch_seconds"] == pytest.approx(epoch["train_seconds"]
+                                                   + epoch["eval_seconds"])
+    assert 0 <= epoch["test_accuracy"] <= 1 and epoch["skipped_steps"] == 0
+
+
+@pytest.mark.parametrize("strategy", ["loop", "grouped", "vmap", "auto"])
+def test_every_strategy_takes_the_baseline_step(strategy):
+    # (tests/core/test_engine.py checks every strategy on VGG-9 and other models too)
+    diff = compare_with_baseline(Workload("lenet5", 3, 8, strategy), torch.device("cpu"),
+                                 Settings())
+    assert diff["loss"] < 1e-5
+    assert diff["gradient"] <= 1e-4 * max(diff["gradient_scale"], 1.0)
+    assert diff["parameter"] < 1e-6
+
+
+def test_time_steps_counts_warmup_and_stops_at_the_time_limit():
+    calls = []
+    times = time_steps(lambda: calls.append(1), torch.device("cpu"), steps=3, warmup=2)
+    assert len(calls) == 5 and len(times) == 3 and all(t >= 0 for t in times)
+    calls.clear()
+    times = time_steps(lambda: calls.append(1), torch.device("cpu"), steps=5, warmup=0,
+                       time_limit=0.0)
+    assert len(calls) == len(times) == 1
+
+
+def row(strategy, seconds, default=False, n=10):
+    return StepResult("lenet5", n, 512, strategy, strategy, default, steps_timed=1,
+                      step_seconds=[seconds], median_step_seconds=seconds,
+                      steps_per_second=1 / seconds, images_per_second=512 / seconds,
+                      member_images_per_second=n * 512 / seconds, flops_per_step=1e9,
+                      gflops_per_second=1 / seconds, peak_memory_mib=100.0)
+
+
+def test_speedups_and_table():
+    rows = [row(BASELINE, 2.0), row("grouped", 0.5, default=True), row("loop", 1.0, n=2),
+            StepResult("lenet5", 10, 512, "vmap", "vmap", False, error="out of memory: x")]
+    fill_speedups(rows)
+    assert [r.speedup_vs_baseline for r in rows] == [1.0, 4.0, None, None]
+    text = format_table(report(rows, [], torch.device("cpu"), Settings(steps=1)))
+    lines = text.splitlines()
+    assert "grouped*" in lines[3] and "4.00x" in lines[3] and "10,240" in lines[3]
+    assert "out of memory" in lines[5]
+
+
+def test_workloads_order_and_validation():
+    items = workloads(["lenet5", "vgg9"], [1, 50], ["grouped", BASELINE],
+                      skip=[("vgg9", 50)])
+    assert [(w.model, w.n_members, w.strategy, w.batch_size) for w in items] == [
+        ("lenet5", 1, BASELINE, 512), ("lenet5", 1, "grouped", 512),
+        ("lenet5", 50, BASELINE, 512), ("lenet5", 50, "grouped", 512),
+        ("vgg9", 1, BASELINE, 256), ("vgg9", 1, "grouped", 256)]
+    with pytest.raises(ConfigError, match="valid: baseline, loop, grouped, vmap, auto"):
+        workloads(["lenet5"], [1], ["turbo"])
+    with pytest.raises(ConfigError, match="unknown model"):
+        workloads(["resnet"], [1], ["loop"])
+
+
+def test_cli_errors_are_one_line(capsys):
+    assert main(["bench", "--strategies", "turbo", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "valid: baseline" in err and len(err.splitlines()) == 1
+    assert main(["bench", "--epoch", "lenet5", "--no-progress"]) == 2
+    assert "MODEL:N" in capsys.readouterr().err
