@@ -14,23 +14,28 @@ from colearning import metrics
 from colearning.combiners import COMBINERS, combine
 from colearning.errors import ConfigError
 
-# Below this spread of a member's output probabilities across samples the member is
-# treated as constant, i.e. collapsed (it ignores its input).
-CONSTANT_OUTPUT_STD = 1e-4
+# A member whose outputs move less than this (mean L1 distance of p_i(.|x) from the member's
+# average output, out of a maximum of 2) ignores its input: it has collapsed. Healthy members
+# sit near 1; the collapsed LeNet-5s seen here (beta = -0.4, Eq. 1) sat near 0.01.
+COLLAPSE_SPREAD = 0.05
+
+
+def output_spread(probs: torch.Tensor) -> torch.Tensor:
+    """Per member of probs [N, B, C]: mean over samples of |p_i(.|x) - mean_x p_i(.|x)|_1, [N]."""
+    probs = probs.float()
+    return (probs - probs.mean(1, keepdim=True)).abs().sum(-1).mean(-1)
 
 
 def collapsed_members(probs: torch.Tensor) -> list[bool]:
-    """Per member of probs [N, B, C]: True when its output ignores the input.
+    """Per member of probs [N, B, C]: True when its output (nearly) ignores the input.
 
-    A member is collapsed when it predicts one class for every sample and its output
-    distribution barely varies across samples (max over classes of the std over samples
-    below ``CONSTANT_OUTPUT_STD``), e.g. the uniform output of a member whose ReLUs died.
+    That is the end state of a member pushed too hard by a negative coupling: near-constant,
+    often near-uniform outputs and accuracy at chance. Dead ReLU layers are a second sign,
+    added by the trainer from the activation statistics.
     """
     if probs.shape[1] < 2:
         return [False] * probs.shape[0]
-    single_class = (probs.argmax(-1) == probs.argmax(-1)[:, :1]).all(-1)
-    constant = probs.float().std(1).amax(-1) < CONSTANT_OUTPUT_STD
-    return (single_class & constant).tolist()
+    return (output_spread(probs) < COLLAPSE_SPREAD).tolist()
 
 
 def evaluate_probs(
@@ -40,7 +45,7 @@ def evaluate_probs(
 
     >>> p = torch.tensor([[[0.9, 0.1], [0.3, 0.7]], [[0.6, 0.4], [0.8, 0.2]]])
     >>> evaluate_probs(p, torch.tensor([0, 1]))["test/ensemble_accuracy_mean"]
-    1.0
+    0.5
     """
     if probs.dim() != 3 or labels.shape != probs.shape[1:2]:
         raise ConfigError(
