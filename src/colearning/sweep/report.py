@@ -102,19 +102,75 @@ def beta_color(beta: float, betas: Sequence[float]) -> Any:
     return colormaps["Blues" if beta < 0 else "Reds"](shade)
 
 
-def _note_unfinished(ax: Any, summary: list[dict[str, Any]], x: str = "beta") -> None:
-    """Say in the panel which couplings have diverged or failed cells (absent from lines)."""
+# A final accuracy this far below the panel's median is a collapse (chance level); plotting
+# it on the same axis would flatten the differences of about 1 point that the figure is for.
+OFF_SCALE_PP = 10.0
+
+
+def _focus(ax: Any, rows: list[dict[str, Any]], metric: str, x: str, members: bool) -> list[str]:
+    """Zoom the y-axis on the non-collapsed points and span the x-axis over the whole grid.
+
+    Collapsed points get a red triangle on the bottom edge; diverged/failed couplings (no
+    final accuracy) a red cross. Returns the notes for the off-scale points.
+    """
+    grid = sorted({r[x] for r in rows if r[x] is not None})
+    if len(grid) > 1:
+        pad = 0.04 * (grid[-1] - grid[0])
+        ax.set_xlim(grid[0] - pad, grid[-1] + pad)
+    done = [r for r in rows if r.get("count") and _finite(r.get(f"{metric}:mean"))]
+    if not done:
+        return []
+    median = float(np.median([r[f"{metric}:mean"] for r in done])) * 100
+    keys = [metric, MEMBERS] if members else [metric]
+    low, high, notes, off = [], [], [], []
+    for r in done:
+        if 100 * r[f"{metric}:mean"] < median - OFF_SCALE_PP:
+            off.append(r)
+            notes.append(f"{r[x]:g}: ensemble {100 * r[f'{metric}:mean']:.1f}%"
+                         + (f" ({r['n_collapsed_cells']}/{r['count']} cells collapsed)"
+                            if r.get("n_collapsed_cells") else ""))
+            continue
+        for key in keys:
+            mean, std = r.get(f"{key}:mean"), r.get(f"{key}:std")
+            if _finite(mean):
+                spread = std if _finite(std) else 0.0
+                low.append(100 * (mean - spread))
+                high.append(100 * (mean + spread))
+    if off and low:
+        bottom, top = min(low) - 0.6, max(high) + 0.6
+        ax.set_ylim(bottom, top)
+        for r in off:
+            ax.plot(r[x], bottom, "v", color="tab:red", ms=9, clip_on=False, zorder=5)
+    bottom = ax.get_ylim()[0]
+    for r in rows:
+        if (r.get("n_diverged") or r.get("n_failed")) and not r.get("count"):
+            ax.plot(r[x], bottom, "x", color="tab:red", ms=8, mew=2, clip_on=False, zorder=5)
+    return notes
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _note_unfinished(ax: Any, summary: list[dict[str, Any]], x: str = "beta",
+                     off_scale: Sequence[str] = ()) -> None:
+    """Say in the panel which couplings diverged/failed (red x) or fell off scale (red v)."""
     bad = [r for r in summary if r.get("n_diverged") or r.get("n_failed")]
     if not any(r.get("count") for r in summary):
         ax.text(0.5, 0.5, "no finished cells yet", ha="center", va="center",
                 transform=ax.transAxes, color="0.4")
+    label = "β" if x == "beta" else "β̄"
+    lines = []
     if bad:
         parts = [f"{r[x]:g}" + (f" (N={r['N']})" if len({b['N'] for b in bad}) > 1 else "")
                  + f": {r['n_diverged'] + r['n_failed']}/{r['n_cells']}" for r in
                  sorted(bad, key=lambda r: (r["N"], r[x]))]
-        label = "β" if x == "beta" else "β̄"
-        ax.text(0.99, 0.01, f"diverged/failed cells at {label} " + ", ".join(parts),
-                ha="right", va="bottom", transform=ax.transAxes, fontsize=7, color="tab:red")
+        lines.append(f"x diverged/failed cells at {label} " + ", ".join(parts))
+    if off_scale:
+        lines.append(f"v off scale at {label} " + "; ".join(off_scale))
+    if lines:
+        ax.text(0.99, 0.02, "\n".join(lines), ha="right", va="bottom", transform=ax.transAxes,
+                fontsize=7, color="tab:red")
 
 
 def _size_colors(sizes: Sequence[int]) -> dict[int, Any]:
@@ -153,13 +209,15 @@ def accuracy_vs_coupling(summary: list[dict[str, Any]], facets: Sequence[str], m
                 ax.fill_between(xs_m, mean_m - std_m, mean_m + std_m, color=colors[n],
                                 alpha=0.08, lw=0)
         ax.axvline(0, color="0.6", lw=0.8)
-        _note_unfinished(ax, _select(summary, facets, values), x)
+        panel = _select(summary, facets, values)
+        off_scale = _focus(ax, panel, metric, x, members and len(sizes) <= 2)
+        _note_unfinished(ax, panel, x, off_scale)
         ax.set_xlabel("coupling β" if x == "beta" else "normalized coupling β̄ = β·N")
         ax.set_ylabel("test accuracy at the final epoch (%)")
         ax.set_title(facet_label(facets, values) or "all cells", fontsize=10)
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8, loc="lower left")
+            ax.legend(fontsize=8, loc="best")
     fig.suptitle(f"{what}: mean ± std over {seeds} seed(s)", fontsize=11)
     return _save(fig, path)
 
