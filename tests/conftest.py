@@ -25,3 +25,30 @@ def tiny_config():
 def comparable(records):
     """Metric records without wall-clock timings, for exact equality checks."""
     return [{k: v for k, v in r.items() if not k.startswith("time/")} for r in records]
+
+
+def assert_records_close(got, want, rtol=1e-4):
+    """Metric records equal up to float rounding: same keys, epochs and flags, floats close.
+
+    Bit-for-bit equality holds on an idle machine; under heavy load BLAS/oneDNN kernels may
+    sum in another order and the last float digits move. A resume that replays or skips a
+    batch moves losses and accuracies by far more than ``rtol``.
+    """
+    assert len(got) == len(want)
+    for a, b in zip(comparable(got), comparable(want), strict=True):
+        assert a.keys() == b.keys()
+        for key in a:
+            _assert_close(a[key], b[key], rtol, key)
+
+
+def _assert_close(a, b, rtol, key):
+    import math
+
+    if isinstance(a, list):
+        assert isinstance(b, list) and len(a) == len(b), key
+        for x, y in zip(a, b, strict=True):
+            _assert_close(x, y, rtol, key)
+    elif isinstance(a, float) and isinstance(b, float):
+        assert math.isclose(a, b, rel_tol=rtol, abs_tol=1e-7), (key, a, b)
+    else:
+        assert a == b, (key, a, b)

@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-import colearning.train as train_module
+import colearning.training as train_module
 from colearning import rundir
 from colearning.cli import main
 from colearning.config import config_from_dict
@@ -25,7 +25,7 @@ from colearning.expand.table import (
     table_s5,
     table_s5_spec_from_dict,
 )
-from colearning.train import Interrupted, resume, train
+from colearning.training import Interrupted, resume, train
 from tests.conftest import TINY, comparable
 
 SOURCE = dict(copy.deepcopy(TINY), train=dict(TINY["train"], epochs=2))

@@ -31,3 +31,13 @@ def test_python_example_runs_as_printed():
     assert out.returncode == 0, out.stderr[-2000:]
     lines = out.stdout.strip().splitlines()
     assert [line.split()[0] for line in lines] == ["0", "1", "2", "3", "4"]
+
+
+def test_python_api_example_runs(tmp_path):
+    example = next(block for block in _blocks("python") if "colearning.train(" in block)
+    example = example.replace("configs/quickstart.yaml", str(ROOT / "configs/quickstart.yaml"))
+    out = subprocess.run([sys.executable, "-c", example], capture_output=True, text=True,
+                         timeout=300, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    run_dir, accuracy = out.stdout.split()[-2:]
+    assert (tmp_path / run_dir / "summary.json").exists() and 0.0 <= float(accuracy) <= 1.0

@@ -11,11 +11,22 @@ from colearning.models import MODELS, build_model
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str) -> object:
+    # colearning.train / colearning.resume / colearning.load_run come from the training module,
+    # imported on first use so that "import colearning" stays light (no data/report stack).
+    if name in ("train", "resume", "load_run", "Run"):
+        from colearning import training
+
+        return getattr(training, name)
+    raise AttributeError(f"module 'colearning' has no attribute {name!r}")
+
 __all__ = [
     "COMBINERS",
     "MODELS",
     "ColearningError",
     "ConfigError",
+    "Run",
     "CoupledLoss",
     "DataError",
     "Ensemble",
@@ -26,4 +37,7 @@ __all__ = [
     "combine",
     "coupled_loss",
     "ensemble_predict",
+    "load_run",
+    "resume",
+    "train",
 ]

@@ -25,7 +25,7 @@ set on CPU (Linux VmHWM, reset before each configuration).
 
 The epoch (:func:`measure_epoch`) runs the trainer's own pieces end to end on synthetic
 CIFAR-shaped uint8 data (no dataset file needed): upload and conversion to float on the
-device (``to_tensors``), one epoch of ``colearning.train.train_step`` on shuffled batches
+device (``to_tensors``), one epoch of ``colearning.training.train_step`` on shuffled batches
 with ``augment_batch`` when the trainer would augment (VGG-9), then ``predict`` on the test
 images and ``evaluate_probs``.
 """
@@ -452,7 +452,7 @@ def measure_epoch(model: str, n_members: int, device: torch.device, settings: Se
     ``settings.compile`` apply here too (autocast around each step and the evaluation,
     torch.compile of the ensemble), levers the trainer itself does not offer yet.
     """
-    from colearning.train import predict, train_step, use_augmentation
+    from colearning.training import predict, train_step, use_augmentation
 
     batch_size = batch_size or BATCH_SIZES.get(model, 128)
     workload = Workload(model, n_members, batch_size, strategy)
@@ -764,7 +764,7 @@ def bench(*, models: str | None = None, members: str | None = None,
     N in {1, 2}, batch 32, 2 timed steps, a 256 + 128 image epoch) unless given explicitly;
     on CPUs, unset options take ``CPU_DEFAULTS``.
     """
-    from colearning.train import resolve_device
+    from colearning.training import resolve_device
 
     target = resolve_device(device)
     preset: dict[str, Any] = QUICK if quick else CPU_DEFAULTS if target.type == "cpu" else {}

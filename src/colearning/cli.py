@@ -191,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_train(args: argparse.Namespace) -> int:
     from colearning.config import load_config, parse_overrides
     from colearning.console import format_summary
-    from colearning.train import resume, train
+    from colearning.training import resume, train
 
     overrides = list(args.overrides)
     if args.device:
@@ -328,7 +328,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if extra:
         args.overrides += extra
-    from colearning.train import Interrupted
+    from colearning.training import Interrupted
 
     try:
         return COMMANDS[args.command](args)

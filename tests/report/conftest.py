@@ -25,7 +25,7 @@ TINY_RUN = {
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The run directory of a finished tiny run; read-only for tests (copy it to change it)."""
-    from colearning.train import train
+    from colearning.training import train
 
     run_dir = tmp_path_factory.mktemp("report") / "run"
     train(config_from_dict(TINY_RUN), run_dir=run_dir)

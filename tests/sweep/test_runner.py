@@ -61,7 +61,7 @@ def test_failed_cell_is_recorded_and_interrupted_cell_resumes(tmp_path, monkeypa
     assert (bad.name, good.name) == ("batch_size5000_seed0", "batch_size100_seed0")
 
     # A real SIGTERM during the good cell's first epoch: it checkpoints and stops.
-    import colearning.train as train_module
+    import colearning.training as train_module
 
     real_save = train_module._save_checkpoint
 

@@ -42,7 +42,7 @@ from colearning.errors import ConfigError, RunDirError
 from colearning.losses import beta_matrix
 
 if TYPE_CHECKING:
-    from colearning.train import Run
+    from colearning.training import Run
 
 LINEAGE = "lineage.json"
 # Data keys that may differ from the source: they do not change which images are where.
@@ -173,10 +173,10 @@ def expand(source: str | Path, add: int, mode: str, overrides: list[str] | None 
            margin: int = 0, run_dir: str | Path | None = None) -> Run:
     """Grow the finished run ``source`` by ``add`` members into a new run directory.
 
-    Returns the :class:`colearning.train.Run` of the grown run (default directory:
+    Returns the :class:`colearning.training.Run` of the grown run (default directory:
     :func:`default_run_dir`). Resume it like any run: ``colearn train --resume DIR``.
     """
-    from colearning.train import train
+    from colearning.training import train
 
     config = grown_config(source, add, mode, overrides, margin)
     return train(config, run_dir if run_dir is not None else default_run_dir(source, mode, add))
@@ -277,10 +277,10 @@ class Growth:
 def prepare_growth(config: Config, data: Any, device: torch.device, run_dir: Path) -> Growth:
     """Build the grown run's members from the source run and write (or check) lineage.json.
 
-    ``data`` is the run's :class:`colearning.train.TensorData`. The new members are seeded as
+    ``data`` is the run's :class:`colearning.training.TensorData`. The new members are seeded as
     members N..N+M-1 of the run (``derive_seed(seed, "member", N + i)``).
     """
-    from colearning.train import build_ensemble, predict
+    from colearning.training import build_ensemble, predict
 
     source_path, source = check_source(config)
     lineage = lineage_record(config, source_path, source)

@@ -92,7 +92,7 @@ def run_cell(config: dict[str, Any], cell_dir: str, threads: int | None = None) 
     """
     import torch
 
-    from colearning.train import Interrupted, resume, train
+    from colearning.training import Interrupted, resume, train
 
     path = Path(cell_dir)
     name = path.name
@@ -144,7 +144,7 @@ def _worker_init(threads: int, stop: Any) -> None:
         signal.signal(signum, _on_signal)
     import torch
 
-    import colearning.train  # noqa: F401 - imported once here, not inside the first cell
+    import colearning.training  # noqa: F401 - imported once here, not inside the first cell
 
     torch.set_num_threads(threads)
 

@@ -1,6 +1,6 @@
 """Training a co-learning ensemble into a resumable run directory.
 
-    run = colearning.train(load_config("configs/quickstart.yaml"), run_dir="runs/demo")
+    run = colearning.training(load_config("configs/quickstart.yaml"), run_dir="runs/demo")
     run.summary["test/ensemble_accuracy_mean"]
 
 One flat loop (:func:`_fit`) with pure helpers. Every epoch: all members take SGD steps on

@@ -9,11 +9,11 @@ import pytest
 import torch
 import yaml
 
-import colearning.train as train_module
+import colearning.training as train_module
 from colearning import rundir
 from colearning.config import config_from_dict
 from colearning.errors import ConfigError, RunDirError
-from colearning.train import Interrupted, learning_rate, load_run, resume, train
+from colearning.training import Interrupted, learning_rate, load_run, resume, train
 from tests.conftest import comparable
 
 REQUIRED = ["epoch", "test/member_accuracy", "test/ensemble_accuracy_mean",
