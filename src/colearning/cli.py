@@ -188,16 +188,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from colearning.config import load_config, parse_overrides
-    from colearning.console import format_summary
-    from colearning.training import resume, train
-
+def _run_overrides(args: argparse.Namespace) -> list[str]:
+    """key=value overrides plus the ones that --device and --no-progress stand for."""
     overrides = list(args.overrides)
     if args.device:
         overrides.append(f"device={args.device}")
     if args.no_progress:
         overrides.append("train.progress=false")
+    return overrides
+
+
+def _config_xor_resume(args: argparse.Namespace, config_name: str, dir_name: str) -> bool:
+    """True when exactly one of --config / --resume is given (and --resume alone); else say so."""
+    if bool(args.config) == bool(args.resume):
+        message = f"give --config {config_name} or --resume {dir_name}"
+    elif args.resume and (args.overrides or args.seeds or args.out):
+        message = "--resume takes what was saved; drop key=value, --seeds and --out"
+    else:
+        return True
+    print(f"colearn: error: {message}", file=sys.stderr)
+    return False
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from colearning.config import load_config, parse_overrides
+    from colearning.console import format_summary
+    from colearning.training import resume, train
+
+    overrides = _run_overrides(args)
     if args.resume:
         if args.config or args.run_dir:
             print("colearn: error: --resume takes the config and directory of the run; "
@@ -214,14 +232,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from colearning.sweep.runner import describe_cells, format_result, load_sweep_spec, run_sweep
     from colearning.sweep.spec import load_spec
 
-    if bool(args.config) == bool(args.resume):
-        print("colearn: error: give --config SWEEP.yaml or --resume SWEEP_DIR", file=sys.stderr)
+    if not _config_xor_resume(args, "SWEEP.yaml", "SWEEP_DIR"):
         return 2
     if args.resume:
-        if args.overrides or args.seeds or args.out:
-            print("colearn: error: --resume takes the sweep as saved; drop key=value, --seeds "
-                  "and --out", file=sys.stderr)
-            return 2
         spec, out = load_sweep_spec(args.resume), args.resume
     else:
         spec = load_spec(args.config, args.overrides, seeds=args.seeds)
@@ -236,10 +249,6 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0 if result.ok else 130 if result.count("interrupted") else 1
 
 
-COMMANDS = {"train": cmd_train}
-COMMANDS["sweep"] = cmd_sweep
-
-
 def cmd_report(args: argparse.Namespace) -> int:
     from colearning.report import build_report
 
@@ -248,18 +257,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS["report"] = cmd_report
-
-
 def cmd_expand(args: argparse.Namespace) -> int:
     from colearning.console import format_summary
     from colearning.expand import expand
 
-    overrides = list(args.overrides)
-    if args.device:
-        overrides.append(f"device={args.device}")
-    if args.no_progress:
-        overrides.append("train.progress=false")
+    overrides = _run_overrides(args)
     run = expand(args.source, args.add, args.mode, overrides, margin=args.margin,
                  run_dir=args.run_dir)
     print(format_summary(run.summary, title=f"run: {run.run_dir} (grown from {args.source})"))
@@ -275,14 +277,9 @@ def cmd_expand_table(args: argparse.Namespace) -> int:
         table_s5,
     )
 
-    if bool(args.config) == bool(args.resume):
-        print("colearn: error: give --config TABLE_S5.yaml or --resume DIR", file=sys.stderr)
+    if not _config_xor_resume(args, "TABLE_S5.yaml", "DIR"):
         return 2
     if args.resume:
-        if args.overrides or args.seeds or args.out:
-            print("colearn: error: --resume takes the run as saved; drop key=value, --seeds "
-                  "and --out", file=sys.stderr)
-            return 2
         spec, out = load_table_s5_dir(args.resume), args.resume
     else:
         spec = load_table_s5_spec(args.config, args.overrides, seeds=args.seeds)
@@ -295,10 +292,6 @@ def cmd_expand_table(args: argparse.Namespace) -> int:
                                                       else ""), file=sys.stderr)
     print(f"table: {out}/table_s5.txt, {out}/report.html")
     return 0 if not problems else 130 if any(o.status == "interrupted" for o in problems) else 1
-
-
-COMMANDS["expand"] = cmd_expand
-COMMANDS["expand-table"] = cmd_expand_table
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -315,7 +308,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS["bench"] = cmd_bench
+COMMANDS = {"train": cmd_train, "sweep": cmd_sweep, "report": cmd_report, "expand": cmd_expand,
+            "expand-table": cmd_expand_table, "bench": cmd_bench}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
