@@ -7,10 +7,12 @@ broadcasting surprise deep inside torch.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
 import torch
+from scipy import stats
 from torch import Tensor
 
 from colearning.errors import ConfigError
@@ -106,3 +108,18 @@ def to_numpy(x: Any, name: str) -> np.ndarray:
         return np.asarray(x, dtype=np.float64)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{name} must be a numeric array, got {type(x).__name__}") from exc
+
+
+def correlation(a: np.ndarray, b: np.ndarray, method: str) -> tuple[float, float]:
+    """(statistic, p) of scipy's ``pearsonr``/``spearmanr`` on 1-D a, b; (nan, nan) if constant.
+
+    A constant input has no defined correlation: return NaN quietly rather than scipy's
+    warning.
+    """
+    if np.all(a == a[0]) or np.all(b == b[0]):
+        return float("nan"), float("nan")
+    test = {"pearson": stats.pearsonr, "spearman": stats.spearmanr}[method]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", stats.ConstantInputWarning)
+        res = test(a, b)
+    return float(res.statistic), float(res.pvalue)

@@ -7,18 +7,16 @@ Distances are typically :func:`colearning.metrics.js_matrix_with_ensemble` outpu
 from __future__ import annotations
 
 import inspect
-import warnings
 from typing import Any
 
 import numpy as np
-from scipy import stats
 from scipy.linalg import orthogonal_procrustes
 from scipy.spatial.distance import pdist
 from sklearn.manifold import MDS
 
 from colearning.errors import ConfigError
 
-from ._checks import shape_str, square_matrix, to_numpy
+from ._checks import correlation, shape_str, square_matrix, to_numpy
 
 __all__ = ["mds_embed", "align_to", "mds_trajectory", "embedding_distance_correlation"]
 
@@ -199,9 +197,4 @@ def embedding_distance_correlation(distance_matrix: Any, embedding: Any) -> tupl
     iu = np.triu_indices(m, k=1)
     a = d[iu]
     b = pdist(emb)  # same (i < j, row-major) order as triu_indices
-    if np.all(a == a[0]) or np.all(b == b[0]):
-        return float("nan"), float("nan")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", stats.ConstantInputWarning)
-        res = stats.pearsonr(a, b)
-    return float(res.statistic), float(res.pvalue)
+    return correlation(a, b, "pearson")

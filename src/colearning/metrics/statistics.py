@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
-import numpy as np
 import torch
-from scipy import stats
 from torch import Tensor
 
 from colearning.errors import ConfigError
 
-from ._checks import as_float, labels_tensor, probs_tensor, shape_str, to_numpy
+from ._checks import as_float, correlation, labels_tensor, probs_tensor, shape_str, to_numpy
 
 __all__ = ["spearman", "rescued_count", "accuracy_change"]
 
@@ -37,12 +34,7 @@ def spearman(x: Any, y: Any) -> tuple[float, float]:
         )
     if a.shape[0] < 2:
         raise ConfigError(f"spearman needs at least 2 samples, got {a.shape[0]}")
-    if np.all(a == a[0]) or np.all(b == b[0]):
-        return float("nan"), float("nan")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", stats.ConstantInputWarning)
-        res = stats.spearmanr(a, b)
-    return float(res.statistic), float(res.pvalue)
+    return correlation(a, b, "spearman")
 
 
 def rescued_count(probs: Any, ens_probs: Any, labels: Any) -> int:

@@ -6,15 +6,13 @@ Inputs are the per-epoch distances a run records (``test/js_matrix`` ``[N, N]`` 
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 from colearning.errors import ConfigError
 
-from ._checks import shape_str, square_matrix, to_numpy
+from ._checks import correlation, shape_str, square_matrix, to_numpy
 
 __all__ = ["distance_to_others", "distance_matrix_with_ensemble", "trajectory_distance_correlation"]
 
@@ -91,9 +89,4 @@ def trajectory_distance_correlation(distance_matrices: Any, trajectory: Any) -> 
     embedded = np.linalg.norm(x[:, iu[0]] - x[:, iu[1]], axis=-1).ravel()
     if given.size < 3:
         raise ConfigError(f"need at least 3 pooled distances, got {given.size}")
-    if np.all(given == given[0]) or np.all(embedded == embedded[0]):
-        return float("nan"), float("nan")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", stats.ConstantInputWarning)
-        res = stats.pearsonr(given, embedded)
-    return float(res.statistic), float(res.pvalue)
+    return correlation(given, embedded, "pearson")
