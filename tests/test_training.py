@@ -212,3 +212,51 @@ def test_learning_rate_schedules(schedule, expected):
 def test_load_run(finished):
     run = load_run(finished.run_dir)
     assert run.summary["status"] == "finished" and len(run.metrics) == 3
+
+
+def test_resume_after_a_torn_append_with_nothing_newer(finished, tmp_path, tiny_config,
+                                                       monkeypatch):
+    """A kill in the middle of appending epoch 3's line: the torn tail must not stay glued."""
+    original = rundir.atomic_torch_save
+    calls = {"n": 0}
+
+    def crash_on_third(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise OSError("disk vanished")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(rundir, "atomic_torch_save", crash_on_third)
+    path = tmp_path / "torn"
+    with pytest.raises(OSError):
+        train(tiny_config, run_dir=path)
+    monkeypatch.setattr(rundir, "atomic_torch_save", original)
+    for name in ("metrics.jsonl", "analysis.jsonl"):
+        lines = (path / name).read_text().splitlines(keepends=True)
+        (path / name).write_text("".join(lines[:-1]) + lines[-1][:25])  # tear the last line
+    assert len(rundir.read_jsonl(path / "metrics.jsonl")) == 2  # == the checkpoint's epoch
+    resumed = resume(path)
+    assert comparable(rundir.read_jsonl(path / "metrics.jsonl")) == comparable(finished.metrics)
+    assert comparable(resumed.metrics) == comparable(finished.metrics)
+    epochs = [r["epoch"] for r in rundir.read_jsonl(path / "analysis.jsonl")]
+    assert epochs == [0, 1, 2, 3]
+
+
+def test_restart_without_checkpoint_rewrites_initial_statistics(tmp_path, tiny_config,
+                                                                 monkeypatch):
+    """Killed before the first checkpoint: the rerun from scratch leaves one epoch-0 record."""
+    original = rundir.atomic_torch_save
+
+    def crash(*args, **kwargs):
+        raise OSError("disk vanished")
+
+    monkeypatch.setattr(rundir, "atomic_torch_save", crash)
+    path = tmp_path / "fresh"
+    with pytest.raises(OSError):
+        train(tiny_config, run_dir=path)
+    monkeypatch.setattr(rundir, "atomic_torch_save", original)
+    assert not (path / "checkpoint.pt").exists()
+    resume(path)
+    epochs = [r["epoch"] for r in rundir.read_jsonl(path / "analysis.jsonl")]
+    assert epochs == [0, 1, 2, 3]
+    assert [r["epoch"] for r in rundir.read_jsonl(path / "metrics.jsonl")] == [1, 2, 3]

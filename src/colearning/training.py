@@ -373,14 +373,14 @@ def _fit(config: Config, path: Path, checkpoint: dict[str, Any] | None) -> Run:
         sums, aug_state = checkpoint.get("sums"), checkpoint["rng"].get("augment")
         elapsed = checkpoint.get("elapsed", 0.0)
     # Drop metric lines written after the checkpoint (a kill between the two writes).
-    records = rundir.read_jsonl(path / rundir.METRICS)
-    if len(records) > start_epoch:
-        rundir.truncate_jsonl(path / rundir.METRICS, start_epoch)
-        records = records[:start_epoch]
-    analysis = rundir.read_jsonl(path / rundir.ANALYSIS)
-    if analysis and analysis[-1]["epoch"] > start_epoch:
-        rundir.truncate_jsonl(path / rundir.ANALYSIS,
-                              sum(r["epoch"] <= start_epoch for r in analysis))
+    # Keep exactly what the checkpoint covers: lines written after it (a kill between the two
+    # writes) and a torn last line (a kill mid-append) go, or the next append would be glued
+    # to the torn tail. From scratch, even the epoch-0 statistics are rewritten.
+    records = rundir.read_jsonl(path / rundir.METRICS)[:start_epoch]
+    rundir.truncate_jsonl(path / rundir.METRICS, len(records))
+    analysis = rundir.read_jsonl(path / rundir.ANALYSIS) if checkpoint is not None else []
+    rundir.truncate_jsonl(path / rundir.ANALYSIS,
+                          sum(r["epoch"] <= start_epoch for r in analysis))
     if checkpoint is None and config.train.analysis_every:
         rundir.append_jsonl(path / rundir.ANALYSIS, structure_record(members, analysis_x, 0))
 
