@@ -1,6 +1,6 @@
 """Training a co-learning ensemble into a resumable run directory.
 
-    run = colearning.training(load_config("configs/quickstart.yaml"), run_dir="runs/demo")
+    run = colearning.train(load_config("configs/quickstart.yaml"), run_dir="runs/demo")
     run.summary["test/ensemble_accuracy_mean"]
 
 One flat loop (:func:`_fit`) with pure helpers. Every epoch: all members take SGD steps on
@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-import yaml
 from tqdm.auto import tqdm
 
 from colearning import __version__, rundir
@@ -555,7 +554,7 @@ def _restore_signal_handlers(previous: dict[int, Any]) -> None:
 def load_run(run_dir: str | Path) -> Run:
     """A run directory's config, metrics and summary (for analysis; never retrains)."""
     path = rundir.require_run_dir(run_dir)
-    config = config_from_dict(yaml.safe_load((path / rundir.CONFIG).read_text()))
+    config = config_from_dict(read_yaml(path / rundir.CONFIG))
     summary_path = path / rundir.SUMMARY
     summary = _read_json(summary_path) if summary_path.exists() else {"status": "running"}
     return Run(path, config, rundir.read_jsonl(path / rundir.METRICS), summary)
