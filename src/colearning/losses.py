@@ -79,29 +79,64 @@ def _coupling_weights(
     n_members: int,
     n_peers: int,
     device: torch.device,
+    dtype: torch.dtype,
 ) -> torch.Tensor:
     """Rows of the coupling matrix for the trained members, [N, M] (M = N + frozen peers)."""
     if beta is not None and not isinstance(beta, (int, float)):
-        beta = torch.as_tensor(beta, dtype=torch.float32)
+        beta = torch.as_tensor(beta, dtype=dtype)
         if beta.dim() == 2 and beta.shape == (n_members, n_peers) and n_peers > n_members:
             # Frozen peers are never trained, so their rows are irrelevant: pad with zeros.
             beta = torch.cat([beta, beta.new_zeros(n_peers - n_members, n_peers)])
-    return beta_matrix(beta, n_peers, beta_bar=beta_bar, device=device)[:n_members]
+    return beta_matrix(beta, n_peers, beta_bar=beta_bar, device=device, dtype=dtype)[:n_members]
 
 
-def _target_distribution(target: torch.Tensor, batch: int, classes: int) -> torch.Tensor:
+def _target_distribution(target: torch.Tensor, batch: int, classes: int,
+                         dtype: torch.dtype) -> torch.Tensor:
     """Label distribution q [B, C] from class indices [B] or probabilities [B, C]."""
     if target.dim() == 1:
         if target.shape[0] != batch:
             raise ConfigError(f"target has {target.shape[0]} labels for a batch of {batch}")
         if target.dtype.is_floating_point:
             raise ConfigError("class-index targets must be integers; soft targets must be [B, C]")
-        return F.one_hot(target.long(), classes).float()
+        return F.one_hot(target.long(), classes).to(dtype)
     if target.shape != (batch, classes):
         raise ConfigError(
             f"soft target must have shape [B, C] = [{batch}, {classes}], got {list(target.shape)}"
         )
-    return target.float()
+    return target.to(dtype)
+
+
+# Peers per chunk of the pairwise KL: one [N, peers, B] float64 block stays near this many
+# elements (64 MB).
+_KL_CHUNK_ELEMENTS = 2**23
+
+
+def _accumulation_dtype(dtype: torch.dtype, device: torch.device) -> torch.dtype:
+    """float64 for the pairwise KLs wherever the device has it (MPS does not)."""
+    return dtype if device.type == "mps" else torch.float64
+
+
+def pairwise_kl(log_p: torch.Tensor, peer_log_p: torch.Tensor) -> torch.Tensor:
+    """Per-sample KL(p_j || p_i) [N, M, B] from log-probabilities [N, B, C] and [M, B, C].
+
+    KL = sum_c p_j (log p_j - log p_i) per sample, as the negative entropy of p_j minus the
+    cross term sum_c p_j log p_i (a batched matmul over the samples). When p_i ~= p_j the
+    two terms nearly cancel, so pass float64 log-probabilities (:func:`coupled_loss` does):
+    the rounding left is ~1e-16 nats, far below any KL that matters. A per-sample KL that
+    rounding still makes negative is clamped at 0. Peers go in chunks of a bounded
+    [B, N, chunk] block.
+    """
+    n, batch, _ = log_p.shape
+    chunk = max(1, _KL_CHUNK_ELEMENTS // max(1, n * batch))
+    by_sample = log_p.transpose(0, 1).contiguous()  # [B, N, C]; contiguous: one BLAS call
+    out = []
+    for start in range(0, peer_log_p.shape[0], chunk):
+        peers = peer_log_p[start:start + chunk]  # [m, B, C]
+        p_j = peers.exp()
+        neg_entropy = (p_j * peers).sum(-1).t()  # [B, m]
+        cross = torch.bmm(by_sample, p_j.permute(1, 2, 0).contiguous())  # [B, N, m]
+        out.append((neg_entropy.unsqueeze(1) - cross).clamp_min(0.0))
+    return torch.cat(out, dim=2).permute(1, 2, 0)
 
 
 def coupled_loss(
@@ -137,6 +172,10 @@ def coupled_loss(
             (growing an ensemble). They enter every member's coupling term as extra peers j;
             ``beta`` must then be [N, N+M] (or a float).
 
+    The parts come in ``torch.promote_types(logits.dtype, torch.float32)``: float64 logits
+    give float64 losses, bf16/fp16 logits are upcast to float32. The pairwise KLs are summed
+    per sample in float64 (see :func:`pairwise_kl`), so a coupling KL is never negative.
+
     ``total[i]`` is the batch mean of KL(q||p_i) + sum_j beta_ij KL(p_j||p_i);
     ``total.sum().backward()`` trains every member on its own loss. In detached mode the
     gradient w.r.t. member i's logits is ((p_i - q) + sum_j beta_ij (p_i - p_j)) / B.
@@ -154,29 +193,30 @@ def coupled_loss(
             f"unknown kl_reduction {kl_reduction!r}; valid: {', '.join(KL_REDUCTIONS)}"
         )
     n_members, batch, classes = logits.shape
-    q = _target_distribution(target.to(logits.device), batch, classes)
+    # float64 stays float64 (gradcheck, reference runs); bf16/fp16 logits are upcast.
+    dtype = torch.promote_types(logits.dtype, torch.float32)
+    q = _target_distribution(target.to(logits.device), batch, classes, dtype)
 
-    log_p = F.log_softmax(logits.float(), dim=-1)  # [N, B, C]
+    log_p = F.log_softmax(logits.to(dtype), dim=-1)  # [N, B, C]
     # Task term KL(q || p_i) = sum_c q (log q - log p_i); xlogy keeps q = 0 entries at 0.
     neg_entropy_q = torch.special.xlogy(q, q).sum(-1)  # [B]
     task = (neg_entropy_q - (q * log_p).sum(-1)).mean(-1)  # [N]
 
-    peer_log_p = log_p.detach() if peers == "detached" else log_p
+    # The coupling KLs are small differences of O(1) terms when members agree: accumulate
+    # them in float64 (an O(N M B C) matmul, cheap next to the members' forward pass) and
+    # return them in ``dtype``.
+    wide = _accumulation_dtype(dtype, logits.device)
+    wide_log_p = F.log_softmax(logits.to(wide), dim=-1) if wide != dtype else log_p
+    peer_log_p = wide_log_p.detach() if peers == "detached" else wide_log_p
     if frozen is not None:
         if frozen.dim() != 3 or frozen.shape[1:] != (batch, classes):
             raise ConfigError(
                 f"frozen peers must be [M, {batch}, {classes}], got {list(frozen.shape)}"
             )
-        peer_log_p = torch.cat([peer_log_p, frozen.to(peer_log_p).detach()], dim=0)
-    weights = _coupling_weights(beta, beta_bar, n_members, peer_log_p.shape[0], logits.device)
-
-    # KL(p_j || p_i) = sum_c p_j log p_j - sum_c p_j log p_i, for all pairs at once:
-    # cross[i, j] = mean_b sum_c p_j log p_i is one contraction; log-probs are finite, so
-    # p_j log p_j needs no xlogy guard.
-    peer_p = peer_log_p.exp()  # [M, B, C]
-    peer_neg_entropy = (peer_p * peer_log_p).sum(-1).mean(-1)  # [M]
-    cross = torch.einsum("ibc,jbc->ij", log_p, peer_p) / batch  # [N, M]
-    pair_kl = peer_neg_entropy.unsqueeze(0) - cross  # [N, M], KL(p_j || p_i) batch-averaged
+        peer_log_p = torch.cat([peer_log_p, frozen.detach().to(peer_log_p)], dim=0)
+    weights = _coupling_weights(beta, beta_bar, n_members, peer_log_p.shape[0], logits.device,
+                                dtype)
+    pair_kl = pairwise_kl(wide_log_p, peer_log_p).mean(-1).to(dtype)  # [N, M]
     coupling = (weights * pair_kl).sum(-1)  # [N]
 
     if kl_reduction == "mean":

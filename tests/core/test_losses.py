@@ -157,3 +157,76 @@ def test_bad_shapes(batch):
         coupled_loss(logits[0], labels)
     with pytest.raises(ConfigError, match="7"):
         coupled_loss(logits, labels[:3])
+
+
+def numpy_reference(logits, q, beta):
+    """Eq. 1 in float64 numpy, per member, per peer and per sample (no torch involved)."""
+    z = logits - logits.max(-1, keepdims=True)
+    log_p = z - np.log(np.exp(z).sum(-1, keepdims=True))
+    p = np.exp(log_p)
+    n = logits.shape[0]
+    task = np.array([(np.where(q > 0, q * np.log(np.where(q > 0, q, 1)), 0) - q * log_p[i])
+                     .sum(-1).mean() for i in range(n)])
+    coupling = np.zeros(n)
+    for i in range(n):
+        for j in range(n):
+            if i != j:
+                coupling[i] += beta[i, j] * (p[j] * (log_p[j] - log_p[i])).sum(-1).mean()
+    return task + coupling, task, coupling
+
+
+def test_float64_matches_numpy_reference_with_soft_targets():
+    rng = np.random.default_rng(3)
+    for _ in range(5):
+        n, b, c = rng.integers(2, 6), rng.integers(1, 9), rng.integers(2, 12)
+        logits = rng.normal(scale=3.0, size=(n, b, c))
+        q = rng.dirichlet(np.ones(c), size=b)
+        q[0] = np.eye(c)[0]  # a one-hot row among the soft ones (q = 0 entries)
+        beta = rng.uniform(-1.5, 1.0, size=(n, n))
+        parts = coupled_loss(torch.from_numpy(logits), torch.from_numpy(q), torch.from_numpy(beta))
+        assert all(part.dtype == torch.float64 for part in parts)
+        for got, want in zip(parts, numpy_reference(logits, q, beta * (1 - np.eye(n))),
+                             strict=True):
+            np.testing.assert_allclose(got.numpy(), want, rtol=1e-10, atol=1e-14)
+
+
+def test_precision_follows_the_input():
+    logits, labels = torch.randn(2, 4, 3), torch.tensor([0, 1, 2, 0])
+    assert coupled_loss(logits.double(), labels, -0.3).total.dtype == torch.float64
+    assert coupled_loss(logits.bfloat16(), labels, -0.3).total.dtype == torch.float32
+    assert coupled_loss(logits.half(), labels, -0.3).total.dtype == torch.float32
+
+
+def test_near_equal_members_give_accurate_nonnegative_coupling():
+    # Members whose logits differ by ~1e-4 (beta > 0 runs): KL(p_j||p_i) ~ 1e-9, far below
+    # float32's resolution of an entropy. Each pair's KL must be >= 0 and within 1e-7 of
+    # the value computed in float64 from the same logits.
+    gen = torch.Generator().manual_seed(0)
+    worst = 0.0
+    for _ in range(50):
+        base = 3 * torch.randn(1, 64, 10, generator=gen)
+        logits = base + 1e-4 * torch.randn(2, 64, 10, generator=gen)
+        labels = torch.randint(0, 10, (64,), generator=gen)
+        single = coupled_loss(logits, labels, 1.0).coupling  # [KL(p_1||p_0), KL(p_0||p_1)]
+        double = coupled_loss(logits.double(), labels, 1.0).coupling
+        assert single.dtype == torch.float32 and (single >= 0).all()
+        worst = max(worst, float((single.double() - double).abs().max()))
+    assert worst < 1e-7
+
+
+def test_gradcheck_float64():
+    gen = torch.Generator().manual_seed(1)
+    logits = torch.randn(3, 4, 5, dtype=torch.float64, generator=gen, requires_grad=True)
+    q = torch.softmax(torch.randn(4, 5, dtype=torch.float64, generator=gen), -1)
+    beta = torch.tensor([[0.0, -0.7, 0.3], [0.5, 0.0, -1.2], [-0.2, 0.9, 0.0]],
+                        dtype=torch.float64)
+    # joint: the loss is one function of all logits.
+    assert torch.autograd.gradcheck(lambda x: coupled_loss(x, q, beta, peers="joint").total,
+                                    (logits,))
+    # detached: member i's loss as a function of its own logits, the peers held fixed.
+    for i in range(3):
+        def own_loss(x, i=i):
+            full = torch.cat([logits[:i].detach(), x, logits[i + 1:].detach()])
+            return coupled_loss(full, q, beta).total[i]
+
+        assert torch.autograd.gradcheck(own_loss, (logits[i:i + 1].detach().requires_grad_(),))
