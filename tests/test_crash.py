@@ -41,8 +41,8 @@ def _assert_same_as(reference_run, path):
     records = rundir.read_jsonl(path / "metrics.jsonl")
     assert_records_close(records, reference_run.metrics)
     np.testing.assert_allclose(
-        np.load(path / "predictions.npz")["probs"].astype(np.float32),
-        np.load(reference_run.run_dir / "predictions.npz")["probs"].astype(np.float32),
+        np.exp(np.load(path / "predictions.npz")["log_probs"]),
+        np.exp(np.load(reference_run.run_dir / "predictions.npz")["log_probs"]),
         atol=2e-3)
 
 

@@ -1,6 +1,9 @@
+import math
+
+import pytest
 import torch
 
-from colearning.evaluation import collapsed_members, evaluate_probs, output_spread
+from colearning.evaluation import collapsed_members, evaluate_log_probs, output_spread
 
 
 def test_collapsed_member_detection():
@@ -25,8 +28,22 @@ def test_spread_by_hand():
 def test_evaluate_probs_keys_and_values():
     probs = torch.tensor([[[0.9, 0.1], [0.3, 0.7]], [[0.6, 0.4], [0.8, 0.2]]])
     labels = torch.tensor([0, 1])
-    out = evaluate_probs(probs, labels)
+    out = evaluate_log_probs(probs.log(), labels)
     assert out["test/member_accuracy"] == [1.0, 0.5]
     assert out["test/ensemble_accuracy_mean"] == 0.5  # means (0.75, 0.25), (0.55, 0.45)
-    assert out["test/ensemble_accuracy_vote"] == 0.5  # tie on sample 2 goes to class 0: wrong
+    # the vote tie on sample 2 goes to the higher mean probability, class 0: wrong
+    assert out["test/ensemble_accuracy_vote"] == 0.5
     assert len(out["test/js_matrix"]) == 2 and out["test/js_matrix"][0][0] == 0.0
+
+
+def test_metrics_of_confident_members_are_exact_in_log_space():
+    # Member 0 is right with p(wrong) = e^-40 (entropy ~ 41 e^-40, far below float16's or
+    # even float32's resolution near p = 1); member 1 is confidently wrong with
+    # log p(true) = -60 (an NLL that float16 probabilities would cap at 27.6 nats).
+    log_probs = torch.tensor([[[0.0, -40.0]], [[-60.0, 0.0]]], dtype=torch.float64)
+    log_probs = torch.log_softmax(log_probs, -1)
+    out = evaluate_log_probs(log_probs, torch.tensor([0]))
+    assert out["test/member_kl"][1] == pytest.approx(60.0, rel=1e-6)
+    assert out["test/member_entropy"][0] == pytest.approx(41 * math.exp(-40), rel=1e-4)
+    half = log_probs.exp().half().float()  # what float16 storage kept
+    assert evaluate_log_probs(half.log(), torch.tensor([0]))["test/member_entropy"][0] == 0.0

@@ -107,9 +107,10 @@ def test_add_freeze_coupled_keeps_old_members_bit_identical(source, frozen_coupl
     assert _rows_equal(old, {k: v[:2] for k, v in grown.items()})  # frozen: bit-identical
     init = _init_state(run.config, 1, first_index=2)
     assert not _rows_equal(init, {k: v[2:] for k, v in grown.items()})  # the new one trained
-    probs = np.load(path / "predictions.npz")["probs"]
-    assert probs.shape == (3, 360, 10)
-    np.testing.assert_array_equal(probs[:2], np.load(source.run_dir / "predictions.npz")["probs"])
+    log_probs = np.load(path / "predictions.npz")["log_probs"]
+    assert log_probs.shape == (3, 360, 10)
+    np.testing.assert_array_equal(log_probs[:2],
+                                  np.load(source.run_dir / "predictions.npz")["log_probs"])
     last = run.metrics[-1]
     assert len(last["test/member_accuracy"]) == 3 and last["train/loss_total"][:2] == [None, None]
     # one new member has no trained peer: its coupling term comes from the frozen members

@@ -40,9 +40,10 @@ def test_run_directory_contents(finished):
     assert len(records[-1]["test/member_accuracy"]) == 2
     assert records[-1]["test/ensemble_accuracy_mean"] > 0.5  # digits are easy
     saved = np.load(path / "predictions.npz")
-    assert saved["probs"].shape == (2, 360, 10) and saved["probs"].dtype == np.float16
+    log_probs = saved["log_probs"]
+    assert log_probs.shape == (2, 360, 10) and log_probs.dtype == np.float32
     assert saved["labels"].shape == (360,) and saved["test_indices"].shape == (360,)
-    np.testing.assert_allclose(saved["probs"].astype(np.float32).sum(-1), 1.0, atol=1e-2)
+    np.testing.assert_allclose(np.exp(log_probs).sum(-1), 1.0, atol=1e-5)
     checkpoint = rundir.load_checkpoint(path / "checkpoint.pt")
     assert checkpoint["epoch"] == 3 and checkpoint["step"] == 0
     assert {"model", "optimizer", "rng", "config"} <= set(checkpoint)
@@ -59,15 +60,15 @@ def test_run_directory_contents(finished):
 
 
 def test_predictions_match_the_checkpoint(finished):
-    """The saved probabilities are what the checkpointed members predict."""
+    """The saved log-probabilities are what the checkpointed members predict."""
     from colearning.data import load_dataset, make_split, to_tensors
 
     ens = train_module.build_ensemble(finished.config, _tensor_data(finished.config), "cpu")
     ens.load_state_dict(rundir.load_checkpoint(finished.run_dir / "checkpoint.pt")["model"])
     split = make_split(load_dataset("digits"), "official")
-    probs = train_module.predict(ens, to_tensors(split.test_x, "cpu"), 512)
-    saved = np.load(finished.run_dir / "predictions.npz")["probs"].astype(np.float32)
-    np.testing.assert_allclose(probs.numpy(), saved, atol=2e-3)
+    log_probs = train_module.predict(ens, to_tensors(split.test_x, "cpu"), 512)
+    saved = np.load(finished.run_dir / "predictions.npz")["log_probs"]
+    np.testing.assert_array_equal(log_probs.numpy(), saved)
 
 
 def _tensor_data(config):
@@ -103,8 +104,8 @@ def test_resume_after_sigterm_mid_epoch_matches(finished, tmp_path, tiny_config,
     resumed = resume(path)
     assert resumed.status == "finished"
     assert comparable(resumed.metrics) == comparable(finished.metrics)
-    np.testing.assert_array_equal(np.load(path / "predictions.npz")["probs"],
-                                  np.load(finished.run_dir / "predictions.npz")["probs"])
+    np.testing.assert_array_equal(np.load(path / "predictions.npz")["log_probs"],
+                                  np.load(finished.run_dir / "predictions.npz")["log_probs"])
 
 
 def test_resume_drops_metric_lines_newer_than_checkpoint(finished, tmp_path, tiny_config,

@@ -27,7 +27,7 @@ The epoch (:func:`measure_epoch`) runs the trainer's own pieces end to end on sy
 CIFAR-shaped uint8 data (no dataset file needed): upload and conversion to float on the
 device (``to_tensors``), one epoch of ``colearning.training.train_step`` on shuffled batches
 with ``augment_batch`` when the trainer would augment (VGG-9), then ``predict`` on the test
-images and ``evaluate_probs``.
+images and ``evaluate_log_probs``.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ from colearning.config import Config, config_from_dict
 from colearning.data import augment_batch, to_tensors
 from colearning.engine import Ensemble
 from colearning.errors import ConfigError
-from colearning.evaluation import evaluate_probs
+from colearning.evaluation import evaluate_log_probs
 from colearning.losses import beta_matrix, coupled_loss
 from colearning.models import MODELS, build_model
 from colearning.seeding import generator
@@ -137,7 +137,7 @@ class EpochResult:
     augment: bool
     data_seconds: float  # uint8 -> float images on the device
     train_seconds: float  # all training steps, including batching and augmentation
-    eval_seconds: float  # predict on the test images + evaluate_probs
+    eval_seconds: float  # predict on the test images + evaluate_log_probs
     epoch_seconds: float  # train + eval (the figure to compare with the targets)
     total_seconds: float  # data + train + eval
     member_images_per_second: float  # N * train_images / train_seconds
@@ -506,8 +506,8 @@ def measure_epoch(model: str, n_members: int, device: torch.device, settings: Se
     train_done = time.perf_counter()
 
     with autocast:
-        probs = predict(network, test_images, eval_batch_size)
-    metrics = evaluate_probs(probs, test_labels.cpu())
+        log_probs = predict(network, test_images, eval_batch_size)
+    metrics = evaluate_log_probs(log_probs, test_labels.cpu())
     eval_done = time.perf_counter()
 
     train_seconds, eval_seconds = train_done - data_done, eval_done - train_done

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from colearning import metrics
-from colearning.combiners import COMBINERS, combine
+from colearning.combiners import COMBINERS, combine, ensemble_predict
 from colearning.errors import ConfigError
 
 # A member whose outputs move less than this (mean L1 distance of p_i(.|x) from the member's
@@ -38,43 +38,48 @@ def collapsed_members(probs: torch.Tensor) -> list[bool]:
     return (output_spread(probs) < COLLAPSE_SPREAD).tolist()
 
 
-def evaluate_probs(
-    probs: torch.Tensor, labels: torch.Tensor, prefix: str = "test"
+def evaluate_log_probs(
+    log_probs: torch.Tensor, labels: torch.Tensor, prefix: str = "test"
 ) -> dict[str, Any]:
-    """Flat metrics for member probabilities [N, B, C] and labels [B].
+    """Flat metrics for member log-probabilities [N, B, C] (log_softmax) and labels [B].
+
+    Every metric is computed from the log-probabilities, so entropies near 0 and NLLs of
+    confidently wrong members keep their precision (a run saves these, not probabilities).
 
     >>> p = torch.tensor([[[0.9, 0.1], [0.3, 0.7]], [[0.6, 0.4], [0.8, 0.2]]])
-    >>> evaluate_probs(p, torch.tensor([0, 1]))["test/ensemble_accuracy_mean"]
+    >>> evaluate_log_probs(p.log(), torch.tensor([0, 1]))["test/ensemble_accuracy_mean"]
     0.5
     """
-    if probs.dim() != 3 or labels.shape != probs.shape[1:2]:
+    if log_probs.dim() != 3 or labels.shape != log_probs.shape[1:2]:
         raise ConfigError(
-            f"evaluate_probs needs probs [N, B, C] and labels [B], got {list(probs.shape)} "
-            f"and {list(labels.shape)}"
+            f"evaluate_log_probs needs log_probs [N, B, C] and labels [B], got "
+            f"{list(log_probs.shape)} and {list(labels.shape)}"
         )
-    probs = probs.float()
+    log_probs = log_probs.float()
+    probs = log_probs.exp()
     labels = labels.long()
     out: dict[str, Any] = {
-        f"{prefix}/member_accuracy": metrics.accuracy(probs, labels).tolist(),
+        f"{prefix}/member_accuracy": metrics.accuracy(log_probs, labels).tolist(),
         # KL(q||p_i) with one-hot q, i.e. the member's test NLL (paper Fig. 2b x-axis)
-        f"{prefix}/member_kl": metrics.kl_to_target(probs, labels).tolist(),
+        f"{prefix}/member_kl": metrics.kl_to_target(log_probs, labels, log=True).tolist(),
         f"{prefix}/member_brier": metrics.brier(probs, labels).tolist(),
         f"{prefix}/member_ece": metrics.expected_calibration_error(probs, labels).tolist(),
-        f"{prefix}/member_entropy": metrics.entropy(probs).mean(-1).tolist(),
+        f"{prefix}/member_entropy": metrics.entropy(log_probs, log=True).mean(-1).tolist(),
     }
     for method in COMBINERS:
-        ensemble = combine(probs, method)
-        out[f"{prefix}/ensemble_accuracy_{method}"] = metrics.accuracy(ensemble, labels).item()
-    ensemble = combine(probs, "mean")
-    out[f"{prefix}/ensemble_nll"] = metrics.nll(ensemble, labels).item()
-    out[f"{prefix}/ensemble_brier"] = metrics.brier(ensemble, labels).item()
-    out[f"{prefix}/ensemble_ece"] = metrics.expected_calibration_error(ensemble, labels).item()
-    out[f"{prefix}/ensemble_entropy"] = metrics.entropy(ensemble).mean().item()
-    js = metrics.js_matrix_with_ensemble(probs, ensemble)  # [N+1, N+1], ensemble last
-    n = probs.shape[0]
+        predicted = ensemble_predict(log_probs, method, log=True)
+        out[f"{prefix}/ensemble_accuracy_{method}"] = (predicted == labels).float().mean().item()
+    ensemble = combine(log_probs, "mean", log=True)  # log p_ens [B, C]
+    out[f"{prefix}/ensemble_nll"] = metrics.nll(ensemble, labels, log=True).item()
+    out[f"{prefix}/ensemble_brier"] = metrics.brier(ensemble.exp(), labels).item()
+    out[f"{prefix}/ensemble_ece"] = metrics.expected_calibration_error(ensemble.exp(),
+                                                                      labels).item()
+    out[f"{prefix}/ensemble_entropy"] = metrics.entropy(ensemble, log=True).mean().item()
+    js = metrics.js_matrix_with_ensemble(log_probs, ensemble, log=True)  # [N+1, N+1]
+    n = log_probs.shape[0]
     out[f"{prefix}/js_matrix"] = js[:n, :n].tolist()
     out[f"{prefix}/js_mean"] = metrics.js_mean(js[:n, :n])
     out[f"{prefix}/js_to_ensemble"] = js[:n, n].tolist()
-    out[f"{prefix}/disagreement"] = metrics.disagreement(probs)
+    out[f"{prefix}/disagreement"] = metrics.disagreement(log_probs)
     out[f"{prefix}/member_collapsed"] = collapsed_members(probs)
     return out

@@ -6,10 +6,10 @@ Layout of a run directory::
     meta.json          package version, git commit, torch version, host, start time
     metrics.jsonl      one JSON object per evaluated epoch
     checkpoint.pt      models, optimizer, RNG states, position (epoch, step)
-    predictions.npz    final test probabilities [N, n_test, C] (float16), labels, indices
+    predictions.npz    final test log-probabilities [N, n_test, C] (float32), labels, indices
     summary.json       final metrics and the run status
     analysis.jsonl     activation/weight statistics at chosen epochs
-    probs/epoch_K.npz  optional per-epoch test probabilities
+    probs/epoch_K.npz  optional per-epoch test log-probabilities (float32)
 
 Whole files are written to a temporary name, flushed, fsynced and renamed over the
 target (rename is atomic on POSIX), then the directory is fsynced. metrics.jsonl is

@@ -39,7 +39,7 @@ from colearning.data import (
 )
 from colearning.engine import Ensemble
 from colearning.errors import ConfigError, DivergedError, RunDirError
-from colearning.evaluation import evaluate_probs
+from colearning.evaluation import evaluate_log_probs
 from colearning.losses import CoupledLoss, beta_matrix, coupled_loss
 from colearning.metrics.structure import activation_stats, weight_stats
 from colearning.models import MODELS, build_model
@@ -178,10 +178,14 @@ def build_optimizer(config: Config, ens: Ensemble) -> torch.optim.Optimizer:
 
 @torch.no_grad()
 def predict(ens: Ensemble, x: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """Member probabilities [N, n, C] on the CPU for images x [n, ...] (eval mode)."""
+    """Member log-probabilities [N, n, C] (float32 log_softmax) on the CPU for images x [n, ...].
+
+    Log-probabilities, not probabilities: near-certain predictions (p within 1e-7 of 1, or
+    below 1e-38) keep their entropy and NLL, which rounded probabilities would lose.
+    """
     was_training = ens.training
     ens.eval()
-    chunks = [torch.softmax(ens(x[i:i + batch_size]).float(), -1).cpu()
+    chunks = [torch.log_softmax(ens(x[i:i + batch_size]).float(), -1).cpu()
               for i in range(0, len(x), batch_size)]
     ens.train(was_training)
     return torch.cat(chunks, dim=1)
@@ -385,7 +389,7 @@ def _fit(config: Config, path: Path, checkpoint: dict[str, Any] | None) -> Run:
 
     stop = {"signal": None}
     previous = _install_signal_handlers(stop)
-    status, detail, probs = "running", None, None
+    status, detail, log_probs = "running", None, None
     epoch_bar = tqdm(range(start_epoch, epochs), desc="epochs", initial=start_epoch, total=epochs,
                      disable=not config.train.progress, dynamic_ncols=True)
     try:
@@ -435,8 +439,8 @@ def _fit(config: Config, path: Path, checkpoint: dict[str, Any] | None) -> Run:
                 raise DivergedError(f"diverged at epoch {epoch + 1}: non-finite parameters")
 
             train_seconds = time.perf_counter() - epoch_start
-            probs = predict(members, data.test_x, config.train.eval_batch_size)
-            record = _epoch_record(epoch, lr, sums, probs, data.test_y.cpu(), train_seconds)
+            log_probs = predict(members, data.test_x, config.train.eval_batch_size)
+            record = _epoch_record(epoch, lr, sums, log_probs, data.test_y.cpu(), train_seconds)
             every = config.train.analysis_every
             if (every and (epoch + 1) % every == 0) or epoch + 1 == epochs:
                 structure = structure_record(members, analysis_x, epoch + 1)
@@ -449,7 +453,7 @@ def _fit(config: Config, path: Path, checkpoint: dict[str, Any] | None) -> Run:
             if every and (epoch + 1) % every == 0:
                 (path / "probs").mkdir(exist_ok=True)
                 rundir.atomic_savez(path / "probs" / f"epoch_{epoch + 1}.npz",
-                                    probs=probs.half().numpy())
+                                    log_probs=log_probs.numpy())
             _save_checkpoint(path, config, members, optimizer, epoch + 1, 0, None, None,
                              elapsed + time.perf_counter() - started)
             epoch_bar.set_postfix(loss=f"{sum(record['train/loss_total'][-n:]) / n:.3f}",
@@ -465,10 +469,10 @@ def _fit(config: Config, path: Path, checkpoint: dict[str, Any] | None) -> Run:
         epoch_bar.close()
         _restore_signal_handlers(previous)
 
-    if probs is None and status == "finished":  # killed after the last checkpoint
-        probs = predict(members, data.test_x, config.train.eval_batch_size)
-    if probs is not None:
-        rundir.atomic_savez(path / rundir.PREDICTIONS, probs=probs.half().numpy(),
+    if log_probs is None and status == "finished":  # killed after the last checkpoint
+        log_probs = predict(members, data.test_x, config.train.eval_batch_size)
+    if log_probs is not None:
+        rundir.atomic_savez(path / rundir.PREDICTIONS, log_probs=log_probs.numpy(),
                             labels=data.test_y.cpu().numpy(), test_indices=data.test_indices)
     wall = elapsed + time.perf_counter() - started
     summary = _summary(records, status, detail, wall)
@@ -479,15 +483,15 @@ def _fit(config: Config, path: Path, checkpoint: dict[str, Any] | None) -> Run:
     return run
 
 
-def _epoch_record(epoch: int, lr: float, sums: dict[str, Any], probs: torch.Tensor,
+def _epoch_record(epoch: int, lr: float, sums: dict[str, Any], log_probs: torch.Tensor,
                   labels: torch.Tensor, train_seconds: float) -> dict[str, Any]:
     count = max(sums["count"], 1)
     record: dict[str, Any] = {"epoch": epoch + 1, "lr": lr}
-    untrained = [None] * (probs.shape[0] - len(sums["total"]))  # frozen members come first
+    untrained = [None] * (log_probs.shape[0] - len(sums["total"]))  # frozen come first
     for key in ("total", "task", "coupling"):
         record[f"train/loss_{key}"] = untrained + (sums[key] / count).tolist()
     record["train/skipped_steps"] = sums["skipped"]
-    record.update(evaluate_probs(probs, labels))
+    record.update(evaluate_log_probs(log_probs, labels))
     record["time/train_seconds"] = train_seconds
     return record
 

@@ -151,7 +151,8 @@ def test_final_weights_come_from_the_checkpoint(trained_run: Path):
             expected = torch.from_numpy(run.weights[layer][i]).std().item()
             assert std == pytest.approx(expected, rel=1e-5)
     assert run.probs_epochs == [2]
-    assert run.probs.shape[0] == 3 and run.labels.shape == run.probs.shape[1:2]
+    assert run.log_probs.shape[0] == 3 and run.labels.shape == run.log_probs.shape[1:2]
+    assert run.log_probs.dtype == np.float32 and run.predictions_note == ""
 
 
 def test_not_a_run_directory_is_a_run_dir_error(tmp_path: Path):
@@ -233,3 +234,16 @@ def test_p_value_text():
     assert p_value(0.0123) == "p = 0.012"
     assert p_value(1e-9) == "p < 0.001"
     assert p_value(float("nan")) == "p undefined"
+
+
+def test_old_float16_predictions_still_load_with_a_note(run_copy: Path):
+    # Runs before 0.2 saved float16 probabilities under "probs"; they keep loading.
+    path = run_copy / "predictions.npz"
+    with np.load(path) as saved:
+        log_probs, labels = saved["log_probs"], saved["labels"]
+    np.savez_compressed(path, probs=np.exp(log_probs).astype(np.float16), labels=labels)
+    run = load_artifacts(run_copy)
+    assert run.predictions_note.startswith("predictions.npz was written")
+    np.testing.assert_allclose(np.exp(run.log_probs), np.exp(log_probs), atol=1e-3)
+    html = build_report(run_copy).read_text()
+    assert "float16" in html

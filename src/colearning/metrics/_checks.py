@@ -67,6 +67,23 @@ def probs_tensor(
     return t
 
 
+def log_probs_tensor(x: Any, name: str, log: bool, **checks: Any) -> Tensor:
+    """Log-probabilities from probabilities (``log=False``; 0 -> -inf) or as given (``log=True``).
+
+    The metrics compute in log space: from stored float32 log-probabilities (log_softmax)
+    an entropy near 0 or an NLL above 27.6 nats keeps its precision, which probabilities
+    rounded to float32 or float16 would lose. ``checks`` go to :func:`probs_tensor`.
+    """
+    t = probs_tensor(x, name, **checks)
+    return t if log else torch.log(t)
+
+
+def masked_product(log_p: Tensor, values: Tensor) -> Tensor:
+    """``p * values`` with ``p = exp(log_p)``, and exactly 0 where p = 0 (``0 * log 0 = 0``)."""
+    return torch.where(log_p == float("-inf"), torch.zeros_like(values),
+                       torch.exp(log_p) * values)
+
+
 def labels_tensor(labels: Any, probs: Tensor, name: str = "labels") -> Tensor:
     """Integer labels ``[B]`` matching ``probs [..., B, C]``, values in ``[0, C)``; int64."""
     y = to_tensor(labels, name)

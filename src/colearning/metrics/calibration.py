@@ -1,7 +1,8 @@
 """Calibration / uncertainty metrics (beyond the paper): NLL, Brier score, ECE.
 
-NLL uses natural logs (nats); a true-class probability of exactly 0 is clamped to
-``1e-12`` inside the log, so the result is finite (at most ``-ln 1e-12 ~= 27.6``).
+NLL uses natural logs (nats). From log-probabilities (``log=True``) it is exact; a
+true-class probability of exactly 0 given as a probability is clamped to ``1e-12`` inside
+the log, so that result is finite (at most ``-ln 1e-12 ~= 27.6``).
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ __all__ = ["nll", "brier", "expected_calibration_error"]
 _EPS = 1e-12
 
 
-def nll(probs: Any, labels: Any) -> Tensor:
+def nll(probs: Any, labels: Any, *, log: bool = False) -> Tensor:
     """Mean negative log-likelihood in nats: ``probs [..., B, C] -> [...]``
-    (``[N, B, C] -> [N]``, ``[B, C] -> []``); ``labels [B]`` int.
+    (``[N, B, C] -> [N]``, ``[B, C] -> []``); ``labels [B]`` int; ``log=True``: ``probs``
+    are log-probabilities.
 
     >>> import torch
     >>> probs = torch.tensor([[0.5, 0.5], [0.25, 0.75]])
@@ -30,9 +32,9 @@ def nll(probs: Any, labels: Any) -> Tensor:
     0.4904
     """
     probs = probs_tensor(probs, "probs", min_ndim=2, layout="[..., B, C]", need_samples=True)
-    y = labels_tensor(labels, probs)
-    p_true = probs.gather(-1, y.expand(*probs.shape[:-1]).unsqueeze(-1)).squeeze(-1)
-    return -torch.log(p_true.clamp_min(_EPS)).mean(-1)
+    log_p = probs if log else torch.log(probs.clamp_min(_EPS))
+    y = labels_tensor(labels, log_p)
+    return -log_p.gather(-1, y.expand(*log_p.shape[:-1]).unsqueeze(-1)).squeeze(-1).mean(-1)
 
 
 def brier(probs: Any, labels: Any) -> Tensor:

@@ -1,7 +1,8 @@
 """Per-sample and per-member classification metrics (paper Sec. 2, Fig. 5).
 
 Predictions are ``argmax`` over the class axis (ties go to the lowest class index,
-as in :func:`torch.argmax`). Entropies are in nats (natural log).
+as in :func:`torch.argmax`), so the argmax-based metrics take probabilities or
+log-probabilities alike. Entropies are in nats (natural log).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._checks import labels_tensor, probs_tensor
+from ._checks import labels_tensor, log_probs_tensor, masked_product, probs_tensor
 
 __all__ = ["accuracy", "true_class_prob", "votes_correct", "entropy", "disagreement"]
 
@@ -63,18 +64,20 @@ def votes_correct(probs: Any, labels: Any) -> Tensor:
     return (probs.argmax(-1) == y).sum(0)
 
 
-def entropy(probs: Any) -> Tensor:
+def entropy(probs: Any, *, log: bool = False) -> Tensor:
     """Shannon entropy in nats of each distribution: ``probs [..., C] -> [...]``.
 
     ``0 ln 0 = 0``, so one-hot rows give exactly 0; uniform rows give ``ln C``.
-    Per-sample values feed the histograms of paper Fig. 5b / Fig. S5.
+    Per-sample values feed the histograms of paper Fig. 5b / Fig. S5. ``log=True``: ``probs``
+    are log-probabilities, which resolve entropies far below float32's ~1e-7 step near p = 1
+    (the sharp peak at 0 of confident members).
 
     >>> import torch
     >>> entropy(torch.tensor([[1.0, 0.0], [0.5, 0.5]])).round(decimals=4)
     tensor([0.0000, 0.6931])
     """
-    probs = probs_tensor(probs, "probs", layout="[..., C]")
-    return 0.0 - torch.special.xlogy(probs, probs).sum(-1)  # 0.0 - x avoids a -0.0
+    log_p = log_probs_tensor(probs, "probs", log, layout="[..., C]")
+    return 0.0 - masked_product(log_p, log_p).sum(-1)  # 0.0 - x avoids a -0.0
 
 
 def disagreement(probs: Any) -> float:

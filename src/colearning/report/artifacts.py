@@ -1,7 +1,7 @@
 """Everything a run report reads, loaded from the run directory's saved files only.
 
     run = load_artifacts("runs/demo")
-    run.n_members, run.coupling, run.probs.shape    # 2, 'β=-0.2', (2, 2000, 10)
+    run.n_members, run.coupling, run.log_probs.shape    # 2, 'β=-0.2', (2, 2000, 10)
 
 Nothing here trains or evaluates a network: metrics come from metrics.jsonl and
 summary.json, per-sample numbers from predictions.npz, structure statistics from
@@ -42,8 +42,9 @@ class RunArtifacts:
     summary: dict[str, Any]
     meta: dict[str, Any]
     analysis: list[dict[str, Any]]
-    probs: np.ndarray | None = None  # [N, n_test, C] float32, final test probabilities
+    log_probs: np.ndarray | None = None  # [N, n_test, C] float32, final test log-probabilities
     labels: np.ndarray | None = None  # [n_test] int64
+    predictions_note: str = ""  # set when predictions.npz holds float16 probabilities
     weights: dict[str, np.ndarray] = field(default_factory=dict)  # layer -> [N, ...] final
     weights_note: str = ""  # why ``weights`` is empty, when it is
     probs_epochs: list[int] = field(default_factory=list)  # epochs saved under probs/
@@ -112,15 +113,40 @@ def load_artifacts(path: str | Path) -> RunArtifacts:
         analysis=rundir.read_jsonl(path / rundir.ANALYSIS),
     )
     if (path / rundir.PREDICTIONS).exists():
-        with np.load(path / rundir.PREDICTIONS) as saved:
-            run.probs = saved["probs"].astype(np.float32)
-            run.labels = saved["labels"].astype(np.int64)
+        run.log_probs, run.labels, run.predictions_note = read_predictions(
+            path / rundir.PREDICTIONS)
     run.probs_epochs = sorted(
         int(m.group(1)) for p in (path / "probs").glob("epoch_*.npz")
         if (m := re.fullmatch(r"epoch_(\d+)\.npz", p.name))
     )
-    run.weights, run.weights_note = _final_weights(path, config, run.probs)
+    run.weights, run.weights_note = _final_weights(path, config, run.log_probs)
     return run
+
+
+FLOAT16_NOTE = (
+    "predictions.npz was written by colearning before 0.2 with float16 probabilities: "
+    "probabilities above 0.99976 read as 1 and below 6e-8 as 0, so entropies near 0 are "
+    "flattened and NLLs capped at 27.6 nats in the per-sample figures; metrics.jsonl "
+    "(computed in training at full precision) is unaffected"
+)
+
+
+def read_predictions(path: Path) -> tuple[np.ndarray, np.ndarray | None, str]:
+    """(log_probs [N, n, C] float32, labels [n] or None, note) from a predictions file.
+
+    Runs save float32 log-probabilities (``log_probs``); files of older runs hold float16
+    probabilities (``probs``), which load as their logarithms with :data:`FLOAT16_NOTE`.
+    """
+    try:
+        with np.load(path) as saved:
+            labels = saved["labels"].astype(np.int64) if "labels" in saved else None
+            if "log_probs" in saved:
+                return saved["log_probs"].astype(np.float32), labels, ""
+            with np.errstate(divide="ignore"):  # a float16 zero is log 0 = -inf
+                return np.log(saved["probs"].astype(np.float32)), labels, FLOAT16_NOTE
+    except (OSError, ValueError, KeyError, EOFError) as error:
+        raise RunDirError(f"{path} is corrupt or not a predictions file ({error}); rerun the "
+                          "last epoch or delete it") from None
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -133,7 +159,7 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 
 def _final_weights(path: Path, config: Config,
-                   probs: np.ndarray | None) -> tuple[dict[str, np.ndarray], str]:
+                   log_probs: np.ndarray | None) -> tuple[dict[str, np.ndarray], str]:
     """Conv/linear weights ``{Conv1: [N, ...], ...}`` of the checkpoint, named as in Table S4.
 
     The checkpoint stores each member parameter stacked over members under its module path
@@ -144,7 +170,7 @@ def _final_weights(path: Path, config: Config,
         return {}, "no checkpoint.pt"
     try:
         state = rundir.load_checkpoint(path / rundir.CHECKPOINT)["model"]
-        num_classes = probs.shape[-1] if probs is not None else 10
+        num_classes = log_probs.shape[-1] if log_probs is not None else 10
         with torch.device("meta"):
             template = build_model(config.model.name, num_classes=num_classes,
                                    image_size=_TEMPLATE_IMAGE_SIZE, **config.model.options)

@@ -198,13 +198,13 @@ def _matrix(value: Any, n: int) -> np.ndarray:
 # ------------------------------------------------------------------ per-sample views
 def _section_samples(run: RunArtifacts, out: Path) -> Section:
     title = "Per-sample agreement and confidence"
-    if run.probs is None:
+    if run.log_probs is None:
         return _unavailable(title, "the run saved no predictions.npz")
-    probs, labels = torch.from_numpy(run.probs), torch.from_numpy(run.labels)
-    n, _, n_classes = probs.shape
-    ensemble = combine(probs, "mean")
-    p_true = metrics.true_class_prob(probs, labels).numpy()
-    p_ens = metrics.true_class_prob(ensemble, labels).numpy()
+    log_probs, labels = torch.from_numpy(run.log_probs), torch.from_numpy(run.labels)
+    n, _, n_classes = log_probs.shape
+    ensemble = combine(log_probs, "mean", log=True)  # log p_ens
+    p_true = metrics.true_class_prob(log_probs.exp(), labels).numpy()
+    p_ens = metrics.true_class_prob(ensemble.exp(), labels).numpy()
     correct = (ensemble.argmax(-1) == labels).numpy()
     figs, captions = [], []
     if n >= 2:
@@ -215,22 +215,23 @@ def _section_samples(run: RunArtifacts, out: Path) -> Section:
         captions.append(
             f"Fig. 5a: probability of the true class per test sample given by two members{note}; "
             "blue where the mean ensemble is correct, red where it is wrong.")
-    figs.append(figures.entropy_histograms(metrics.entropy(probs).numpy(),
-                                           metrics.entropy(ensemble).numpy(), n_classes,
+    figs.append(figures.entropy_histograms(metrics.entropy(log_probs, log=True).numpy(),
+                                           metrics.entropy(ensemble, log=True).numpy(), n_classes,
                                            run.tag, out / "entropy_histograms.png"))
     captions.append("Fig. 5b / S5: distribution over test samples of the entropy of each "
                     "member's prediction; a peak near 0 means confident members.")
-    votes = metrics.votes_correct(probs, labels).numpy()
+    votes = metrics.votes_correct(log_probs, labels).numpy()
     rho, p = metrics.spearman(votes, p_ens)
-    rescued = metrics.rescued_count(probs, ensemble, labels)
+    rescued = metrics.rescued_count(log_probs, ensemble, labels)
     figs.append(figures.votes_vs_confidence(votes, p_ens, correct, n, rho, rescued, run.tag,
                                             out / "votes_vs_confidence.png"))
     captions.append(f"Fig. 5c: number of members voting for the true class vs the ensemble's "
                     f"probability of it; Spearman ρ = {rho:.3f} ({p_value(p)}); {rescued} samples "
                     "were classified correctly by the ensemble but by no member.")
     return Section(title, figures=figs, captions=captions,
-                   text=f"From predictions.npz: {probs.shape[1]} test samples, "
-                        f"{n_classes} classes (final weights).")
+                   text=f"From predictions.npz: {log_probs.shape[1]} test samples, "
+                        f"{n_classes} classes (final weights)."
+                        + (f" Note: {run.predictions_note}." if run.predictions_note else ""))
 
 
 # ------------------------------------------------------------------ structure
@@ -305,8 +306,8 @@ def _section_uncertainty(run: RunArtifacts, out: Path) -> Section:
                                        out / "uncertainty_curves.png")]
     captions = ["Negative log-likelihood, Brier score and expected calibration error (15 "
                 "equal-width bins) of the members and the mean ensemble per epoch."]
-    if run.probs is not None:
-        probs, labels = torch.from_numpy(run.probs), torch.from_numpy(run.labels)
+    if run.log_probs is not None:
+        probs, labels = torch.from_numpy(run.log_probs).exp(), torch.from_numpy(run.labels)
         curves = {}
         for i in range(probs.shape[0]):
             bins = metrics.reliability_bins(probs[i], labels)
