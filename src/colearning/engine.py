@@ -114,7 +114,10 @@ class Ensemble(nn.Module):
             stacked = torch.stack([dict(m.named_buffers())[name].detach() for m in members])
             self.register_buffer(self._keys[name], stacked.clone())
         # The chain holds the template's layers: their hyperparameters and train/eval mode.
-        self._chain = _grouped_chain(self.template)
+        self._chain, self.grouped_problem = _grouped_chain(self.template)
+        if strategy == "grouped" and self._chain is None:
+            raise ConfigError(f"strategy 'grouped' cannot run this member: "
+                              f"{self.grouped_problem}; use 'auto', 'loop' or 'vmap'")
         self._plan = None if self._chain is None else _pool_before_relu(self._chain)
         # Members per chunk of the grouped strategy; None: all on accelerators, on CPUs as
         # many as fit CPU_CHUNK_BYTES.
@@ -158,7 +161,9 @@ class Ensemble(nn.Module):
         state = self.member_state(index)
         device = next(iter(state.values())).device if state else torch.device("cpu")
         module = copy.deepcopy(self.template).to_empty(device=device)
-        module.load_state_dict({k: v.detach().clone() for k, v in state.items()})
+        # assign=True takes the tensors as they are: the ensemble's dtype (a .double()
+        # ensemble gives float64 members) and the kernels' channels-last layout.
+        module.load_state_dict({k: v.detach().clone() for k, v in state.items()}, assign=True)
         module.train(self.training)
         return module
 
@@ -215,10 +220,8 @@ class Ensemble(nn.Module):
         if strategy == "vmap":
             return self._forward_vmap(x)
         if self._chain is None:
-            raise ConfigError(
-                "strategy 'grouped' needs a member that is a chain (nn.Sequential) of Conv2d, "
-                "Linear, BatchNorm, ReLU, pooling and Flatten layers; use 'loop' or 'vmap'"
-            )
+            raise ConfigError(f"strategy 'grouped' cannot run this member: "
+                              f"{self.grouped_problem}; use 'loop' or 'vmap'")
         return self._forward_grouped(x)
 
     def _forward_loop(self, x: torch.Tensor) -> torch.Tensor:
@@ -299,22 +302,62 @@ def _leaves(module: nn.Module, prefix: str = "") -> Iterator[tuple[str, nn.Modul
         yield prefix.rstrip("."), module
 
 
-def _grouped_chain(member: nn.Module) -> list[tuple[str, nn.Module]] | None:
-    """The member's layers in order when the grouped strategy supports them all, else None."""
+def _grouped_chain(member: nn.Module) -> tuple[list[tuple[str, nn.Module]] | None, str]:
+    """(the member's layers in order, "") when the grouped strategy can run them all, else
+    (None, why not).
+
+    Decided here, at construction, so that ``auto`` falls back to another strategy instead
+    of failing at the first forward pass: every layer must be a supported type, and the
+    layouts they leave must fit the next layer (see :func:`_layout_problem`).
+    """
     chain = list(_leaves(member))
     supported = (nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d, nn.Flatten) + _CHANNELWISE
-    for _, layer in chain:
+    for name, layer in chain:
         if not isinstance(layer, supported):
-            return None
+            return None, f"layer {name or 'the member'} ({type(layer).__name__}) is not a " \
+                         "Conv2d/Linear/BatchNorm/ReLU/pooling/Flatten/Dropout in an nn.Sequential"
         if isinstance(layer, nn.Flatten) and (layer.start_dim, layer.end_dim) != (1, -1):
-            return None
+            return None, f"Flatten {name} does not flatten dims 1..-1"
         if isinstance(layer, nn.Conv2d) and layer.padding_mode != "zeros":
-            return None
+            return None, f"convolution {name} pads with {layer.padding_mode!r}, not zeros"
         if isinstance(layer, (nn.BatchNorm1d, nn.BatchNorm2d)) and not (
             layer.affine and layer.track_running_stats
         ):
-            return None
-    return chain
+            return None, f"BatchNorm {name} is not affine with running statistics"
+    problem = _layout_problem(chain)
+    return (None, problem) if problem else (chain, "")
+
+
+def _layout_problem(chain: list[tuple[str, nn.Module]]) -> str:
+    """Why the layer sequence cannot run in the wide layouts ("" when it can).
+
+    Tracks the layout symbolically: ``shared`` (the input, the same for every member),
+    ``spatial`` ([B, N*C, H, W]) or ``features`` ([N, B, F]).
+    """
+    layout = "shared"
+    for name, layer in chain:
+        if isinstance(layer, nn.Conv2d):
+            if layout == "features":
+                return f"convolution {name} comes after Flatten"
+            layout = "spatial"
+        elif isinstance(layer, nn.Linear):
+            if layout == "spatial":
+                return f"linear layer {name} has no nn.Flatten before it"
+            layout = "features"
+        elif isinstance(layer, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            if layout == "shared":
+                return f"BatchNorm {name} comes before any weight layer"
+            if isinstance(layer, nn.BatchNorm2d) and layout == "features":
+                return f"BatchNorm2d {name} comes after Flatten"
+            if isinstance(layer, nn.BatchNorm1d) and layout == "spatial":
+                return f"BatchNorm1d {name} gets a feature map (no Flatten before it)"
+        elif isinstance(layer, nn.Flatten):
+            layout = "features" if layout == "spatial" else layout
+        elif isinstance(layer, (nn.MaxPool2d, nn.AvgPool2d, nn.Dropout2d)) and layout == "features":
+            return f"{type(layer).__name__} {name} comes after Flatten"
+    if layout == "shared":
+        return "the member has no parameterized layer"
+    return ""
 
 
 def _pool_before_relu(chain: list[tuple[str, nn.Module]]) -> list[tuple[str, nn.Module]]:
@@ -421,6 +464,10 @@ def _forward_grouped(
             out_channels = weight.shape[1]
             weight = weight.reshape(n * out_channels, *weight.shape[2:])
             bias = None if bias is None else bias.reshape(-1)
+            if layout == "shared" and layer.groups > 1:
+                # Member-major output channels of a grouped first convolution need the input
+                # groups in member-major order too: give every member its own copy.
+                x, layout = x.repeat(1, n, 1, 1), "channels"
             groups = layer.groups if layout == "shared" else layer.groups * n
             x = F.conv2d(x, weight, bias, layer.stride, layer.padding, layer.dilation, groups)
             layout = "channels"
@@ -428,8 +475,10 @@ def _forward_grouped(
             weight = params[f"{name}.weight"]  # [n, O, I]
             bias = params.get(f"{name}.bias")  # [n, O]
             if layout == "shared":
-                flat = x.reshape(x.shape[0], -1)
-                out = flat @ weight.reshape(-1, weight.shape[2]).t()  # [B, n*O]
+                if x.dim() != 2:
+                    raise ConfigError(f"linear layer {name} gets a {x.dim()}-d input; the grouped "
+                                      "strategy needs nn.Flatten before it (or use 'loop')")
+                out = x @ weight.reshape(-1, weight.shape[2]).t()  # [B, n*O]
                 x = out.reshape(x.shape[0], n, -1).transpose(0, 1)
                 x = x if bias is None else x + bias.unsqueeze(1)
             else:
@@ -452,10 +501,24 @@ def _forward_grouped(
         else:  # elementwise / per-channel layers act the same on every layout
             if layout == "features" and isinstance(layer, (nn.MaxPool2d, nn.AvgPool2d)):
                 raise ConfigError(f"pooling layer {name} after Flatten is not supported")
+            if layout == "shared" and training and isinstance(layer, (nn.Dropout, nn.Dropout2d)):
+                # Dropout on the shared input would draw one mask for all members: give each
+                # member its own copy first, so each draws its own (as loop and vmap do).
+                x, layout = _per_member_input(x, n, name)
             x = layer(x)
     if layout == "shared":
         raise ConfigError("the member has no parameterized layer; nothing to ensemble")
     return _to_features(x, n, layout)
+
+
+def _per_member_input(x: torch.Tensor, n: int, name: str) -> tuple[torch.Tensor, str]:
+    """The shared input [B, ...] as n members' copies: [B, n*C, H, W] or [n, B, F]."""
+    if x.dim() == 4:
+        return x.repeat(1, n, 1, 1), "channels"
+    if x.dim() == 2:
+        return x.unsqueeze(0).expand(n, -1, -1), "features"
+    raise ConfigError(f"dropout {name} on a {x.dim()}-d input is not supported by the grouped "
+                      "strategy; use 'loop' or 'vmap'")
 
 
 def _batched_linear(

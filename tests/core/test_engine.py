@@ -21,6 +21,13 @@ ARCHITECTURES = {
                               nn.Linear(6, 4)),
         (12,),
     ),
+    # a grouped (here depthwise) first convolution: member channels must meet their own
+    # input groups in the wide layout
+    "grouped_first_conv": (
+        lambda: nn.Sequential(nn.Conv2d(3, 6, 3, groups=3), nn.ReLU(), nn.Conv2d(6, 4, 3,
+                              groups=2), nn.Flatten(), nn.Linear(4 * 4 * 4, 4)),
+        (3, 8, 8),
+    ),
 }
 
 
@@ -118,6 +125,8 @@ def test_custom_architecture_loop_and_vmap():
     ens.strategy = "grouped"
     with pytest.raises(ConfigError, match="grouped"):
         ens(x)
+    with pytest.raises(ConfigError, match="Custom"):  # refused when built, not at forward
+        Ensemble(Custom, 4, strategy="grouped")
     assert ens.resolved_strategy(torch.device("cuda")) == "vmap" or ens.strategy != "auto"
 
 
@@ -232,3 +241,54 @@ def test_stacked_sgd_equals_per_member_sgd():
     for i, m in enumerate(members):
         for name, p in m.named_parameters():
             torch.testing.assert_close(ens.stacked_parameters()[name][i], p)
+
+
+@pytest.mark.parametrize("shape, layers", [
+    ((12,), lambda: [nn.Dropout(0.5), nn.Linear(12, 4)]),
+    ((3, 8, 8), lambda: [nn.Dropout(0.5), nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(144, 4)]),
+])
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_dropout_on_the_input_draws_a_mask_per_member(shape, layers, strategy):
+    ens = Ensemble(lambda: nn.Sequential(*layers()), 4, strategy=strategy, seed=0)
+    first = ens.member(0)
+    for i in range(1, 4):
+        ens.set_member(i, first)  # identical weights: only the dropout masks can differ
+    x = torch.randn(5, *shape)
+    out = ens(x)
+    assert all(not torch.equal(out[0], out[i]) for i in range(1, 4))
+    ens.eval()
+    out = ens(x)
+    assert all(torch.equal(out[0], out[i]) for i in range(1, 4))
+
+
+UNGROUPABLE = {
+    "batchnorm first": (lambda: nn.Sequential(nn.BatchNorm1d(12), nn.Linear(12, 4)), (12,)),
+    "linear without flatten": (
+        lambda: nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Linear(6, 4)), (3, 8, 8)),
+    "unsupported layer": (
+        lambda: nn.Sequential(nn.Linear(12, 8), nn.GELU(), nn.Linear(8, 4)), (12,)),
+}
+
+
+@pytest.mark.parametrize("arch", list(UNGROUPABLE))
+def test_auto_falls_back_where_grouped_cannot_run(arch):
+    factory, shape = UNGROUPABLE[arch]
+    ens = Ensemble(factory, 2, seed=0)
+    assert ens.resolved_strategy(torch.device("cpu")) == "loop"
+    assert ens.resolved_strategy(torch.device("meta")) == "vmap"
+    assert ens.grouped_problem
+    x = torch.randn(3, *shape)
+    torch.testing.assert_close(ens(x), torch.stack([ens.member(i)(x) for i in range(2)]))
+    with pytest.raises(ConfigError, match="strategy 'grouped' cannot run this member"):
+        Ensemble(factory, 2, strategy="grouped")
+
+
+def test_member_keeps_the_ensemble_dtype():
+    ens = Ensemble(lambda: build_model("small_cnn", in_channels=1, image_size=8), 2,
+                   seed=0).double()
+    member = ens.member(1)
+    assert all(p.dtype == torch.float64 for p in member.parameters())
+    x = torch.randn(3, 1, 8, 8, dtype=torch.float64)
+    ens.eval()
+    member.eval()
+    torch.testing.assert_close(ens(x)[1], member(x))
