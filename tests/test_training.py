@@ -83,6 +83,41 @@ def test_same_seed_same_numbers_other_seed_differs(finished, tmp_path, tiny_conf
     assert comparable(other.metrics) != comparable(finished.metrics)
 
 
+def test_dropout_runs_do_not_depend_on_earlier_work_in_the_process(tmp_path, tiny_config):
+    tiny_config["model"]["options"]["dropout"] = 0.3
+    tiny_config["train"]["epochs"] = 2
+    torch.manual_seed(123)
+    first = train(tiny_config, run_dir=tmp_path / "a")
+    torch.rand(1000)  # other work in the same process (a sweep worker, a notebook)
+    torch.nn.Dropout(0.5)(torch.ones(10))
+    second = train(tiny_config, run_dir=tmp_path / "b")
+    assert comparable(first.metrics) == comparable(second.metrics)
+    # the run seeds and restores the global RNG: the caller's stream is as it was
+    state = torch.get_rng_state()
+    train(tiny_config, run_dir=tmp_path / "c")
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_dropout_run_resumes_exactly(tmp_path, tiny_config, monkeypatch):
+    tiny_config["model"]["options"]["dropout"] = 0.3
+    reference = train(tiny_config, run_dir=tmp_path / "reference")
+    calls = {"n": 0}
+    original = train_module.coupled_loss
+
+    def interrupting(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 8:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "coupled_loss", interrupting)
+    with pytest.raises(Interrupted):
+        train(tiny_config, run_dir=tmp_path / "r")
+    monkeypatch.setattr(train_module, "coupled_loss", original)
+    torch.rand(1000)  # the resuming process has its own history
+    assert comparable(resume(tmp_path / "r").metrics) == comparable(reference.metrics)
+
+
 def test_resume_after_sigterm_mid_epoch_matches(finished, tmp_path, tiny_config, monkeypatch):
     calls = {"n": 0}
     original = train_module.coupled_loss

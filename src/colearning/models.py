@@ -110,13 +110,18 @@ def small_cnn(num_classes: int, in_channels: int, image_size: int, width: int = 
 
 @MODELS.register("mlp")
 def mlp(
-    num_classes: int, in_channels: int, image_size: int, hidden: Sequence[int] = (128, 64)
+    num_classes: int, in_channels: int, image_size: int, hidden: Sequence[int] = (128, 64),
+    dropout: float = 0.0,
 ) -> nn.Module:
-    """A ReLU multilayer perceptron on flattened inputs (tabular or tiny images)."""
+    """A ReLU multilayer perceptron on flattened inputs (tabular or tiny images); ``dropout``
+    (a probability) after every hidden layer when > 0."""
+    if not 0.0 <= dropout < 1.0:
+        raise ConfigError(f"mlp dropout must be in [0, 1), got {dropout}")
     layers: list[nn.Module] = [nn.Flatten()]
     width = in_channels * image_size * image_size
     for size in hidden:
         layers += [nn.Linear(width, int(size)), nn.ReLU()]
+        layers += [nn.Dropout(dropout)] if dropout > 0 else []
         width = int(size)
     layers.append(nn.Linear(width, num_classes))
     return nn.Sequential(*layers)

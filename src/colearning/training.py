@@ -12,6 +12,7 @@ stream is derived from (seed, purpose, epoch) rather than carried along.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import platform
@@ -19,6 +20,7 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,7 +45,7 @@ from colearning.evaluation import evaluate_log_probs
 from colearning.losses import CoupledLoss, beta_matrix, coupled_loss
 from colearning.metrics.structure import activation_stats, weight_stats
 from colearning.models import MODELS, build_model
-from colearning.seeding import generator
+from colearning.seeding import derive_seed, generator
 
 if TYPE_CHECKING:
     from colearning.expand.grow import Growth
@@ -280,7 +282,8 @@ def train(config: Config | dict[str, Any], run_dir: str | Path | None = None) ->
             "torch_version": torch.__version__, "python": platform.python_version(),
             "host": platform.node(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         })
-        return _fit(config, path, checkpoint=None)
+        with _isolated_rng(config):
+            return _fit(config, path, checkpoint=None)
 
 
 def resume(run_dir: str | Path, overrides: dict[str, Any] | None = None) -> Run:
@@ -315,7 +318,8 @@ def resume(run_dir: str | Path, overrides: dict[str, Any] | None = None) -> Run:
                     f"the checkpoint in {path} was written with another config.yaml; restore "
                     "the original config.yaml or start a new run"
                 )
-        return _fit(config, path, checkpoint)
+        with _isolated_rng(config):
+            return _fit(config, path, checkpoint)
 
 
 def _diff(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
@@ -345,6 +349,26 @@ def _grow(config: Config, data: TensorData, device: torch.device, path: Path) ->
     return prepare_growth(config, data, device, path)
 
 
+@contextlib.contextmanager
+def _isolated_rng(config: Config) -> Iterator[None]:
+    """The run owns the global torch RNGs (CPU and its CUDA device) and gives them back.
+
+    Dropout draws from them; the run seeds them itself, so its numbers do not depend on
+    what ran before in the same process (sweep workers, notebooks), and the caller's
+    streams are as they were afterwards.
+    """
+    device = resolve_device(config.device)
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        yield
+
+
+def _restore_rng(states: dict[str, Any]) -> None:
+    torch.set_rng_state(states["torch"])
+    if states.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
 def _fit(config: Config, path: Path, checkpoint: dict[str, Any] | None) -> Run:
     """Train from ``checkpoint`` (None: from scratch) to the last epoch or a clean stop."""
     device = resolve_device(config.device)
@@ -368,10 +392,12 @@ def _fit(config: Config, path: Path, checkpoint: dict[str, Any] | None) -> Run:
 
     start_epoch, start_step, sums = 0, 0, None
     aug_state, elapsed = None, 0.0
-    if checkpoint is not None:
+    if checkpoint is None:
+        torch.manual_seed(derive_seed(config.seed, "torch"))  # CPU and every CUDA device
+    else:
         members.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
-        torch.set_rng_state(checkpoint["rng"]["torch"])
+        _restore_rng(checkpoint["rng"])
         start_epoch, start_step = checkpoint["epoch"], checkpoint["step"]
         sums, aug_state = checkpoint.get("sums"), checkpoint["rng"].get("augment")
         elapsed = checkpoint.get("elapsed", 0.0)
@@ -531,6 +557,7 @@ def _save_checkpoint(path: Path, config: Config, ens: torch.nn.Module,
         "model": ens.state_dict(),
         "optimizer": optimizer.state_dict(),
         "rng": {"torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
                 "augment": None if aug_state is None else aug_state.cpu()},
         "sums": sums,
         "elapsed": elapsed,
