@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from colearning.config import (
@@ -79,3 +81,14 @@ def test_shipped_configs_are_valid():
     assert len(files) >= 3
     for path in files:
         load_config(path)
+
+
+def test_shipped_configs_describe_kl_reduction_as_the_code_does():
+    # "mean" divides only the coupling KLs by C (colearning.losses); a comment claiming it
+    # divides both terms would describe a different, learning-rate-like change.
+    root = Path(__file__).resolve().parents[1] / "configs"
+    for path in root.rglob("*.yaml"):
+        for line in path.read_text().splitlines():
+            if "kl_reduction" in line and "#" in line:
+                comment = line.split("#", 1)[1]
+                assert "both" not in comment, f"{path}: {line.strip()}"

@@ -1,6 +1,7 @@
 """End-to-end training on digits: artifacts, determinism, resume, divergence, locking."""
 
 import json
+import math
 import os
 import signal
 
@@ -212,6 +213,28 @@ def test_divergence_stops_cleanly_and_keeps_last_checkpoint(tmp_path, tiny_confi
     skipped = train(tiny_config, run_dir=tmp_path / "s")
     assert skipped.status == "finished"
     assert [r["train/skipped_steps"] for r in skipped.metrics] == [0, 1, 0]
+    assert all("train/note" not in r for r in skipped.metrics)
+
+
+def test_epoch_with_every_step_skipped_logs_nan_not_zero(tmp_path, tiny_config, monkeypatch,
+                                                         capsys):
+    original = train_module.coupled_loss
+
+    def poisoned(*args, **kwargs):
+        parts = original(*args, **kwargs)
+        return parts._replace(total=parts.total * float("nan"))
+
+    monkeypatch.setattr(train_module, "coupled_loss", poisoned)
+    tiny_config["train"]["on_nonfinite"] = "skip"
+    tiny_config["train"]["epochs"] = 1
+    run = train(tiny_config, run_dir=tmp_path / "s")
+    record = run.metrics[0]
+    assert record["train/skipped_steps"] == 6  # 1,437 images in batches of 256
+    assert all(math.isnan(v) for v in record["train/loss_total"])
+    saved = rundir.read_jsonl(tmp_path / "s" / "metrics.jsonl")[0]
+    assert saved["train/loss_total"] == [None, None] and saved["train/loss_task"] == [None, None]
+    assert "every step of epoch 1 was skipped" in saved["train/note"]
+    assert "every step of epoch 1 was skipped" in capsys.readouterr().err
 
 
 def test_gradient_clipping_is_per_member(tmp_path, tiny_config):

@@ -18,6 +18,7 @@ import math
 import platform
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -511,12 +512,18 @@ def _fit(config: Config, path: Path, checkpoint: dict[str, Any] | None) -> Run:
 
 def _epoch_record(epoch: int, lr: float, sums: dict[str, Any], log_probs: torch.Tensor,
                   labels: torch.Tensor, train_seconds: float) -> dict[str, Any]:
-    count = max(sums["count"], 1)
     record: dict[str, Any] = {"epoch": epoch + 1, "lr": lr}
     untrained = [None] * (log_probs.shape[0] - len(sums["total"]))  # frozen come first
     for key in ("total", "task", "coupling"):
-        record[f"train/loss_{key}"] = untrained + (sums[key] / count).tolist()
+        # No step taken (all skipped as non-finite): the loss is unknown, NaN (null in
+        # metrics.jsonl), never a made-up 0.
+        mean = sums[key] / sums["count"] if sums["count"] else torch.full_like(sums[key], math.nan)
+        record[f"train/loss_{key}"] = untrained + mean.tolist()
     record["train/skipped_steps"] = sums["skipped"]
+    if not sums["count"]:
+        record["train/note"] = (f"every step of epoch {epoch + 1} was skipped (non-finite loss "
+                                "or gradient): no training loss, weights unchanged")
+        tqdm.write(f"colearn: warning: {record['train/note']}", file=sys.stderr)
     record.update(evaluate_log_probs(log_probs, labels))
     record["time/train_seconds"] = train_seconds
     return record
