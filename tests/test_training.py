@@ -319,3 +319,16 @@ def test_restart_without_checkpoint_rewrites_initial_statistics(tmp_path, tiny_c
     epochs = [r["epoch"] for r in rundir.read_jsonl(path / "analysis.jsonl")]
     assert epochs == [0, 1, 2, 3]
     assert [r["epoch"] for r in rundir.read_jsonl(path / "metrics.jsonl")] == [1, 2, 3]
+
+
+def test_validation_split_gets_its_own_metrics(tmp_path, tiny_config):
+    tiny_config["data"]["val_size"] = 200
+    tiny_config["train"]["epochs"] = 1
+    run = train(tiny_config, run_dir=tmp_path / "v")
+    record = run.metrics[0]
+    for key in ("val/ensemble_accuracy_mean", "val/member_accuracy", "val/js_mean",
+                "test/ensemble_accuracy_mean"):
+        assert key in record, key
+    assert record["val/ensemble_accuracy_mean"] != record["test/ensemble_accuracy_mean"]
+    plain = train({**tiny_config, "data": {"name": "digits"}}, run_dir=tmp_path / "p")
+    assert not any(key.startswith("val/") for key in plain.metrics[0])

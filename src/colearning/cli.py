@@ -82,6 +82,9 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
                    "(sweep.yaml)")
     p.add_argument("--out", "-o", metavar="DIR",
                    help="folder for report.html and the PNGs (default: PATH/report)")
+    p.add_argument("--allow-incomplete", action="store_true",
+                   help="sweeps: let a coupling whose cells did not all finish (diverged, "
+                        "failed, running) be the optimal beta; by default it is not eligible")
 
 
 def _add_expand(sub: argparse._SubParsersAction) -> None:
@@ -252,7 +255,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from colearning.report import build_report
 
-    page = build_report(args.path, args.out)
+    page = build_report(args.path, args.out, allow_incomplete=args.allow_incomplete)
     print(f"report: {page}")
     return 0
 

@@ -28,6 +28,7 @@ class DataConfig:
     split: str = "official"  # "official" train/test, or "random" (pool all, split per seed)
     train_size: int | None = None  # images; None keeps the official count
     test_size: int | None = None  # images; None keeps the official count
+    val_size: int = 0  # images held out of the training split per seed for selection; 0: none
     normalize: bool = False  # per-channel standardization after scaling to [0, 1]
     augment: bool | None = None  # crop+flip; None: on for vgg9, off otherwise (paper)
     cache_dir: str | None = None  # decoded-array cache; None: ~/.cache/colearning/decoded
@@ -253,7 +254,7 @@ def validate(config: Config) -> None:
         if config.get(key) < 1:
             raise ConfigError(f"{key} must be >= 1, got {config.get(key)}")
     for key in ["optim.lr", "optim.weight_decay", "optim.momentum", "train.analysis_every",
-                "train.save_probs_every", "train.analysis_samples"]:
+                "train.save_probs_every", "train.analysis_samples", "data.val_size"]:
         if config.get(key) < 0:
             raise ConfigError(f"{key} must be >= 0, got {config.get(key)}")
     for key in ["data.train_size", "data.test_size"]:

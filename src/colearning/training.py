@@ -80,6 +80,8 @@ class TensorData:
     num_classes: int
     in_channels: int
     image_size: int
+    val_x: torch.Tensor | None = None  # validation split (data.val_size > 0), else None
+    val_y: torch.Tensor | None = None
 
 
 class Interrupted(Exception):
@@ -139,7 +141,7 @@ def load_data(config: Config, device: torch.device) -> TensorData:
     raw = load_dataset(data.name, data.path, cache_dir=data.cache_dir,
                        progress=config.train.progress)
     split = make_split(raw, data.split, train_size=data.train_size, test_size=data.test_size,
-                       seed=config.seed)
+                       val_size=data.val_size, seed=config.seed)
     if config.train.batch_size > len(split.train_y):
         raise ConfigError(
             f"train.batch_size={config.train.batch_size} is larger than the training set "
@@ -155,6 +157,8 @@ def load_data(config: Config, device: torch.device) -> TensorData:
         num_classes=raw.num_classes,
         in_channels=raw.in_channels,
         image_size=raw.image_size,
+        val_x=None if split.val_x is None else to_tensors(split.val_x, device, mean=mean, std=std),
+        val_y=None if split.val_y is None else torch.from_numpy(split.val_y).to(device),
     )
 
 
@@ -468,6 +472,10 @@ def _fit(config: Config, path: Path, checkpoint: dict[str, Any] | None) -> Run:
             train_seconds = time.perf_counter() - epoch_start
             log_probs = predict(members, data.test_x, config.train.eval_batch_size)
             record = _epoch_record(epoch, lr, sums, log_probs, data.test_y.cpu(), train_seconds)
+            if data.val_x is not None:  # for selection (best epoch, beta*): never the test set
+                record.update(evaluate_log_probs(
+                    predict(members, data.val_x, config.train.eval_batch_size),
+                    data.val_y.cpu(), prefix="val"))
             every = config.train.analysis_every
             if (every and (epoch + 1) % every == 0) or epoch + 1 == epochs:
                 structure = structure_record(members, analysis_x, epoch + 1)

@@ -97,3 +97,27 @@ def test_size_errors(raw, split, sizes, message):
 def test_unknown_split(raw):
     with pytest.raises(ConfigError, match="unknown split 'kfold'; valid: official, random"):
         make_split(raw, "kfold")
+
+
+@pytest.mark.parametrize("kind", ["official", "random"])
+def test_validation_is_held_out_of_the_training_split(raw, kind):
+    without = make_split(raw, kind, seed=3)
+    split = make_split(raw, kind, val_size=7, seed=3)
+    assert without.val_x is None and without.val_indices is None
+    # the test split is untouched; train + val is the training split of val_size=0
+    np.testing.assert_array_equal(split.test_indices, without.test_indices)
+    assert len(split.val_indices) == 7
+    assert not set(split.val_indices) & set(split.train_indices)
+    assert sorted([*split.val_indices, *split.train_indices]) == list(without.train_indices)
+    np.testing.assert_array_equal(split.val_x[:, 0, 0, 0], split.val_indices)
+    check_consistent(split, raw)
+    # per seed, deterministic
+    again = make_split(raw, kind, val_size=7, seed=3)
+    np.testing.assert_array_equal(again.val_indices, split.val_indices)
+    other = make_split(raw, kind, val_size=7, seed=4)
+    assert not np.array_equal(other.val_indices, split.val_indices)
+
+
+def test_validation_must_leave_training_images(raw):
+    with pytest.raises(ConfigError, match="val_size=30 leaves no training images"):
+        make_split(raw, "official", val_size=30)

@@ -14,8 +14,8 @@ def test_report_command_calls_build_report_and_prints_the_page(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
     calls = []
 
-    def fake(path, out=None):
-        calls.append((path, out))
+    def fake(path, out=None, allow_incomplete=False):
+        calls.append((path, out) + ((True,) if allow_incomplete else ()))
         return Path(out or Path(path) / "report") / "report.html"
 
     monkeypatch.setattr(colearning.report, "build_report", fake)
@@ -23,6 +23,8 @@ def test_report_command_calls_build_report_and_prints_the_page(
     assert calls == [(str(tmp_path), str(tmp_path / "o"))]
     assert capsys.readouterr().out.strip() == f"report: {tmp_path / 'o' / 'report.html'}"
     assert main(["report", str(tmp_path)]) == 0 and calls[-1] == (str(tmp_path), None)
+    assert main(["report", str(tmp_path), "--allow-incomplete"]) == 0
+    assert calls[-1] == (str(tmp_path), None, True)
 
 
 def test_report_command_on_a_non_run_directory_exits_4(tmp_path: Path,

@@ -169,7 +169,8 @@ def test_sweep_directory_goes_to_the_sweep_report(tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch):
     calls = []
     fake = type(sys)("colearning.sweep.report")
-    fake.build_sweep_report = lambda path, out: calls.append((path, out)) or Path(path) / "r.html"
+    fake.build_sweep_report = lambda path, out, allow_incomplete=False: calls.append(
+        (path, out)) or Path(path) / "r.html"
     monkeypatch.setitem(sys.modules, "colearning.sweep.report", fake)
     (tmp_path / "sweep.yaml").write_text("name: demo\n")
     assert build_report(tmp_path, tmp_path / "o") == tmp_path / "r.html"

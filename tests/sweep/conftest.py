@@ -9,7 +9,7 @@ import yaml
 
 TINY_BASE = {
     "device": "cpu",
-    "data": {"name": "digits", "train_size": 400},
+    "data": {"name": "digits", "train_size": 400, "val_size": 100},
     "model": {"name": "mlp", "options": {"hidden": [32]}},
     "optim": {"lr": 0.1},
     "train": {"epochs": 2, "batch_size": 100, "analysis_every": 0},

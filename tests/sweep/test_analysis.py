@@ -21,7 +21,8 @@ def synthetic_summary(optimum=lambda n: -1.0 / n):
             acc = 0.6 + 0.02 * math.log(n) - 0.05 * abs(beta - optimum(n)) \
                 + (0.05 * abs(optimum(n)) if beta != 0 else 0.0)
             rows.append({"kl": "batchmean", "N": n, "beta": beta, "beta_bar": beta * n,
-                         "count": 5, "test/ensemble_accuracy_mean:mean": acc,
+                         "n_cells": 5, "n_finished": 5,
+                         "test/ensemble_accuracy_mean:mean": acc,
                          "test/ensemble_accuracy_mean:std": 0.01})
     return rows
 
@@ -35,6 +36,41 @@ def test_optimal_beta_and_loglog_fit_recover_minus_one_over_n():
     assert fit["slope"] == pytest.approx(-1.0, abs=1e-12)
     assert fit["intercept"] == pytest.approx(0.0, abs=1e-12)
     assert fit["slope_se"] < 1e-10 and fit["intercept_se"] < 1e-10 and fit["points"] == 6
+
+
+def test_optimal_beta_needs_every_cell_finished_unless_allowed():
+    summary = [
+        {"N": 2, "beta": 0.0, "beta_bar": 0.0, "n_cells": 3, "n_finished": 3,
+         "test/ensemble_accuracy_mean:mean": 0.60},
+        # the best mean, but from the one seed of three that did not diverge
+        {"N": 2, "beta": -0.4, "beta_bar": -0.8, "n_cells": 3, "n_finished": 1,
+         "test/ensemble_accuracy_mean:mean": 0.66},
+        {"N": 2, "beta": -0.1, "beta_bar": -0.2, "n_cells": 3, "n_finished": 3,
+         "test/ensemble_accuracy_mean:mean": 0.62},
+    ]
+    (best,) = analysis.optimal_beta(summary)
+    assert best["beta"] == -0.1 and best["excluded"] == [-0.4]
+    assert (best["n_finished"], best["n_cells"]) == (3, 3)
+    (loose,) = analysis.optimal_beta(summary, allow_incomplete=True)
+    assert loose["beta"] == -0.4 and loose["excluded"] == []
+
+
+def test_optimal_beta_is_chosen_on_validation_and_reported_on_test():
+    summary = [
+        {"N": 2, "beta": 0.0, "beta_bar": 0.0, "n_cells": 2, "n_finished": 2,
+         "test/ensemble_accuracy_mean:mean": 0.60, "val/ensemble_accuracy_mean:mean": 0.59},
+        {"N": 2, "beta": -0.2, "beta_bar": -0.4, "n_cells": 2, "n_finished": 2,
+         "test/ensemble_accuracy_mean:mean": 0.65, "val/ensemble_accuracy_mean:mean": 0.60},
+        {"N": 2, "beta": -0.1, "beta_bar": -0.2, "n_cells": 2, "n_finished": 2,
+         "test/ensemble_accuracy_mean:mean": 0.62, "val/ensemble_accuracy_mean:mean": 0.63},
+    ]
+    (best,) = analysis.optimal_beta(summary)
+    assert best["selected_on"] == "val" and best["beta"] == -0.1
+    assert best["value"] == 0.62 and best["gain"] == pytest.approx(0.02)  # test numbers
+    for row in summary:
+        del row["val/ensemble_accuracy_mean:mean"]
+    (on_test,) = analysis.optimal_beta(summary)
+    assert on_test["selected_on"] == "test" and on_test["beta"] == -0.2
 
 
 def test_loglog_fit_power_law_and_known_standard_error():

@@ -18,7 +18,7 @@ def test_ray_local_sweep(tmp_path):
     result = run_sweep(spec, tmp_path / "out", backend="ray", workers=2, progress=False)
     assert result.ok and [o.name for o in result.outcomes] == ["beta-0.3_seed0", "beta0_seed0"]
     rows = read_csv(tmp_path / "out" / "summary.csv")
-    assert [(r["beta"], r["count"]) for r in rows] == [(-0.3, 1), (0.0, 1)]
+    assert [(r["beta"], r["n_finished"]) for r in rows] == [(-0.3, 1), (0.0, 1)]
     # a rerun skips both cells without starting Ray
     again = run_sweep(spec, tmp_path / "out", backend="ray", workers=2, progress=False)
     assert all(o.skipped for o in again.outcomes)

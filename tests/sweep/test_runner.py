@@ -35,7 +35,7 @@ def test_tiny_sweep_writes_run_dirs_and_tables(tiny_sweep: Path):
         summary["test/ensemble_accuracy_mean"])
     assert (first["N"], first["beta"], first["beta_bar"], first["seed"]) == (2, -0.3, -0.6, 0)
     summary_rows = read_csv(tiny_sweep / "summary.csv")
-    assert [(s["N"], s["beta"], s["count"]) for s in summary_rows] == [
+    assert [(s["N"], s["beta"], s["n_finished"]) for s in summary_rows] == [
         (2, -0.3, 2), (2, 0.0, 2), (3, -0.3, 2), (3, 0.0, 2)]
     seeds = [r["test/ensemble_accuracy_mean"] for r in results if r["cell"].startswith("N3_beta0")]
     assert summary_rows[3]["test/ensemble_accuracy_mean:mean"] == pytest.approx(sum(seeds) / 2)

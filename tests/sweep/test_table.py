@@ -17,14 +17,32 @@ def test_summary_mean_std_count_over_finished_seeds():
     rows = [row(0, -0.2, 0.60), row(1, -0.2, 0.64), row(2, -0.2, 0.99, status="diverged"),
             row(0, 0.0, 0.50, collapsed=1), row(0, 0.0, 0.52, kl="mean")]
     summary = summarize(rows, ["loss.kl_reduction"], metrics=["test/ensemble_accuracy_mean"])
-    assert [(s["loss.kl_reduction"], s["beta"], s["count"]) for s in summary] == [
+    assert [(s["loss.kl_reduction"], s["beta"], s["n_finished"]) for s in summary] == [
         ("batchmean", -0.2, 2), ("batchmean", 0.0, 1), ("mean", 0.0, 1)]
     first = summary[0]
     assert first["test/ensemble_accuracy_mean:mean"] == pytest.approx(0.62)
     assert first["test/ensemble_accuracy_mean:std"] == pytest.approx(math.sqrt(0.0008))
     assert (first["n_cells"], first["n_diverged"], first["beta_bar"]) == (3, 1, -0.4)
     assert math.isnan(summary[1]["test/ensemble_accuracy_mean:std"])
-    assert summary[1]["n_collapsed_cells"] == 1
+    assert summary[1]["n_collapsed"] == 1 and summary[0]["n_collapsed"] == 0
+    assert [s["n_cells"] for s in summary] == [3, 1, 1]
+
+
+def test_best_epoch_is_chosen_on_validation_when_there_is_one():
+    from colearning.sweep.table import best_epoch
+
+    records = [{"epoch": 1, "test/ensemble_accuracy_mean": 0.5},
+               {"epoch": 2, "test/ensemble_accuracy_mean": 0.7},
+               {"epoch": 3, "test/ensemble_accuracy_mean": 0.6}]
+    assert best_epoch(records) == {"best/epoch": 2, "best/ensemble_accuracy_mean": 0.7,
+                                   "best/val_ensemble_accuracy_mean": None,
+                                   "best/selected_on": "test"}
+    for record, val in zip(records, [0.55, 0.52, 0.58], strict=True):
+        record["val/ensemble_accuracy_mean"] = val
+    # validation picks epoch 3; the test accuracy reported is epoch 3's, not the best test
+    assert best_epoch(records) == {"best/epoch": 3, "best/ensemble_accuracy_mean": 0.6,
+                                   "best/val_ensemble_accuracy_mean": 0.58,
+                                   "best/selected_on": "val"}
 
 
 def test_csv_round_trip_and_parquet(tmp_path):

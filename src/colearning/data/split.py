@@ -26,6 +26,9 @@ class Split:
     test_y: np.ndarray
     test_indices: np.ndarray
     train_indices: np.ndarray
+    val_x: np.ndarray | None = None  # held out of the training split (val_size > 0)
+    val_y: np.ndarray | None = None
+    val_indices: np.ndarray | None = None
 
 
 def make_split(
@@ -34,6 +37,7 @@ def make_split(
     *,
     train_size: int | None = None,
     test_size: int | None = None,
+    val_size: int = 0,
     seed: int = 0,
 ) -> Split:
     """The ``split`` of ``raw``: "official" (its own sides) or "random" (pool, then redraw).
@@ -43,6 +47,10 @@ def make_split(
     from ``np.random.default_rng(seed)``; test is its first ``test_size`` images (default:
     the official test size), train the next ``train_size`` (default: all the rest). Indices
     are returned sorted, so images keep their pooled order. Same arguments, same split.
+
+    ``val_size`` images are then held out of the training split for validation (model and
+    coupling selection), drawn per seed from a stream of their own, so ``val_size=0`` gives
+    exactly the split of the same arguments without it and the test split never changes.
     """
     n_train, n_test = len(raw.train_y), len(raw.test_y)
     rng = np.random.default_rng(seed)
@@ -74,8 +82,23 @@ def make_split(
         train_indices = np.sort(order[test_size : test_size + train_size])
     else:
         raise ConfigError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
+    val_indices = None
+    if val_size:
+        if isinstance(val_size, bool) or not isinstance(val_size, int | np.integer) \
+                or val_size < 0:
+            raise ConfigError(f"val_size must be a non-negative integer, got {val_size!r}")
+        if val_size >= len(train_indices):
+            raise ConfigError(
+                f"val_size={val_size} leaves no training images (the training split has "
+                f"{len(train_indices)}); use at most {len(train_indices) - 1}"
+            )
+        held = np.zeros(len(train_indices), dtype=bool)
+        held[np.random.default_rng([seed, _VAL_STREAM]).permutation(len(train_indices))
+             [:val_size]] = True
+        val_indices, train_indices = train_indices[held], train_indices[~held]
     train_x, train_y = _take(raw, train_indices)
     test_x, test_y = _take(raw, test_indices)
+    val_x, val_y = _take(raw, val_indices) if val_indices is not None else (None, None)
     return Split(
         train_x=train_x,
         train_y=train_y,
@@ -83,7 +106,14 @@ def make_split(
         test_y=test_y,
         test_indices=test_indices.astype(np.int64),
         train_indices=train_indices.astype(np.int64),
+        val_x=val_x,
+        val_y=val_y,
+        val_indices=None if val_indices is None else val_indices.astype(np.int64),
     )
+
+
+# Second entropy word of the validation stream: np.random.default_rng([seed, _VAL_STREAM]).
+_VAL_STREAM = 0x76616C  # "val"
 
 
 def _size(

@@ -16,11 +16,13 @@ from colearning.errors import RunDirError
 SWEEP_FILE = "sweep.yaml"
 
 
-def build_report(path: str | Path, out: str | Path | None = None) -> Path:
+def build_report(path: str | Path, out: str | Path | None = None, *,
+                 allow_incomplete: bool = False) -> Path:
     """Write the report of a run or sweep directory; returns the path of report.html.
 
     ``out`` defaults to ``PATH/report``. A directory with config.yaml is a run, one with
-    sweep.yaml a sweep; anything else raises :class:`RunDirError`.
+    sweep.yaml a sweep; anything else raises :class:`RunDirError`. ``allow_incomplete``
+    (sweeps): a coupling whose cells did not all finish may be the optimal one.
     """
     path = Path(path)
     if not path.is_dir():
@@ -32,7 +34,7 @@ def build_report(path: str | Path, out: str | Path | None = None) -> Path:
     if (path / SWEEP_FILE).is_file():
         from colearning.sweep.report import build_sweep_report
 
-        return build_sweep_report(path, out)
+        return build_sweep_report(path, out, allow_incomplete=allow_incomplete)
     raise RunDirError(f"{path} is neither a run directory ({rundir.CONFIG}) nor a sweep "
                       f"directory ({SWEEP_FILE}); nothing to report")
 

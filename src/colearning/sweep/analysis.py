@@ -52,32 +52,62 @@ def gain_over_independent(summary: list[dict[str, Any]], metric: str = ENSEMBLE,
     return out
 
 
-def optimal_beta(summary: list[dict[str, Any]], metric: str = ENSEMBLE,
-                 facets: Sequence[str] = ()) -> list[dict[str, Any]]:
-    """The optimal negative coupling per (facets, N): the grid's beta < 0 with the highest
-    mean ``metric`` over seeds (ties: the least negative). Fig. 3c's points.
+def selection_metric(metric: str, summary: list[dict[str, Any]]) -> str:
+    """The metric that selects: ``val/...`` for a ``test/...`` metric when the summary has
+    validation numbers, else the test metric itself (an optimistic choice)."""
+    val = metric.replace("test/", "val/", 1)
+    if val != metric and any(_finite(r.get(f"{val}:mean")) for r in summary):
+        return val
+    return metric
 
-    Each result: facets, ``N``, ``beta`` (beta*), ``beta_bar`` (beta* N), ``value`` (its
-    mean), ``std``, ``independent`` (mean at beta=0, None if absent) and ``gain``
-    (value - independent). Groups without a finished negative beta are left out.
+
+def _complete(row: dict[str, Any]) -> bool:
+    return row.get("n_finished", 0) == row.get("n_cells", 0) and row.get("n_cells", 0) > 0
+
+
+def optimal_beta(summary: list[dict[str, Any]], metric: str = ENSEMBLE,
+                 facets: Sequence[str] = (), *,
+                 allow_incomplete: bool = False) -> list[dict[str, Any]]:
+    """The optimal negative coupling per (facets, N): the grid's beta < 0 with the highest
+    mean accuracy over seeds (ties: the least negative). Fig. 3c's points.
+
+    The choice is made on the validation split when the runs hold one out (the summary has
+    ``val/...:mean``) and reported on the test set: ``value`` is the test ``metric`` at the
+    chosen beta, ``selected_on`` says which split chose. Without validation numbers the
+    choice is made on the test set itself, which flatters the optimum. A beta whose cells
+    did not all finish (diverged, failed, still running) is not eligible: its mean would
+    come from the seeds that survived. ``allow_incomplete=True`` lifts that rule.
+
+    Each result: facets, ``N``, ``beta`` (beta*), ``beta_bar`` (beta* N), ``value``, ``std``,
+    ``independent`` (test mean at beta=0, None if absent), ``gain`` (value - independent),
+    ``selected_on`` (``val`` or ``test``), ``n_finished`` / ``n_cells`` of the chosen beta
+    and ``excluded`` (the negative betas left out as incomplete). Groups without an
+    eligible negative beta are left out.
     """
+    chooser = selection_metric(metric, summary)
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for row in summary:
         groups.setdefault(_group_key(row, facets), []).append(row)
     out = []
     for key, rows in groups.items():
         negative = [r for r in rows if _finite(r["beta"]) and r["beta"] < 0
-                    and _finite(r.get(f"{metric}:mean"))]
-        if not negative:
+                    and _finite(r.get(f"{chooser}:mean")) and _finite(r.get(f"{metric}:mean"))]
+        excluded = [r["beta"] for r in rows if _finite(r["beta"]) and r["beta"] < 0
+                    and not allow_incomplete and not _complete(r)]
+        eligible = [r for r in negative if r["beta"] not in excluded]
+        if not eligible:
             continue
-        best = max(negative, key=lambda r: (r[f"{metric}:mean"], r["beta"]))
+        best = max(eligible, key=lambda r: (r[f"{chooser}:mean"], r["beta"]))
         zero = [r for r in rows if r["beta"] == 0 and _finite(r.get(f"{metric}:mean"))]
         independent = zero[0][f"{metric}:mean"] if zero else None
         out.append({**dict(zip(facets, key[:-1], strict=True)), "N": key[-1],
                     "beta": best["beta"], "beta_bar": best["beta"] * key[-1],
                     "value": best[f"{metric}:mean"], "std": best.get(f"{metric}:std"),
                     "independent": independent,
-                    "gain": None if independent is None else best[f"{metric}:mean"] - independent})
+                    "gain": None if independent is None else best[f"{metric}:mean"] - independent,
+                    "selected_on": chooser.split("/", 1)[0],
+                    "n_finished": best.get("n_finished"), "n_cells": best.get("n_cells"),
+                    "excluded": excluded})
     return out
 
 

@@ -81,7 +81,7 @@ def _pct(value: Any) -> float:
 
 def _series(rows: list[dict[str, Any]], metric: str, x: str = "beta",
             scale: float = 100.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    rows = sorted((r for r in rows if r.get("count")), key=lambda r: r[x])
+    rows = sorted((r for r in rows if r.get("n_finished")), key=lambda r: r[x])
     xs = np.array([r[x] for r in rows], dtype=float)
     mean = np.array([r.get(f"{metric}:mean", math.nan) for r in rows], dtype=float) * scale
     std = np.array([r.get(f"{metric}:std", math.nan) for r in rows], dtype=float) * scale
@@ -117,7 +117,7 @@ def _focus(ax: Any, rows: list[dict[str, Any]], metric: str, x: str, members: bo
     if len(grid) > 1:
         pad = 0.04 * (grid[-1] - grid[0])
         ax.set_xlim(grid[0] - pad, grid[-1] + pad)
-    done = [r for r in rows if r.get("count") and _finite(r.get(f"{metric}:mean"))]
+    done = [r for r in rows if r.get("n_finished") and _finite(r.get(f"{metric}:mean"))]
     if not done:
         return []
     median = float(np.median([r[f"{metric}:mean"] for r in done])) * 100
@@ -127,8 +127,8 @@ def _focus(ax: Any, rows: list[dict[str, Any]], metric: str, x: str, members: bo
         if 100 * r[f"{metric}:mean"] < median - OFF_SCALE_PP:
             off.append(r)
             notes.append(f"{r[x]:g}: ensemble {100 * r[f'{metric}:mean']:.1f}%"
-                         + (f" ({r['n_collapsed_cells']}/{r['count']} cells collapsed)"
-                            if r.get("n_collapsed_cells") else ""))
+                         + (f" ({r['n_collapsed']}/{r['n_finished']} cells collapsed)"
+                            if r.get("n_collapsed") else ""))
             continue
         for key in keys:
             mean, std = r.get(f"{key}:mean"), r.get(f"{key}:std")
@@ -142,8 +142,8 @@ def _focus(ax: Any, rows: list[dict[str, Any]], metric: str, x: str, members: bo
         for r in off:
             ax.plot(r[x], bottom, "v", color="tab:red", ms=9, clip_on=False, zorder=5)
     bottom = ax.get_ylim()[0]
-    for r in rows:
-        if (r.get("n_diverged") or r.get("n_failed")) and not r.get("count"):
+    for r in rows:  # failed cells are shown, not dropped: a red x wherever any failed
+        if r.get("n_diverged") or r.get("n_failed"):
             ax.plot(r[x], bottom, "x", color="tab:red", ms=8, mew=2, clip_on=False, zorder=5)
     return notes
 
@@ -156,7 +156,7 @@ def _note_unfinished(ax: Any, summary: list[dict[str, Any]], x: str = "beta",
                      off_scale: Sequence[str] = ()) -> None:
     """Say in the panel which couplings diverged/failed (red x) or fell off scale (red v)."""
     bad = [r for r in summary if r.get("n_diverged") or r.get("n_failed")]
-    if not any(r.get("count") for r in summary):
+    if not any(r.get("n_finished") for r in summary):
         ax.text(0.5, 0.5, "no finished cells yet", ha="center", va="center",
                 transform=ax.transAxes, color="0.4")
     label = "β" if x == "beta" else "β̄"
@@ -188,7 +188,7 @@ def accuracy_vs_coupling(summary: list[dict[str, Any]], facets: Sequence[str], m
     sizes = _sizes(summary)
     colors = _size_colors(sizes)
     fig, axes = _figure(len(groups))
-    seeds = max((r.get("count") or 0 for r in summary), default=0)
+    seeds = max((r.get("n_finished") or 0 for r in summary), default=0)
     for ax, values in zip(axes[0], groups, strict=True):
         for n in sizes:
             rows = _select(summary, facets, values, n)
@@ -198,7 +198,7 @@ def accuracy_vs_coupling(summary: list[dict[str, Any]], facets: Sequence[str], m
             label = f"ensemble, N={n}" if len(sizes) > 1 else "ensemble"
             ax.plot(xs, mean, "o-", color=colors[n], label=label, lw=1.8, ms=4)
             ax.fill_between(xs, mean - std, mean + std, color=colors[n], alpha=0.18, lw=0)
-            zero = [r for r in rows if r["beta"] == 0 and r.get("count")]
+            zero = [r for r in rows if r["beta"] == 0 and r.get("n_finished")]
             if zero:
                 ax.axhline(100 * zero[0][f"{metric}:mean"], color=colors[n], ls=":", lw=1.2,
                            label="ensemble at β=0" if len(sizes) == 1 else None)
@@ -436,18 +436,20 @@ def _fmt(value: Any, spec: str = "{:.3g}") -> str:
 def summary_table(summary: list[dict[str, Any]], facets: Sequence[str]) -> Table:
     gains = analysis.gain_over_independent(summary, analysis.ENSEMBLE, facets)
     header = [k.split(".")[-1] for k in facets] + [
-        "N", "β", "β̄ = βN", "seeds", "ensemble (mean) %", "geometric %", "vote %",
-        "members %", "gain over β=0 (pp)", "JS (nats)", "collapsed cells", "diverged/failed"]
+        "N", "β", "β̄ = βN", "finished / cells", "ensemble (mean) %", "geometric %",
+        "vote %", "members %", "gain over β=0 (pp)", "JS (nats)", "collapsed cells",
+        "diverged/failed"]
     rows = []
     for row, gain in zip(summary, gains, strict=True):
         rows.append([*(row.get(k) for k in facets), row["N"], _fmt(row["beta"]),
-                     _fmt(row["beta_bar"]), row["count"],
+                     _fmt(row["beta_bar"]), f"{row['n_finished']} / {row['n_cells']}",
                      *(_fmt_pct(row.get(f"{m}:mean"), row.get(f"{m}:std"))
                        for m in (*analysis.COMBINER_METRICS.values(), MEMBERS)),
                      _fmt(None if gain["gain"] is None else 100 * gain["gain"], "{:+.2f}"),
                      _fmt(row.get(f"{JS}:mean"), "{:.4f}"),
-                     row["n_collapsed_cells"], f"{row['n_diverged']}/{row['n_failed']}"])
-    return Table("Final-epoch results per (N, β): mean ± std over seeds (finished cells)",
+                     row["n_collapsed"], f"{row['n_diverged']}/{row['n_failed']}"])
+    return Table("Final-epoch results per (N, β): mean ± std over seeds of the finished "
+                 "cells; a group with fewer finished than cells averages the survivors only",
                  header, rows)
 
 
@@ -477,8 +479,12 @@ def problem_table(rows: list[dict[str, Any]]) -> Table | None:
 
 
 # ------------------------------------------------------------------------- the page
-def build_sweep_report(path: str | Path, out: str | Path | None = None) -> Path:
-    """Write ``out``/report.html (default ``path``/report) with every figure as a PNG."""
+def build_sweep_report(path: str | Path, out: str | Path | None = None, *,
+                       allow_incomplete: bool = False) -> Path:
+    """Write ``out``/report.html (default ``path``/report) with every figure as a PNG.
+
+    ``allow_incomplete``: let a coupling whose cells did not all finish be the optimal one.
+    """
     path = Path(path)
     out = Path(out) if out is not None else path / "report"
     out.mkdir(parents=True, exist_ok=True)
@@ -490,7 +496,7 @@ def build_sweep_report(path: str | Path, out: str | Path | None = None) -> Path:
     epochs = epoch_rows(path)
     sizes = _sizes(rows)
     sections = [_status_section(spec.name, rows, path)]
-    if not any(r["count"] for r in summary):
+    if not any(r["n_finished"] for r in summary):
         sections.append(Section("Results", warning="no cell has finished yet"))
         return _write(out, spec.name, sections)
 
@@ -506,7 +512,7 @@ def build_sweep_report(path: str | Path, out: str | Path | None = None) -> Path:
              "member probabilities); dashed: individual networks averaged over members; "
              "bands: ± one std over seeds; dotted: the β=0 ensemble.",
         tables=[summary_table(summary, facets)]))
-    sections.append(_scaling_section(summary, facets, sizes, out))
+    sections.append(_scaling_section(summary, facets, sizes, out, allow_incomplete))
     sections.append(_epochs_section(epochs, facets, out))
     sections.append(_combiners_section(rows, summary, facets, out))
     return _write(out, spec.name, sections)
@@ -535,16 +541,28 @@ def _status_section(name: str, rows: list[dict[str, Any]], path: Path) -> Sectio
 
 
 def _scaling_section(summary: list[dict[str, Any]], facets: Sequence[str],
-                     sizes: list[int], out: Path) -> Section:
-    best = analysis.optimal_beta(summary, analysis.ENSEMBLE, facets)
+                     sizes: list[int], out: Path, allow_incomplete: bool = False) -> Section:
+    best = analysis.optimal_beta(summary, analysis.ENSEMBLE, facets,
+                                 allow_incomplete=allow_incomplete)
+    chooser = analysis.selection_metric(analysis.ENSEMBLE, summary)
     header = [k.split(".")[-1] for k in facets] + [
-        "N", "β*", "β̄* = β*N", "ensemble at β* %", "ensemble at β=0 %", "gain (pp)"]
-    table = Table("Optimal negative coupling β* per N: the grid's β<0 with the best mean "
-                  "final ensemble accuracy", header,
+        "N", "β*", "β̄* = β*N", "finished / cells at β*", "test ensemble at β* %",
+        "test ensemble at β=0 %", "gain (pp)", "β<0 left out (incomplete)"]
+    how = ("chosen on the validation split (data.val_size), test accuracy reported at that "
+           "choice" if chooser.startswith("val/") else
+           "chosen on the TEST set (the runs hold out no validation split, so the optimum is "
+           "flattered; set data.val_size)")
+    rule = ("couplings whose cells did not all finish were allowed (--allow-incomplete)"
+            if allow_incomplete else "couplings whose cells did not all finish are not "
+            "eligible (--allow-incomplete lifts this)")
+    table = Table(f"Optimal negative coupling β* per N: the grid's β<0 with the best mean "
+                  f"final ensemble accuracy, {how}; {rule}", header,
                   [[*(b.get(k) for k in facets), b["N"], _fmt(b["beta"]),
-                    _fmt(b["beta_bar"]), _fmt_pct(b["value"], b["std"]),
+                    _fmt(b["beta_bar"]), f"{b['n_finished']} / {b['n_cells']}",
+                    _fmt_pct(b["value"], b["std"]),
                     _fmt_pct(b["independent"], None),
-                    _fmt(None if b["gain"] is None else 100 * b["gain"], "{:+.2f}")]
+                    _fmt(None if b["gain"] is None else 100 * b["gain"], "{:+.2f}"),
+                    ", ".join(f"{x:g}" for x in b["excluded"]) or "-"]
                    for b in best])
     if len(sizes) < 2:
         return Section("Optimal coupling vs N (Fig. 3c, 3d)", tables=[table],

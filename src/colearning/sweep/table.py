@@ -7,11 +7,19 @@
 Columns of a cell row: ``cell``, ``status`` (finished, diverged, interrupted, failed,
 started, pending), ``error``, the grid keys (dotted, e.g. ``loss.kl_reduction``), the
 coupling as ``N``, ``beta`` and ``beta_bar`` (= beta * N, whichever of the two the config
-set), ``seed``, and the final-epoch metrics (``test/...``; ``test/member_accuracy_mean`` is
-the mean over members, ``n_collapsed`` the number of collapsed members). The summary groups
-finished cells by the other grid keys plus (N, beta) and gives ``METRIC:mean``,
-``METRIC:std`` (sample std, ddof=1; empty for one seed) and ``count``. CSV is always
-written; Parquet too when pyarrow is installed (``pip install colearning[parquet]``).
+set), ``seed``, the final-epoch metrics (``test/...``, and ``val/ensemble_accuracy_mean``
+when the runs hold out a validation split; ``test/member_accuracy_mean`` is the mean over
+members, ``n_collapsed`` the number of collapsed members) and the best epoch: chosen on the
+validation split when there is one (``best/selected_on`` = ``val``), else on the test set
+(``test``, an optimistic choice), with the test accuracy at that epoch.
+
+The summary groups cells by the other grid keys plus (N, beta). It says how complete each
+group is (``n_cells``, ``n_finished``, ``n_diverged``, ``n_failed``, and ``n_collapsed``,
+the finished cells with a collapsed member) and gives ``METRIC:mean`` and ``METRIC:std``
+(sample std, ddof=1; empty for one seed) over the finished cells; a group whose cells did
+not all finish is marked by ``n_finished < n_cells`` and is not eligible as the optimal
+coupling (see :func:`colearning.sweep.analysis.optimal_beta`). CSV is always written;
+Parquet too when pyarrow is installed (``pip install colearning[parquet]``).
 """
 
 from __future__ import annotations
@@ -38,9 +46,13 @@ METRICS = (
     "test/js_mean",
     "test/disagreement",
     "test/ensemble_nll",
+    "val/ensemble_accuracy_mean",
+    "val/ensemble_accuracy_geometric",
+    "val/ensemble_accuracy_vote",
     "n_collapsed",
 )
 EPOCH_METRICS = (
+    "val/ensemble_accuracy_mean",
     "test/ensemble_accuracy_mean",
     "test/ensemble_accuracy_geometric",
     "test/ensemble_accuracy_vote",
@@ -48,6 +60,7 @@ EPOCH_METRICS = (
     "test/js_mean",
 )
 RESULTS, SUMMARY, EPOCHS = "results", "summary", "epochs"
+TEST, VAL = "test/ensemble_accuracy_mean", "val/ensemble_accuracy_mean"
 
 
 def _get(config: dict[str, Any], dotted: str) -> Any:
@@ -75,7 +88,7 @@ def coupling(config: dict[str, Any]) -> tuple[int, float | None, float | None]:
 
 
 def _final_metrics(record: dict[str, Any]) -> dict[str, Any]:
-    out = {key: record.get(key) for key in METRICS if key.startswith("test/") and key in record}
+    out = {key: record.get(key) for key in METRICS if key in record and "/" in key}
     members = [a for a in record.get("test/member_accuracy") or [] if a is not None]
     if members:
         out["test/member_accuracy_mean"] = sum(members) / len(members)
@@ -113,15 +126,29 @@ def cell_rows(sweep_dir: str | Path) -> list[dict[str, Any]]:
         row["wall_seconds"] = summary.get("wall_seconds")
         final = _final_metrics(records[-1]) if records else {}
         row.update({key: final.get(key) for key in METRICS})
-        if records:
-            accs = [r.get("test/ensemble_accuracy_mean") or 0.0 for r in records]
-            best = max(range(len(accs)), key=accs.__getitem__)
-            row["best/ensemble_accuracy_mean"] = accs[best]
-            row["best/epoch"] = best + 1
-        else:
-            row["best/ensemble_accuracy_mean"] = row["best/epoch"] = None
+        row.update(best_epoch(records))
         rows.append(row)
     return rows
+
+
+def best_epoch(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """The best epoch of one run: on validation accuracy when the run has a validation
+    split, else on test accuracy (an optimistic choice, said in ``best/selected_on``), with
+    the test accuracy at that epoch. Ties go to the earliest epoch."""
+    selected_on = "val" if any(VAL in r for r in records) else "test"
+    if not records:
+        return {"best/epoch": None, "best/ensemble_accuracy_mean": None,
+                "best/val_ensemble_accuracy_mean": None, "best/selected_on": None}
+    scores = [_number(r.get(f"{selected_on}/ensemble_accuracy_mean")) for r in records]
+    best = max(range(len(scores)), key=lambda k: (scores[k], -k))
+    return {"best/epoch": records[best]["epoch"],
+            "best/ensemble_accuracy_mean": records[best].get(TEST),
+            "best/val_ensemble_accuracy_mean": records[best].get(VAL),
+            "best/selected_on": selected_on}
+
+
+def _number(value: Any) -> float:
+    return value if isinstance(value, (int, float)) and math.isfinite(value) else -math.inf
 
 
 def epoch_rows(sweep_dir: str | Path) -> list[dict[str, Any]]:
@@ -148,7 +175,7 @@ def facet_keys(rows: list[dict[str, Any]]) -> list[str]:
         return []
     fixed = {"cell", "status", "error", "N", "beta", "beta_bar", "seed", "epochs_completed",
              "wall_seconds", *METRICS, "best/ensemble_accuracy_mean", "best/epoch",
-             *CONFIG_COLUMNS}
+             "best/val_ensemble_accuracy_mean", "best/selected_on", *CONFIG_COLUMNS}
     keys = [k for k in rows[0] if k not in fixed]
     # a config column varied by the grid is a facet too
     keys += [k for k in CONFIG_COLUMNS if len({r.get(k) for r in rows}) > 1]
@@ -164,7 +191,8 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 
 def summarize(rows: list[dict[str, Any]], facets: list[str] | None = None,
               metrics: Iterable[str] = METRICS) -> list[dict[str, Any]]:
-    """Mean, std (ddof=1) and count over seeds of finished cells, per (facets..., N, beta).
+    """Per (facets..., N, beta): how many cells there are, finished, diverged, failed and
+    collapsed, and the mean and std (ddof=1) over seeds of the finished cells.
 
     Groups keep the order in which they first appear in ``rows``.
     """
@@ -179,11 +207,13 @@ def summarize(rows: list[dict[str, Any]], facets: list[str] | None = None,
         done = [r for r in members if r["status"] == "finished"]
         line: dict[str, Any] = dict(zip(facets, key[:-2], strict=True))
         line.update({"N": key[-2], "beta": key[-1], "beta_bar": members[0]["beta_bar"],
-                     "count": len(done), "n_cells": len(members),
+                     "n_cells": len(members), "n_finished": len(done),
                      "n_diverged": sum(r["status"] == "diverged" for r in members),
                      "n_failed": sum(r["status"] == "failed" for r in members),
-                     "n_collapsed_cells": sum(bool(r.get("n_collapsed")) for r in done)})
+                     "n_collapsed": sum(bool(r.get("n_collapsed")) for r in done)})
         for metric in metrics:
+            if metric == "n_collapsed":  # a count per cell; the group's count is above
+                continue
             values = [float(r[metric]) for r in done if r.get(metric) is not None]
             mean, std = _mean_std(values) if values else (math.nan, math.nan)
             line[f"{metric}:mean"], line[f"{metric}:std"] = mean, std
