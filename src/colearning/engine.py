@@ -91,10 +91,38 @@ class Ensemble(nn.Module):
         super().__init__()
         if not isinstance(n_members, int) or n_members < 1:
             raise ConfigError(f"n_members must be an integer >= 1, got {n_members!r}")
+        members = [self._build(factory, seed, first_index + i) for i in range(n_members)]
+        self._stack(members, strategy)
+
+    @classmethod
+    def from_members(cls, modules: list[nn.Module], strategy: str = "auto") -> Ensemble:
+        """An ensemble holding copies of ``modules`` (same architecture) as its members.
+
+        The inverse of :meth:`members`; also how a pack of sweep cells stacks the members
+        that each cell built from its own seed into one engine.
+
+        >>> ens = Ensemble(lambda: nn.Linear(4, 3), n_members=2, seed=0)
+        >>> again = Ensemble.from_members(ens.members())
+        >>> torch.equal(again(torch.ones(1, 4)), ens(torch.ones(1, 4)))
+        True
+        """
+        modules = list(modules)
+        if not modules or not all(isinstance(m, nn.Module) for m in modules):
+            raise ConfigError("from_members needs a non-empty list of nn.Module members")
+        names = [sorted(n for n, _ in m.state_dict().items()) for m in modules]
+        if any(n != names[0] for n in names):
+            raise ConfigError("from_members needs members of one architecture (their "
+                              "parameter names differ)")
+        ensemble = cls.__new__(cls)
+        nn.Module.__init__(ensemble)
+        ensemble._stack(modules, strategy)
+        return ensemble
+
+    def _stack(self, members: list[nn.Module], strategy: str) -> None:
+        """Stack the members' parameters and buffers into [N, ...] storage (the constructor)."""
         if strategy not in STRATEGIES:
             raise ConfigError(f"unknown strategy {strategy!r}; valid: {', '.join(STRATEGIES)}")
-        members = [self._build(factory, seed, first_index + i) for i in range(n_members)]
-        self.n_members = n_members
+        self.n_members = len(members)
         self.strategy = strategy
         # The template holds the architecture only; its own tensors are never used, so it
         # lives on the meta device and is kept out of the module tree (a list hides it).
@@ -156,6 +184,18 @@ class Ensemble(nn.Module):
         state.update({name: t[index] for name, t in self.stacked_buffers().items()})
         return state
 
+    def members(self) -> list[nn.Module]:
+        """Every member as an ordinary standalone nn.Module (copies); see :meth:`member`."""
+        return [self.member(i) for i in range(self.n_members)]
+
+    def extra_repr(self) -> str:
+        strategy = self.strategy
+        if strategy == "auto":
+            strategy = f"auto -> {self.resolved_strategy()}"
+        return (f"n_members={self.n_members}, member={type(self.template).__name__} "
+                f"({sum(p[0].numel() for p in self.parameters())} parameters), "
+                f"strategy={strategy}")
+
     def member(self, index: int) -> nn.Module:
         """Member ``index`` as an ordinary standalone nn.Module (a copy, same device/dtype)."""
         state = self.member_state(index)
@@ -212,22 +252,39 @@ class Ensemble(nn.Module):
             return tensor.device
         return torch.device("cpu")
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits [N, B, C] of every member on one shared batch x [B, ...]."""
+    def forward(self, x: torch.Tensor, member_inputs: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits [N, B, C]: every member on one shared batch x [B, ...], or, with
+        ``member_inputs`` (a LongTensor [N]), member i on its own batch x[member_inputs[i]]
+        of x [K, B, ...] (the members of a pack of sweep cells, each cell on its own data).
+
+        A ``member_inputs`` on the CPU lets the grouped strategy plan its first layer without
+        reading the tensor back from an accelerator.
+        """
+        inputs = None
+        if member_inputs is not None:
+            if member_inputs.shape != (self.n_members,) or member_inputs.dtype != torch.long:
+                raise ConfigError(f"member_inputs must be a LongTensor [{self.n_members}] (one "
+                                  f"batch index per member), got {member_inputs.dtype} "
+                                  f"{list(member_inputs.shape)}")
+            if x.dim() < 2:
+                raise ConfigError(f"with member_inputs, x must be [K, B, ...], got {list(x.shape)}")
+            inputs = member_inputs
         strategy = self.resolved_strategy(x.device)
         if strategy == "loop":
-            return self._forward_loop(x)
+            return self._forward_loop(x, inputs)
         if strategy == "vmap":
-            return self._forward_vmap(x)
+            return self._forward_vmap(x, inputs)
         if self._chain is None:
             raise ConfigError(f"strategy 'grouped' cannot run this member: "
                               f"{self.grouped_problem}; use 'loop' or 'vmap'")
-        return self._forward_grouped(x)
+        return self._forward_grouped(x, inputs)
 
-    def _forward_loop(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() == 4 and x.device.type == "cpu":
+    def _forward_loop(self, x: torch.Tensor, inputs: torch.Tensor | None) -> torch.Tensor:
+        batches = [x] if inputs is None else list(x.unbind(0))
+        if x.dim() - (inputs is not None) == 4 and x.device.type == "cpu":
             # oneDNN convolutions on CPU run ~1.3x faster on channels-last inputs (bench).
-            x = x.contiguous(memory_format=torch.channels_last)
+            batches = [b.contiguous(memory_format=torch.channels_last) for b in batches]
+        index = [0] * self.n_members if inputs is None else inputs.tolist()
         # unbind (not p[i]) so the backward is one stack per parameter, not N scatters.
         params = {name: p.unbind(0) for name, p in self.stacked_parameters().items()}
         buffers = self.stacked_buffers()
@@ -235,26 +292,27 @@ class Ensemble(nn.Module):
         for i in range(self.n_members):
             state = {name: views[i] for name, views in params.items()}
             state.update({name: b[i] for name, b in buffers.items()})
-            outputs.append(functional_call(self.template, state, (x,)))
+            outputs.append(functional_call(self.template, state, (batches[index[i]],)))
         return torch.stack(outputs)
 
-    def _forward_grouped(self, x: torch.Tensor) -> torch.Tensor:
+    def _forward_grouped(self, x: torch.Tensor, inputs: torch.Tensor | None) -> torch.Tensor:
         assert self._plan is not None
-        if x.dim() == 4 and x.device.type == "cpu":
-            x = x.contiguous(memory_format=torch.channels_last)  # as in _forward_loop
-        sizes = _chunk_sizes(self.n_members, self._members_per_chunk(x))
+        values = (0,) * self.n_members if inputs is None else tuple(inputs.tolist())
+        if inputs is None:
+            x = x.unsqueeze(0)  # one input, shared by every member: K = 1
+        sizes = _chunk_sizes(self.n_members, self._members_per_chunk(x[0]))
         params, buffers = self.stacked_parameters(), self.stacked_buffers()
         if len(sizes) == 1:
-            return _forward_grouped(self._plan, params, buffers, x, self.n_members,
-                                    self.training)
+            return _forward_grouped(self._plan, params, buffers, x, values, self.training)
         param_chunks = {name: _SplitMembers.apply(p, sizes) for name, p in params.items()}
         buffer_chunks = {name: b.split(sizes) for name, b in buffers.items()}
-        outputs = []
+        outputs, start = [], 0
         for k, size in enumerate(sizes):
             chunk_params = {name: chunks[k] for name, chunks in param_chunks.items()}
             chunk_buffers = {name: chunks[k] for name, chunks in buffer_chunks.items()}
-            outputs.append(_forward_grouped(self._plan, chunk_params, chunk_buffers, x, size,
-                                            self.training))
+            outputs.append(_forward_grouped(self._plan, chunk_params, chunk_buffers, x,
+                                            values[start:start + size], self.training))
+            start += size
         return torch.cat(outputs)
 
     def _members_per_chunk(self, x: torch.Tensor) -> int:
@@ -272,11 +330,13 @@ class Ensemble(nn.Module):
             per_chunk = min(per_chunk, CPU_GROUP_CHANNELS // min(widths))
         return max(1, min(self.n_members, per_chunk))
 
-    def _forward_vmap(self, x: torch.Tensor) -> torch.Tensor:
+    def _forward_vmap(self, x: torch.Tensor, inputs: torch.Tensor | None) -> torch.Tensor:
         def run(params: dict, buffers: dict, batch: torch.Tensor) -> torch.Tensor:
             return functional_call(self.template, (params, buffers), (batch,))
 
-        return vmap(run, in_dims=(0, 0, None), randomness="different")(
+        if inputs is not None:
+            x = x.index_select(0, inputs.to(x.device))  # [N, B, ...]
+        return vmap(run, in_dims=(0, 0, None if inputs is None else 0), randomness="different")(
             self.stacked_parameters(), self.stacked_buffers(), x
         )
 
@@ -434,21 +494,28 @@ def _forward_grouped(
     params: dict[str, torch.Tensor],
     buffers: dict[str, torch.Tensor],
     x: torch.Tensor,
-    n: int,
+    inputs: tuple[int, ...],
     training: bool,
 ) -> torch.Tensor:
     """Run n members (stacked params/buffers [n, ...]) as one wide network; returns [n, B, C].
 
-    The activation is carried in one of four layouts: ``shared`` (the input, [B, ...],
-    identical for all members), ``channels`` ([B, n*C, H, W], member-major channels),
-    ``points`` ([n, B, C], a [B, n*C, 1, 1] map kept as features) or ``features``
-    ([n, B, F]).
+    x [K, B, ...] holds the batches; member m reads x[inputs[m]] (n = len(inputs)). The
+    activation is carried in one of four layouts: ``inputs`` (before the first weight
+    layer: [K', B, ...] batches, member m reading batch m // r, see :func:`_input_blocks`),
+    ``channels`` ([B, n*C, H, W], member-major channels), ``points`` ([n, B, C], a
+    [B, n*C, 1, 1] map kept as features) or ``features`` ([n, B, F]).
     """
-    layout = "shared"
+    n = len(inputs)
+    x, r = _input_blocks(x, inputs)
+    layout = "inputs"
     for name, layer in chain:
         if layout == "points" and not isinstance(layer, _POINTWISE):
             x = x.transpose(0, 1).reshape(x.shape[1], -1, 1, 1)  # [B, n*C, 1, 1]
             layout = "channels"
+        if layout == "inputs" and training and isinstance(layer, (nn.Dropout, nn.Dropout2d)):
+            # Dropout on an input that members share would draw one mask for all of them:
+            # give each member its own copy, so each draws its own (as loop and vmap do).
+            x, r = x.repeat_interleave(r, dim=0), 1
         if isinstance(layer, nn.Conv2d):
             weight = params[f"{name}.weight"]  # [n, O, I/g, k, k]
             bias = params.get(f"{name}.bias")
@@ -464,22 +531,33 @@ def _forward_grouped(
             out_channels = weight.shape[1]
             weight = weight.reshape(n * out_channels, *weight.shape[2:])
             bias = None if bias is None else bias.reshape(-1)
-            if layout == "shared" and layer.groups > 1:
-                # Member-major output channels of a grouped first convolution need the input
-                # groups in member-major order too: give every member its own copy.
-                x, layout = x.repeat(1, n, 1, 1), "channels"
-            groups = layer.groups if layout == "shared" else layer.groups * n
+            if layout == "inputs":
+                if layer.groups > 1 and r > 1:
+                    # Member-major output channels of a grouped first convolution need the
+                    # input groups in member-major order too: one copy per member.
+                    x, r = x.repeat_interleave(r, dim=0), 1
+                # [K', B, C, H, W] -> [B, K'*C, H, W]: group k of the convolution is batch
+                # k's r members (one wide convolution when all members share one batch).
+                groups = layer.groups * x.shape[0]
+                x = x[0] if x.shape[0] == 1 else x.transpose(0, 1).flatten(1, 2)
+                if x.device.type == "cpu":  # oneDNN: ~1.3x faster channels-last (bench)
+                    x = x.contiguous(memory_format=torch.channels_last)
+            else:
+                groups = layer.groups * n
             x = F.conv2d(x, weight, bias, layer.stride, layer.padding, layer.dilation, groups)
             layout = "channels"
         elif isinstance(layer, nn.Linear):
             weight = params[f"{name}.weight"]  # [n, O, I]
             bias = params.get(f"{name}.bias")  # [n, O]
-            if layout == "shared":
-                if x.dim() != 2:
-                    raise ConfigError(f"linear layer {name} gets a {x.dim()}-d input; the grouped "
-                                      "strategy needs nn.Flatten before it (or use 'loop')")
-                out = x @ weight.reshape(-1, weight.shape[2]).t()  # [B, n*O]
-                x = out.reshape(x.shape[0], n, -1).transpose(0, 1)
+            if layout == "inputs":
+                if x.dim() != 3:
+                    raise ConfigError(f"linear layer {name} gets a {x.dim() - 1}-d input; the "
+                                      "grouped strategy needs nn.Flatten before it (or use "
+                                      "'loop')")
+                # batch k's r members as one matmul: [K', B, I] @ [K', I, r*O]
+                blocks = weight.reshape(x.shape[0], r * weight.shape[1], weight.shape[2])
+                out = torch.bmm(x, blocks.transpose(1, 2))  # [K', B, r*O]
+                x = out.reshape(x.shape[0], x.shape[1], r, -1).transpose(1, 2).flatten(0, 1)
                 x = x if bias is None else x + bias.unsqueeze(1)
             else:
                 if layout == "channels":
@@ -487,6 +565,9 @@ def _forward_grouped(
                 x = _batched_linear(x, weight, bias)
             layout = "features"
         elif isinstance(layer, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            if layout == "inputs":
+                raise ConfigError(f"BatchNorm {name} before any parameterized layer is not "
+                                  "supported")
             # On a 1x1 map BatchNorm2d's statistics over (B, H, W) are those over B.
             points = layout == "points"
             x, layout = _grouped_batch_norm(layer, name, params, buffers, x, n,
@@ -496,29 +577,36 @@ def _forward_grouped(
             if layout in ("channels", "points"):
                 x = _to_features(x, n, layout)
                 layout = "features"
-            elif layout == "shared":
-                x = x.flatten(1)
+            elif layout == "inputs":
+                x = x.flatten(2)
         else:  # elementwise / per-channel layers act the same on every layout
             if layout == "features" and isinstance(layer, (nn.MaxPool2d, nn.AvgPool2d)):
                 raise ConfigError(f"pooling layer {name} after Flatten is not supported")
-            if layout == "shared" and training and isinstance(layer, (nn.Dropout, nn.Dropout2d)):
-                # Dropout on the shared input would draw one mask for all members: give each
-                # member its own copy first, so each draws its own (as loop and vmap do).
-                x, layout = _per_member_input(x, n, name)
-            x = layer(x)
-    if layout == "shared":
+            batches = layout == "inputs"  # [K', B, ...] as one batch of K' * B
+            out = layer(x.flatten(0, 1) if batches else x)
+            x = out.unflatten(0, x.shape[:2]) if batches else out
+    if layout == "inputs":
         raise ConfigError("the member has no parameterized layer; nothing to ensemble")
     return _to_features(x, n, layout)
 
 
-def _per_member_input(x: torch.Tensor, n: int, name: str) -> tuple[torch.Tensor, str]:
-    """The shared input [B, ...] as n members' copies: [B, n*C, H, W] or [n, B, F]."""
-    if x.dim() == 4:
-        return x.repeat(1, n, 1, 1), "channels"
-    if x.dim() == 2:
-        return x.unsqueeze(0).expand(n, -1, -1), "features"
-    raise ConfigError(f"dropout {name} on a {x.dim()}-d input is not supported by the grouped "
-                      "strategy; use 'loop' or 'vmap'")
+def _input_blocks(x: torch.Tensor, inputs: tuple[int, ...]) -> tuple[torch.Tensor, int]:
+    """The batches members read, as ([K', B, ...], r): member m reads batch m // r.
+
+    All members on one batch (a plain ensemble): K' = 1, r = n. Runs of r members on one
+    batch each (a pack of equal-sized cells): one batch per run. Anything else: one batch
+    per member (r = 1).
+    """
+    n = len(inputs)
+    runs = [inputs[m] for m in range(n) if m == 0 or inputs[m] != inputs[m - 1]]
+    r = n // len(runs)
+    if r * len(runs) == n and all(inputs[m] == runs[m // r] for m in range(n)):
+        selected = runs
+    else:
+        selected, r = list(inputs), 1
+    if selected == list(range(x.shape[0])):
+        return x, r
+    return x.index_select(0, torch.tensor(selected, device=x.device)), r
 
 
 def _batched_linear(

@@ -23,7 +23,8 @@ KL_REDUCTIONS = ("batchmean", "mean")
 
 
 class CoupledLoss(NamedTuple):
-    """Per-member loss parts, each a tensor [N]: ``total = task + coupling``."""
+    """Per-member loss parts, each a tensor [N] ([K, N] for a pack): ``total = task +
+    coupling``."""
 
     total: torch.Tensor
     task: torch.Tensor
@@ -81,7 +82,16 @@ def _coupling_weights(
     device: torch.device,
     dtype: torch.dtype,
 ) -> torch.Tensor:
-    """Rows of the coupling matrix for the trained members, [N, M] (M = N + frozen peers)."""
+    """Coupling rows of the trained members: [N, M] (M = N + frozen peers), or [K, N, N]
+    for a pack of K ensembles given a [K, N, N] beta."""
+    if isinstance(beta, torch.Tensor) and beta.dim() == 3:
+        if beta.shape[1:] != (n_members, n_members) or n_peers != n_members:
+            raise ConfigError(f"a pack's beta must be [K, {n_members}, {n_members}], got "
+                              f"{list(beta.shape)}")
+        beta = beta.to(device=device, dtype=dtype)
+        if beta.device.type == "cpu" and not torch.isfinite(beta).all():
+            raise ConfigError("beta contains NaN or inf; give finite couplings")
+        return beta * (1 - torch.eye(n_members, dtype=dtype, device=device))
     if beta is not None and not isinstance(beta, (int, float)):
         beta = torch.as_tensor(beta, dtype=dtype)
         if beta.dim() == 2 and beta.shape == (n_members, n_peers) and n_peers > n_members:
@@ -90,24 +100,32 @@ def _coupling_weights(
     return beta_matrix(beta, n_peers, beta_bar=beta_bar, device=device, dtype=dtype)[:n_members]
 
 
-def _target_distribution(target: torch.Tensor, batch: int, classes: int,
+def _target_distribution(target: torch.Tensor, logits: torch.Tensor,
                          dtype: torch.dtype) -> torch.Tensor:
-    """Label distribution q [B, C] from class indices [B] or probabilities [B, C]."""
-    if target.dim() == 1:
-        if target.shape[0] != batch:
-            raise ConfigError(f"target has {target.shape[0]} labels for a batch of {batch}")
-        if target.dtype.is_floating_point:
-            raise ConfigError("class-index targets must be integers; soft targets must be [B, C]")
-        return F.one_hot(target.long(), classes).to(dtype)
-    if target.shape != (batch, classes):
-        raise ConfigError(
-            f"soft target must have shape [B, C] = [{batch}, {classes}], got {list(target.shape)}"
-        )
-    return target.to(dtype)
+    """Label distribution q broadcastable to logits [..., N, B, C].
+
+    Class indices [..., B] (shared by the members of an ensemble) or [..., N, B] (one batch
+    per member), or probabilities [..., B, C] / [..., N, B, C].
+    """
+    *lead, n, batch, classes = logits.shape
+    if target.dtype.is_floating_point:
+        per_member = target.dim() == logits.dim()
+        q = target.to(dtype)
+        trailing, what = (batch, classes), f"[..., B, C] = [..., {batch}, {classes}]"
+    else:
+        per_member = target.dim() == logits.dim() - 1
+        q = F.one_hot(target.long(), classes).to(dtype) if target.dim() else None
+        trailing, what = (batch,), f"[..., B] = [..., {batch}] class indices"
+    shape = tuple(target.shape)
+    expected = (*lead, n, *trailing) if per_member else (*lead, *trailing)
+    if q is None or shape != expected[len(expected) - len(shape):]:
+        raise ConfigError(f"target must be {what} (or one per member, [..., N, ...]) for "
+                          f"logits {list(logits.shape)}, got {target.dtype} {list(shape)}")
+    return q if per_member else q.unsqueeze(-3)
 
 
-# Peers per chunk of the pairwise KL: one [N, peers, B] float64 block stays near this many
-# elements (64 MB).
+# Peers per chunk of the pairwise KL: one [..., B, N, chunk] float64 block stays near this
+# many elements (64 MB).
 _KL_CHUNK_ELEMENTS = 2**23
 
 
@@ -117,26 +135,28 @@ def _accumulation_dtype(dtype: torch.dtype, device: torch.device) -> torch.dtype
 
 
 def pairwise_kl(log_p: torch.Tensor, peer_log_p: torch.Tensor) -> torch.Tensor:
-    """Per-sample KL(p_j || p_i) [N, M, B] from log-probabilities [N, B, C] and [M, B, C].
+    """Per-sample KL(p_j || p_i) [..., N, M, B] from log-probabilities [..., N, B, C] and
+    [..., M, B, C] (any leading dims, e.g. K ensembles of a pack).
 
     KL = sum_c p_j (log p_j - log p_i) per sample, as the negative entropy of p_j minus the
     cross term sum_c p_j log p_i (a batched matmul over the samples). When p_i ~= p_j the
     two terms nearly cancel, so pass float64 log-probabilities (:func:`coupled_loss` does):
     the rounding left is ~1e-16 nats, far below any KL that matters. A per-sample KL that
-    rounding still makes negative is clamped at 0. Peers go in chunks of a bounded
-    [B, N, chunk] block.
+    rounding still makes negative is clamped at 0. Peers go in chunks of a bounded block.
     """
-    n, batch, _ = log_p.shape
-    chunk = max(1, _KL_CHUNK_ELEMENTS // max(1, n * batch))
-    by_sample = log_p.transpose(0, 1).contiguous()  # [B, N, C]; contiguous: one BLAS call
+    *_, n, batch, _ = log_p.shape
+    chunk = max(1, _KL_CHUNK_ELEMENTS // max(1, n * batch * max(1, log_p[..., 0, 0, 0].numel())))
+    by_sample = log_p.transpose(-3, -2).contiguous()  # [..., B, N, C]; contiguous: one BLAS call
     out = []
-    for start in range(0, peer_log_p.shape[0], chunk):
-        peers = peer_log_p[start:start + chunk]  # [m, B, C]
+    for start in range(0, peer_log_p.shape[-3], chunk):
+        peers = peer_log_p[..., start:start + chunk, :, :]  # [..., m, B, C]
         p_j = peers.exp()
-        neg_entropy = (p_j * peers).sum(-1).t()  # [B, m]
-        cross = torch.bmm(by_sample, p_j.permute(1, 2, 0).contiguous())  # [B, N, m]
-        out.append((neg_entropy.unsqueeze(1) - cross).clamp_min(0.0))
-    return torch.cat(out, dim=2).permute(1, 2, 0)
+        neg_entropy = (p_j * peers).sum(-1).transpose(-1, -2)  # [..., B, m]
+        cross = torch.matmul(by_sample, p_j.permute(*range(p_j.dim() - 3), -2, -1, -3)
+                             .contiguous())  # [..., B, N, m]
+        out.append((neg_entropy.unsqueeze(-2) - cross).clamp_min(0.0))
+    kl = torch.cat(out, dim=-1)  # [..., B, N, M]
+    return kl.permute(*range(kl.dim() - 3), -2, -1, -3)
 
 
 def coupled_loss(
@@ -152,10 +172,15 @@ def coupled_loss(
     """Co-learning loss from member logits [N, B, C]; returns :class:`CoupledLoss` of [N] tensors.
 
     Args:
-        logits: member outputs before softmax, [N, B, C] (member axis first).
-        target: class indices [B] or label distributions q [B, C].
+        logits: member outputs before softmax, [N, B, C] (member axis first), or
+            [K, N, B, C] for a pack of K ensembles of N members each (parts [K, N]), each
+            coupled within itself only.
+        target: class indices [B] or label distributions q [B, C] shared by the members
+            (a pack: [K, B] or [K, B, C], one batch per ensemble); or one per member,
+            [N, B] / [N, B, C] (members on their own batches).
         beta: coupling, a float (uniform all-to-all) or an [N, N] matrix beta_ij (row i is
-            the coupling seen by member i; the diagonal is ignored). None means 0.
+            the coupling seen by member i; the diagonal is ignored); a pack may give one
+            matrix per ensemble, [K, N, N]. None means 0.
         beta_bar: size-normalized coupling instead of ``beta``: beta = beta_bar / N.
         peers: ``"detached"`` (default) makes p_j a constant inside L_i, so each member
             minimizes only its own loss and member j gets no gradient from L_i (the paper's
@@ -184,23 +209,23 @@ def coupled_loss(
     >>> parts.total.shape, float(parts.coupling.abs().sum())
     (torch.Size([2]), 0.0)
     """
-    if logits.dim() != 3:
-        raise ConfigError(f"logits must be [N, B, C] (member axis first), got {list(logits.shape)}")
+    if logits.dim() not in (3, 4):
+        raise ConfigError(f"logits must be [N, B, C] (member axis first) or [K, N, B, C] (a "
+                          f"pack of ensembles), got {list(logits.shape)}")
     if peers not in PEERS:
         raise ConfigError(f"unknown peers mode {peers!r}; valid: {', '.join(PEERS)}")
     if kl_reduction not in KL_REDUCTIONS:
         raise ConfigError(
             f"unknown kl_reduction {kl_reduction!r}; valid: {', '.join(KL_REDUCTIONS)}"
         )
-    n_members, batch, classes = logits.shape
+    *_, n_members, batch, classes = logits.shape
     # float64 stays float64 (gradcheck, reference runs); bf16/fp16 logits are upcast.
     dtype = torch.promote_types(logits.dtype, torch.float32)
-    q = _target_distribution(target.to(logits.device), batch, classes, dtype)
+    q = _target_distribution(target.to(logits.device), logits, dtype)
 
-    log_p = F.log_softmax(logits.to(dtype), dim=-1)  # [N, B, C]
+    log_p = F.log_softmax(logits.to(dtype), dim=-1)  # [..., N, B, C]
     # Task term KL(q || p_i) = sum_c q (log q - log p_i); xlogy keeps q = 0 entries at 0.
-    neg_entropy_q = torch.special.xlogy(q, q).sum(-1)  # [B]
-    task = (neg_entropy_q - (q * log_p).sum(-1)).mean(-1)  # [N]
+    task = (torch.special.xlogy(q, q) - q * log_p).sum(-1).mean(-1)  # [..., N]
 
     # The coupling KLs are small differences of O(1) terms when members agree: accumulate
     # them in float64 (an O(N M B C) matmul, cheap next to the members' forward pass) and
@@ -209,15 +234,16 @@ def coupled_loss(
     wide_log_p = F.log_softmax(logits.to(wide), dim=-1) if wide != dtype else log_p
     peer_log_p = wide_log_p.detach() if peers == "detached" else wide_log_p
     if frozen is not None:
-        if frozen.dim() != 3 or frozen.shape[1:] != (batch, classes):
+        if logits.dim() != 3 or frozen.dim() != 3 or frozen.shape[1:] != (batch, classes):
             raise ConfigError(
-                f"frozen peers must be [M, {batch}, {classes}], got {list(frozen.shape)}"
+                f"frozen peers must be [M, {batch}, {classes}] (for [N, B, C] logits), got "
+                f"{list(frozen.shape)}"
             )
         peer_log_p = torch.cat([peer_log_p, frozen.detach().to(peer_log_p)], dim=0)
-    weights = _coupling_weights(beta, beta_bar, n_members, peer_log_p.shape[0], logits.device,
-                                dtype)
-    pair_kl = pairwise_kl(wide_log_p, peer_log_p).mean(-1).to(dtype)  # [N, M]
-    coupling = (weights * pair_kl).sum(-1)  # [N]
+    weights = _coupling_weights(beta, beta_bar, n_members, peer_log_p.shape[-3],
+                                logits.device, dtype)
+    pair_kl = pairwise_kl(wide_log_p, peer_log_p).mean(-1).to(dtype)  # [..., N, M]
+    coupling = (weights * pair_kl).sum(-1)  # [..., N]
 
     if kl_reduction == "mean":
         coupling = coupling / classes

@@ -292,3 +292,45 @@ def test_member_keeps_the_ensemble_dtype():
     ens.eval()
     member.eval()
     torch.testing.assert_close(ens(x)[1], member(x))
+
+
+@pytest.mark.parametrize("arch", ["lenet5", "small_cnn", "mlp", "mlp_bn", "grouped_first_conv"])
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("inputs", [[0, 0, 1, 1, 2, 2], [0, 0, 0, 1, 2, 2], [2, 0, 1, 1, 0, 0]])
+def test_member_inputs_run_each_member_on_its_own_batch(arch, strategy, inputs):
+    """A pack of cells: member i reads batch inputs[i] (equal runs, unequal runs, any)."""
+    factory, shape = ARCHITECTURES[arch]
+    ens = Ensemble(factory, len(inputs), strategy=strategy, seed=3)
+    ens.chunk_members = 4  # grouped: chunks that split the runs of members
+    members = reference(ens, len(inputs), arch)
+    x = torch.randn(3, 5, *shape)
+    labels = torch.randint(0, 4, (3, 5))
+    index = torch.tensor(inputs)
+    out = ens(x, member_inputs=index)
+    want = torch.stack([m(x[k]) for m, k in zip(members, inputs, strict=True)])
+    torch.testing.assert_close(out, want, atol=2e-5, rtol=1e-4)
+    coupled_loss(out, labels[index], 0.0).total.sum().backward()
+    coupled_loss(want, labels[index], 0.0).total.sum().backward()
+    for name, stacked in ens.stacked_parameters().items():
+        for i, m in enumerate(members):
+            grad = dict(m.named_parameters())[name].grad
+            torch.testing.assert_close(stacked.grad[i], grad, atol=2e-5, rtol=1e-4)
+    for name, stacked in ens.stacked_buffers().items():
+        for i, m in enumerate(members):
+            torch.testing.assert_close(stacked[i], dict(m.named_buffers())[name])
+
+
+def test_member_inputs_shape_is_checked():
+    ens = Ensemble(lambda: nn.Linear(4, 2), 3)
+    with pytest.raises(ConfigError, match=r"LongTensor \[3\]"):
+        ens(torch.zeros(2, 5, 4), member_inputs=torch.tensor([0, 1]))
+
+
+def test_from_members_and_repr():
+    ens = Ensemble(lambda: build_model("lenet5"), 3, seed=0)
+    again = Ensemble.from_members(ens.members(), strategy="loop")
+    x = torch.rand(2, 3, 32, 32)
+    torch.testing.assert_close(again(x), ens(x))
+    assert "n_members=3" in repr(ens) and "grouped" in repr(ens) and "loop" in repr(again)
+    with pytest.raises(ConfigError, match="one architecture"):
+        Ensemble.from_members([nn.Linear(2, 2), nn.Linear(2, 3, bias=False)])

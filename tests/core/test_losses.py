@@ -230,3 +230,37 @@ def test_gradcheck_float64():
             return coupled_loss(full, q, beta).total[i]
 
         assert torch.autograd.gradcheck(own_loss, (logits[i:i + 1].detach().requires_grad_(),))
+
+
+@pytest.mark.parametrize("peers", ["detached", "joint"])
+def test_a_pack_of_ensembles_equals_each_ensemble_alone(peers):
+    gen = torch.Generator().manual_seed(4)
+    logits = torch.randn(3, 4, 6, 5, generator=gen)  # K=3 ensembles of N=4
+    labels = torch.randint(0, 5, (3, 6), generator=gen)
+    beta = torch.randn(3, 4, 4, generator=gen)
+    x = logits.clone().requires_grad_(True)
+    pack = coupled_loss(x, labels, beta, peers=peers)
+    assert pack.total.shape == (3, 4)
+    pack.total.sum().backward()
+    for k in range(3):
+        y = logits[k].clone().requires_grad_(True)
+        alone = coupled_loss(y, labels[k], beta[k], peers=peers)
+        for got, want in zip(pack, alone, strict=True):
+            torch.testing.assert_close(got[k], want)
+        alone.total.sum().backward()
+        torch.testing.assert_close(x.grad[k], y.grad)
+    # a scalar beta and soft targets broadcast over the pack
+    q = torch.softmax(torch.randn(3, 6, 5, generator=gen), -1)
+    scalar = coupled_loss(logits, q, -0.3)
+    torch.testing.assert_close(scalar.total[1], coupled_loss(logits[1], q[1], -0.3).total)
+
+
+def test_per_member_targets():
+    gen = torch.Generator().manual_seed(5)
+    logits = torch.randn(3, 6, 5, generator=gen)
+    labels = torch.randint(0, 5, (3, 6), generator=gen)  # member i on its own batch
+    parts = coupled_loss(logits, labels, 0.0)
+    for i in range(3):
+        torch.testing.assert_close(parts.total[i], F.cross_entropy(logits[i], labels[i]))
+    with pytest.raises(ConfigError, match="target must be"):
+        coupled_loss(logits, labels[:2], 0.0)
