@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-import colearning.training as train_module
+import colearning.training.loop as train_module
 from colearning import rundir
 from colearning.cli import main
 from colearning.config import config_from_dict
@@ -26,6 +26,8 @@ from colearning.expand.table import (
     table_s5_spec_from_dict,
 )
 from colearning.training import Interrupted, resume, train
+from colearning.training.data import cell_data, gather, load_raw, make_pool
+from colearning.training.setup import build_members, predict
 from tests.conftest import TINY, comparable
 
 SOURCE = dict(copy.deepcopy(TINY), train=dict(TINY["train"], epochs=2))
@@ -53,8 +55,8 @@ def _rows_equal(a, b):
 
 
 def _init_state(config, n_members, first_index=0):
-    data = train_module.load_data(config, torch.device("cpu"))
-    return train_module.build_ensemble(config, data, torch.device("cpu"), n_members=n_members,
+    pool = make_pool(load_raw(config), torch.device("cpu"))
+    return build_members(config, pool, torch.device("cpu"), n_members=n_members,
                                        first_index=first_index).state_dict()
 
 
@@ -154,17 +156,20 @@ def test_boost_trains_on_exactly_the_border_subset(source, tmp_path, monkeypatch
     monkeypatch.undo()
     assert run.config.loss.beta == 0.0 and run.config.expand.margin == 0  # independent
     # the border, computed independently from the source's members on the training split
-    data = train_module.load_data(source.config, torch.device("cpu"))
-    ens = train_module.build_ensemble(source.config, data, torch.device("cpu"))
+    raw = load_raw(source.config)
+    pool, cpu = make_pool(raw, torch.device("cpu")), torch.device("cpu")
+    cell = cell_data(source.config, raw, cpu)
+    ens = build_members(source.config, pool, cpu)
     ens.load_state_dict(_model(source.run_dir))
-    votes = (train_module.predict(ens, data.train_x, 512).argmax(-1) == data.train_y).sum(0)
+    train_x = gather(pool, cell.train.unsqueeze(0), [cell])[0]
+    votes = (predict(ens, train_x, 512).argmax(-1) == pool.labels[cell.train]).sum(0)
     expected = np.flatnonzero(votes.numpy() == 1)  # 1 of 2 old members right: the tie
     assert 0 < len(expected) < len(votes)
     lineage = json.loads((run.run_dir / "lineage.json").read_text())
     assert lineage["border"]["samples"] == len(expected)
     trained_on = torch.cat(seen)
     assert len(trained_on) == len(expected)  # one epoch: every border sample once
-    key = sorted(map(bytes, data.train_x[expected].flatten(1).numpy()))
+    key = sorted(map(bytes, train_x[expected].flatten(1).numpy()))
     assert sorted(map(bytes, trained_on.flatten(1).numpy())) == key
     grown = _model(run.run_dir)
     assert _rows_equal(_model(source.run_dir), {k: v[:2] for k, v in grown.items()})

@@ -10,11 +10,13 @@ import pytest
 import torch
 import yaml
 
-import colearning.training as train_module
+import colearning.training.loop as train_module
 from colearning import rundir
 from colearning.config import config_from_dict
 from colearning.errors import ConfigError, RunDirError
-from colearning.training import Interrupted, learning_rate, load_run, resume, train
+from colearning.training import Interrupted, load_run, resume, train
+from colearning.training.data import load_raw, make_pool
+from colearning.training.setup import build_members, learning_rate, predict
 from tests.conftest import comparable
 
 REQUIRED = ["epoch", "test/member_accuracy", "test/ensemble_accuracy_mean",
@@ -64,16 +66,13 @@ def test_predictions_match_the_checkpoint(finished):
     """The saved log-probabilities are what the checkpointed members predict."""
     from colearning.data import load_dataset, make_split, to_tensors
 
-    ens = train_module.build_ensemble(finished.config, _tensor_data(finished.config), "cpu")
+    pool = make_pool(load_raw(finished.config), torch.device("cpu"))
+    ens = build_members(finished.config, pool, torch.device("cpu"))
     ens.load_state_dict(rundir.load_checkpoint(finished.run_dir / "checkpoint.pt")["model"])
     split = make_split(load_dataset("digits"), "official")
-    log_probs = train_module.predict(ens, to_tensors(split.test_x, "cpu"), 512)
+    log_probs = predict(ens, to_tensors(split.test_x, "cpu"), 512)
     saved = np.load(finished.run_dir / "predictions.npz")["log_probs"]
     np.testing.assert_array_equal(log_probs.numpy(), saved)
-
-
-def _tensor_data(config):
-    return train_module.load_data(config, torch.device("cpu"))
 
 
 def test_same_seed_same_numbers_other_seed_differs(finished, tmp_path, tiny_config):

@@ -54,13 +54,11 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from colearning import __version__
 from colearning.config import Config, config_from_dict
-from colearning.data import augment_batch, to_tensors
 from colearning.engine import Ensemble
 from colearning.errors import ConfigError
 from colearning.evaluation import evaluate_log_probs
 from colearning.losses import beta_matrix, coupled_loss
 from colearning.models import MODELS, build_model
-from colearning.seeding import generator
 
 BASELINE = "baseline"
 STRATEGIES = (BASELINE, "loop", "grouped", "vmap", "auto")
@@ -444,77 +442,74 @@ def measure_epoch(model: str, n_members: int, device: torch.device, settings: Se
                   strategy: str = "auto", batch_size: int | None = None,
                   train_size: int = CIFAR_TRAIN, test_size: int = CIFAR_TEST,
                   eval_batch_size: int | None = None, warmup_steps: int = 2) -> EpochResult:
-    """One epoch of the trainer's training and evaluation path, timed end to end.
+    """One epoch of the trainer itself (its pack of one cell, its step, its evaluation),
+    timed end to end.
 
-    ``warmup_steps`` training steps and one evaluation batch run first, untimed (they
-    allocate, autotune and compile); the timed epoch then starts from the images as uint8
-    arrays in host memory, as a loaded dataset would be. ``settings.bf16`` and
-    ``settings.compile`` apply here too (autocast around each step and the evaluation,
-    torch.compile of the ensemble), levers the trainer itself does not offer yet.
+    ``warmup_steps`` training steps and one evaluation run first, untimed (they allocate,
+    autotune and compile); the timed epoch then starts from the images as uint8 arrays in
+    host memory, as a loaded dataset would be. ``settings.bf16`` and ``settings.compile``
+    apply here too (autocast around each step and the evaluation, torch.compile of the
+    ensemble), levers the trainer itself does not offer yet.
     """
-    from colearning.training import predict, train_step, use_augmentation
+    from colearning.data import RawDataset
+    from colearning.training.data import cell_data, make_pool
+    from colearning.training.loop import Cell, Pack
+    from colearning.training.plan import plain_plan
+    from colearning.training.setup import build_members, predict_split
 
     batch_size = batch_size or BATCH_SIZES.get(model, 128)
     workload = Workload(model, n_members, batch_size, strategy)
     config = bench_config(workload, settings)
-    eval_batch_size = eval_batch_size or config.train.eval_batch_size
+    config.train.eval_batch_size = eval_batch_size or config.train.eval_batch_size
     train_x, train_y, test_x, test_y = synthetic_cifar(train_size, test_size, settings.seed,
                                                        settings.image_size, settings.num_classes)
-    ens = _build_ensemble(workload, settings, device)
-    network = _compiled(ens, settings)  # proxies Ensemble's attributes when compiled
-    optimizer = _sgd(ens.parameters(), config, "default")
-    beta = beta_matrix(None, n_members, beta_bar=BETA_BAR, device=device)
-    augment = use_augmentation(config)
-    aug_gen = generator(settings.seed, "augment", 0, device=device)
+    raw = RawDataset(train_x, train_y, test_x, test_y,
+                     [str(c) for c in range(settings.num_classes)])
     autocast = _autocast(settings, device)
 
-    # Warm-up batches of every shape the timed epoch sees (a compiled model specializes on
-    # shapes): full batches, the last partial one, and the whole test set once.
-    warm_x = to_tensors(train_x[:batch_size], device)
-    warm_y = torch.from_numpy(train_y[:batch_size]).to(device)
-    last = train_size % batch_size
-    for size in [batch_size] * warmup_steps + ([last] if last and warmup_steps else []):
-        images = augment_batch(warm_x[:size], aug_gen) if augment else warm_x[:size]
+    def epoch_pack() -> Pack:
+        pool = make_pool(raw, device)
+        plan = plain_plan(config, build_members(config, pool, device))
+        pack = Pack([Cell(config, Path("."), cell_data(config, raw, device), plan)], pool,
+                    device)
+        pack.forward = _compiled(pack.trained, settings)
+        pack.start_epoch(0, 0)
+        return pack
+
+    def evaluate(pack: Pack) -> torch.Tensor:
         with autocast:
-            train_step(config, network, optimizer, images, warm_y[:size], beta)
-    with autocast:
-        predict(network, to_tensors(test_x, device), eval_batch_size)
+            return predict_split(pack.members, pack.pool, pack.test_index,
+                                 [c.data for c in pack.cells], config.train.eval_batch_size,
+                                 pack.member_inputs)
+
+    warm = epoch_pack()  # warm-up: allocations, autotuning, compilation
+    for step in range(min(warmup_steps, warm.steps)):
+        with autocast:
+            warm.step(step)
+    evaluate(warm)
+    del warm
     synchronize(device)
     reset_peak_memory(device)
 
     started = time.perf_counter()
-    images_all = to_tensors(train_x, device)
-    labels_all = torch.from_numpy(train_y).to(device)
-    test_images = to_tensors(test_x, device)
-    test_labels = torch.from_numpy(test_y).to(device)
+    pack = epoch_pack()
     synchronize(device)
     data_done = time.perf_counter()
-
-    ens.train()
-    order = torch.randperm(train_size, generator=generator(settings.seed, "order", 0))
-    order = order.to(device)
-    steps, skipped = -(-train_size // batch_size), 0
-    for step in range(steps):
-        index = order[step * batch_size:(step + 1) * batch_size]
-        images, labels = images_all[index], labels_all[index]
-        if augment:
-            images = augment_batch(images, aug_gen)
+    for step in range(pack.steps):
         with autocast:
-            if train_step(config, network, optimizer, images, labels, beta) is None:
-                skipped += 1
+            pack.step(step)
+    skipped = int(pack.sums["skipped"].sum())
     synchronize(device)
     train_done = time.perf_counter()
-
-    with autocast:
-        log_probs = predict(network, test_images, eval_batch_size)
-    metrics = evaluate_log_probs(log_probs, test_labels.cpu())
+    log_probs = evaluate(pack)
+    metrics = evaluate_log_probs(log_probs, torch.from_numpy(test_y))
     eval_done = time.perf_counter()
 
     train_seconds, eval_seconds = train_done - data_done, eval_done - train_done
     return EpochResult(
         model=model, n_members=n_members, batch_size=batch_size, strategy=strategy,
-        resolved_strategy=ens.resolved_strategy(device), train_images=train_size,
-        test_images=test_size, steps=steps, augment=augment,
+        resolved_strategy=pack.trained.resolved_strategy(device), train_images=train_size,
+        test_images=test_size, steps=pack.steps, augment=pack.augment,
         data_seconds=data_done - started, train_seconds=train_seconds,
         eval_seconds=eval_seconds, epoch_seconds=train_seconds + eval_seconds,
         total_seconds=eval_done - started,
@@ -764,7 +759,7 @@ def bench(*, models: str | None = None, members: str | None = None,
     N in {1, 2}, batch 32, 2 timed steps, a 256 + 128 image epoch) unless given explicitly;
     on CPUs, unset options take ``CPU_DEFAULTS``.
     """
-    from colearning.training import resolve_device
+    from colearning.training.setup import resolve_device
 
     target = resolve_device(device)
     preset: dict[str, Any] = QUICK if quick else CPU_DEFAULTS if target.type == "cpu" else {}

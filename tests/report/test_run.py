@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-import colearning.training
+import colearning.training.loop
+import colearning.training.run
+import colearning.training.setup
 from colearning import rundir
 from colearning.errors import RunDirError
 from colearning.report import build_report
@@ -38,8 +40,11 @@ def report(trained_run: Path) -> Path:
     """report.html of the tiny run in its default place, built once with every training and
     evaluation entry point of the trainer made to fail."""
     with pytest.MonkeyPatch.context() as patch:
-        for name in ("_fit", "train", "resume", "load_data", "predict", "build_ensemble"):
-            patch.setattr(colearning.training, name, _forbidden)
+        for module, name in ((colearning.training.run, "_fit"), (colearning.training.loop, "fit"),
+                             (colearning.training.setup, "predict"),
+                             (colearning.training.setup, "predict_split"),
+                             (colearning.training.setup, "build_members")):
+            patch.setattr(module, name, _forbidden)
         return build_report(trained_run)
 
 

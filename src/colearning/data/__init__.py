@@ -9,15 +9,18 @@ x = augment_batch(x[:128], generator)              # random crop + flip, no Pyth
 from colearning.data.augment import augment_batch, channel_stats, to_tensors
 from colearning.data.raw import RawDataset
 from colearning.data.sources import DATASETS, load_dataset
-from colearning.data.split import Split, make_split
+from colearning.data.split import Split, SplitIndices, make_split, split_indices, take
 
 __all__ = [
     "DATASETS",
     "RawDataset",
     "Split",
+    "SplitIndices",
     "augment_batch",
     "channel_stats",
     "load_dataset",
     "make_split",
+    "split_indices",
+    "take",
     "to_tensors",
 ]

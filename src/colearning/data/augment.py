@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -44,22 +44,30 @@ def to_tensors(
     return images
 
 
-def channel_stats(x: np.ndarray) -> tuple[list[float], list[float]]:
-    """Per-channel mean and (population) std of uint8 [n, C, H, W] scaled to [0, 1]."""
-    if x.dtype != np.uint8 or x.ndim != 4:
-        raise ConfigError(
-            f"channel_stats expects uint8 [n, C, H, W], got {x.dtype} {list(x.shape)}"
-        )
-    if len(x) == 0:
+def channel_stats(x: np.ndarray | Iterable[np.ndarray]) -> tuple[list[float], list[float]]:
+    """Per-channel mean and (population) std of uint8 [n, C, H, W] scaled to [0, 1].
+
+    ``x`` may also be an iterable of such chunks (one split's images read piece by piece).
+    """
+    chunks = [x] if isinstance(x, np.ndarray) else x
+    total = squares = None
+    count = 0
+    for part in chunks:
+        if part.dtype != np.uint8 or part.ndim != 4:
+            raise ConfigError(
+                f"channel_stats expects uint8 [n, C, H, W], got {part.dtype} {list(part.shape)}"
+            )
+        if total is None:
+            total, squares = np.zeros(part.shape[1], np.int64), np.zeros(part.shape[1], np.int64)
+        # Exact integer sums over chunks: no float copy of the whole array, ~5x faster than
+        # bincount.
+        for start in range(0, len(part), 2048):
+            chunk = part[start : start + 2048].astype(np.int32)
+            total += chunk.sum(axis=(0, 2, 3), dtype=np.int64)
+            squares += np.einsum("nchw,nchw->c", chunk, chunk, dtype=np.int64)
+        count += part.shape[0] * part.shape[2] * part.shape[3]
+    if not count:
         raise ConfigError("channel_stats needs at least one image, got an empty array")
-    channels = x.shape[1]
-    total, squares = np.zeros(channels, np.int64), np.zeros(channels, np.int64)
-    # Exact integer sums over chunks: no float copy of the whole array, ~5x faster than bincount.
-    for start in range(0, len(x), 2048):
-        chunk = x[start : start + 2048].astype(np.int32)
-        total += chunk.sum(axis=(0, 2, 3), dtype=np.int64)
-        squares += np.einsum("nchw,nchw->c", chunk, chunk, dtype=np.int64)
-    count = x.shape[0] * x.shape[2] * x.shape[3]
     mean = total / count
     std = np.sqrt(np.maximum(squares / count - mean**2, 0.0))
     return [float(m) / 255 for m in mean], [float(s) / 255 for s in std]

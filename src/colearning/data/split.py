@@ -31,28 +31,29 @@ class Split:
     val_indices: np.ndarray | None = None
 
 
-def make_split(
-    raw: RawDataset,
+@dataclass
+class SplitIndices:
+    """Pooled indices (sorted int64) of a split's sides: official train side first, then the
+    official test side (index ``n_train + j`` is test image j)."""
+
+    train: np.ndarray
+    test: np.ndarray
+    val: np.ndarray | None = None
+
+
+def split_indices(
+    n_train: int,
+    n_test: int,
     split: str = "official",
     *,
     train_size: int | None = None,
     test_size: int | None = None,
     val_size: int = 0,
     seed: int = 0,
-) -> Split:
-    """The ``split`` of ``raw``: "official" (its own sides) or "random" (pool, then redraw).
-
-    "official": every image of each side, or with ``train_size``/``test_size`` a random
-    subset of that side drawn with ``seed``. "random": one permutation of the pooled images
-    from ``np.random.default_rng(seed)``; test is its first ``test_size`` images (default:
-    the official test size), train the next ``train_size`` (default: all the rest). Indices
-    are returned sorted, so images keep their pooled order. Same arguments, same split.
-
-    ``val_size`` images are then held out of the training split for validation (model and
-    coupling selection), drawn per seed from a stream of their own, so ``val_size=0`` gives
-    exactly the split of the same arguments without it and the test split never changes.
-    """
-    n_train, n_test = len(raw.train_y), len(raw.test_y)
+) -> SplitIndices:
+    """Which pooled images each side of a split gets (see :func:`make_split`), without
+    touching the images: a pack of sweep cells keeps one pool on the device and one set of
+    indices per cell."""
     rng = np.random.default_rng(seed)
     if split == "official":
         train_size = _size(
@@ -96,19 +97,46 @@ def make_split(
         held[np.random.default_rng([seed, _VAL_STREAM]).permutation(len(train_indices))
              [:val_size]] = True
         val_indices, train_indices = train_indices[held], train_indices[~held]
-    train_x, train_y = _take(raw, train_indices)
-    test_x, test_y = _take(raw, test_indices)
-    val_x, val_y = _take(raw, val_indices) if val_indices is not None else (None, None)
+    return SplitIndices(train_indices.astype(np.int64), test_indices.astype(np.int64),
+                        None if val_indices is None else val_indices.astype(np.int64))
+
+
+def make_split(
+    raw: RawDataset,
+    split: str = "official",
+    *,
+    train_size: int | None = None,
+    test_size: int | None = None,
+    val_size: int = 0,
+    seed: int = 0,
+) -> Split:
+    """The ``split`` of ``raw``: "official" (its own sides) or "random" (pool, then redraw).
+
+    "official": every image of each side, or with ``train_size``/``test_size`` a random
+    subset of that side drawn with ``seed``. "random": one permutation of the pooled images
+    from ``np.random.default_rng(seed)``; test is its first ``test_size`` images (default:
+    the official test size), train the next ``train_size`` (default: all the rest). Indices
+    are returned sorted, so images keep their pooled order. Same arguments, same split.
+
+    ``val_size`` images are then held out of the training split for validation (model and
+    coupling selection), drawn per seed from a stream of their own, so ``val_size=0`` gives
+    exactly the split of the same arguments without it and the test split never changes.
+    """
+    indices = split_indices(len(raw.train_y), len(raw.test_y), split, train_size=train_size,
+                            test_size=test_size, val_size=val_size, seed=seed)
+    train_x, train_y = take(raw, indices.train)
+    test_x, test_y = take(raw, indices.test)
+    val_x, val_y = take(raw, indices.val) if indices.val is not None else (None, None)
     return Split(
         train_x=train_x,
         train_y=train_y,
         test_x=test_x,
         test_y=test_y,
-        test_indices=test_indices.astype(np.int64),
-        train_indices=train_indices.astype(np.int64),
+        test_indices=indices.test,
+        train_indices=indices.train,
         val_x=val_x,
         val_y=val_y,
-        val_indices=None if val_indices is None else val_indices.astype(np.int64),
+        val_indices=indices.val,
     )
 
 
@@ -133,11 +161,11 @@ def _size(
 
 
 def _subset(order: np.ndarray, size: int, n: int) -> np.ndarray:
-    # The full side keeps its order as is, which also lets _take return views, not copies.
+    # The full side keeps its order as is, which also lets take return views, not copies.
     return np.arange(n) if size == n else np.sort(order[:size])
 
 
-def _take(raw: RawDataset, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def take(raw: RawDataset, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Images and labels at pooled ``indices`` without building the pooled array."""
     n_train = len(raw.train_y)
     if len(indices) == n_train and (len(indices) == 0 or indices[-1] == n_train - 1):

@@ -3,18 +3,13 @@
     from colearning.expand import expand, border_indices
     run = expand("runs/base10", add=5, mode="add-freeze", overrides=["loss.beta=-0.07"])
 
-Modules: ``grow`` (the expand modes, border subset, lineage; used by the training loop) and
-``table`` (the Table S5 experiment: base, expansions and from-scratch runs, and its table).
+Modules: ``grow`` (the grown run's config, and training it; the member plan the training
+loop receives is :mod:`colearning.training.growth`) and ``table`` (the Table S5 experiment:
+base, expansions and from-scratch runs, and its table).
 """
 
-from colearning.expand.grow import (
-    LINEAGE,
-    border_indices,
-    border_range,
-    check_source,
-    expand,
-    grown_config,
-)
+from colearning.expand.grow import expand, grown_config
+from colearning.training.growth import LINEAGE, border_indices, border_range, check_source
 
 __all__ = [
     "LINEAGE",

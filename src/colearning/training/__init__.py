@@ -1,0 +1,17 @@
+"""Training co-learning ensembles into resumable run directories.
+
+    run = colearning.train(load_config("configs/quickstart.yaml"), run_dir="runs/demo")
+    run.summary["test/ensemble_accuracy_mean"]
+
+Modules, in the order they build on each other: ``data`` (one pool of images on the
+device, one split per cell), ``setup`` (device, members, schedule, prediction helpers),
+``plan`` / ``growth`` (which members of a cell train, on which samples), ``lifecycle`` (the
+run directory: created, checkpointed, resumed, summarized), ``pack`` (which runs may train
+together), ``loop`` (the one training loop, over a pack of cells) and ``run`` (the entry
+points: ``train``, ``resume``, ``train_pack``).
+"""
+
+from colearning.training.lifecycle import Interrupted, Run, load_run
+from colearning.training.run import resume, train, train_pack
+
+__all__ = ["Interrupted", "Run", "load_run", "resume", "train", "train_pack"]

@@ -1,0 +1,290 @@
+"""The run directory over a run's life: created, locked, checkpointed, resumed, summarized.
+
+Everything the training loop writes goes through here, one cell (run directory) at a time;
+a pack of cells writes each cell's directory exactly as a run trained alone would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import platform
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from colearning import __version__, rundir
+from colearning.config import Config, config_from_dict, dump_yaml, merge, read_yaml
+from colearning.errors import RunDirError
+from colearning.training.setup import resolve_device
+
+# 2: the optimizer state is StackedSGD's (per-member rows); 1 held torch.optim.SGD's.
+CHECKPOINT_FORMAT = 2
+PACKS = "packs.jsonl"  # one line per training session: the cells trained together
+
+
+@dataclass
+class Run:
+    """A finished (or stopped) run: its directory, config, per-epoch metrics and summary."""
+
+    run_dir: Path
+    config: Config
+    metrics: list[dict[str, Any]]
+    summary: dict[str, Any]
+
+    @property
+    def status(self) -> str:
+        return self.summary.get("status", "unknown")
+
+
+class Interrupted(Exception):
+    """SIGINT/SIGTERM arrived; the run was checkpointed mid-epoch and stopped cleanly."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+# ------------------------------------------------------------------------- creating
+def git_commit() -> str | None:
+    """The commit of the source tree the package runs from, when it is a git checkout."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent,
+                             capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def new_run_dir(config: Config, root: str | Path = "runs") -> Path:
+    """A fresh directory under ``root`` named after the time, model and coupling."""
+    beta = config.loss.beta_bar if config.loss.beta_bar is not None else config.loss.beta
+    tag = "matrix" if isinstance(beta, list) else f"{0.0 if beta is None else beta:g}"
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = Path(root) / f"{stamp}-{config.model.name}-N{config.ensemble.n_members}-b{tag}"
+    path, k = base, 1
+    while path.exists():
+        path, k = Path(f"{base}-{k}"), k + 1
+    return path
+
+
+def check_new_run_dir(path: Path) -> None:
+    if path.exists() and any(path.iterdir()):
+        if rundir.is_run_dir(path):
+            raise RunDirError(
+                f"{path} already holds a run; resume it with --resume {path} or pick another "
+                "--run-dir"
+            )
+        raise RunDirError(f"{path} exists and is not empty; pick another --run-dir")
+
+
+def write_new_run(path: Path, config: Config) -> None:
+    """config.yaml and meta.json of a fresh run (the directory is locked by the caller)."""
+    rundir.atomic_write_text(path / rundir.CONFIG, dump_yaml(config))
+    rundir.atomic_write_json(path / rundir.META, {
+        "colearning_version": __version__, "git_commit": git_commit(),
+        "torch_version": torch.__version__, "python": platform.python_version(),
+        "host": platform.node(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    })
+
+
+def record_pack(paths: list[Path], device: torch.device) -> None:
+    """Append to every cell's packs.jsonl which cells this session trains together."""
+    line = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "device": str(device),
+            "cells": [str(p) for p in paths]}
+    for path in paths:
+        rundir.append_jsonl(path / PACKS, line)
+
+
+# ------------------------------------------------------------------------- resuming
+def resume_state(path: Path, overrides: dict[str, Any] | None = None
+                 ) -> tuple[Config, dict[str, Any] | None, Run | None]:
+    """(config, checkpoint or None, the finished Run or None) of the run in ``path``.
+
+    ``overrides`` (a nested dict) may only repeat the saved config; a changed value is an
+    error, because the resumed numbers would no longer match one uninterrupted run. Call
+    with the directory locked.
+    """
+    saved = read_yaml(path / rundir.CONFIG)
+    config = config_from_dict(saved)
+    if overrides:
+        changed = config_from_dict(merge(saved, overrides))
+        if changed != config:
+            diff = _diff(config.to_dict(), changed.to_dict())
+            raise RunDirError(
+                f"cannot resume {path} with a changed config ({', '.join(diff)}); start a new "
+                "run instead"
+            )
+    summary_path = path / rundir.SUMMARY
+    if summary_path.exists():
+        summary = read_json(summary_path)
+        if summary.get("status") == "finished":
+            return config, None, Run(path, config, rundir.read_jsonl(path / rundir.METRICS),
+                                     summary)
+    checkpoint = None
+    if (path / rundir.CHECKPOINT).exists():
+        checkpoint = rundir.load_checkpoint(path / rundir.CHECKPOINT)
+        # compared as Configs, so a config section added since then takes its default
+        if config_from_dict(checkpoint.get("config") or {}) != config:
+            raise RunDirError(
+                f"the checkpoint in {path} was written with another config.yaml; restore "
+                "the original config.yaml or start a new run"
+            )
+    return config, checkpoint, None
+
+
+def _diff(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    keys = []
+    for key in old:
+        if isinstance(old[key], dict) and isinstance(new.get(key), dict):
+            keys += _diff(old[key], new[key], f"{prefix}{key}.")
+        elif old[key] != new.get(key):
+            keys.append(f"{prefix}{key}: {old[key]!r} -> {new.get(key)!r}")
+    return keys
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        raise RunDirError(f"{path} is corrupt; delete it and resume the run") from None
+
+
+def checkpoint_position(checkpoint: dict[str, Any] | None) -> tuple[int, int]:
+    """(epoch, step) of the next step a checkpoint resumes at; (0, 0) from scratch."""
+    return (0, 0) if checkpoint is None else (checkpoint["epoch"], checkpoint["step"])
+
+
+def optimizer_state(checkpoint: dict[str, Any], param_names: list[str]) -> dict[str, Any]:
+    """The checkpoint's momentum buffers as StackedSGD state (format 1 held torch's SGD)."""
+    state = checkpoint["optimizer"]
+    if checkpoint.get("format", 1) >= 2:
+        return state
+    buffers = [state["state"].get(k, {}).get("momentum_buffer") for k in range(len(param_names))]
+    return {"buffers": [b for b in buffers if b is not None]}
+
+
+def restart_records(path: Path, start_epoch: int, fresh: bool) -> list[dict[str, Any]]:
+    """The metric records the checkpoint covers; later lines and torn tails are cut.
+
+    Keep exactly what the checkpoint covers: lines written after it (a kill between the two
+    writes) and a torn last line (a kill mid-append) go, or the next append would be glued
+    to the torn tail. From scratch, even the epoch-0 statistics are rewritten.
+    """
+    records = rundir.read_jsonl(path / rundir.METRICS)[:start_epoch]
+    rundir.truncate_jsonl(path / rundir.METRICS, len(records))
+    analysis = [] if fresh else rundir.read_jsonl(path / rundir.ANALYSIS)
+    rundir.truncate_jsonl(path / rundir.ANALYSIS,
+                          sum(r["epoch"] <= start_epoch for r in analysis))
+    return records
+
+
+# ------------------------------------------------------------------------- writing
+def save_checkpoint(path: Path, config: Config, model: dict[str, torch.Tensor],
+                    optimizer: dict[str, Any], epoch: int, step: int,
+                    sums: dict[str, Any] | None, aug_state: torch.Tensor | None,
+                    elapsed: float) -> None:
+    rundir.atomic_torch_save(path / rundir.CHECKPOINT, {
+        "format": CHECKPOINT_FORMAT,
+        "epoch": epoch,  # position of the next step to run: (epoch, step), 0-based
+        "step": step,
+        "model": model,
+        "optimizer": optimizer,
+        "rng": {"torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                "augment": None if aug_state is None else aug_state.cpu()},
+        "sums": sums,
+        "elapsed": elapsed,
+        "config": config.to_dict(),
+    })
+
+
+def finish(path: Path, config: Config, records: list[dict[str, Any]], status: str,
+           detail: str | None, wall: float, log_probs: torch.Tensor | None,
+           labels: torch.Tensor, test_indices: np.ndarray) -> Run:
+    """Write predictions.npz (when there are predictions) and summary.json; the Run."""
+    if log_probs is not None:
+        rundir.atomic_savez(path / rundir.PREDICTIONS, log_probs=log_probs.numpy(),
+                            labels=labels.cpu().numpy(), test_indices=test_indices)
+    summary = summarize(records, status, detail, wall)
+    rundir.atomic_write_json(path / rundir.SUMMARY, summary)
+    return Run(path, config, records, summary)
+
+
+def summarize(records: list[dict[str, Any]], status: str, detail: str | None,
+              wall: float) -> dict[str, Any]:
+    summary: dict[str, Any] = dict(records[-1]) if records else {}
+    summary["status"] = status
+    if detail:
+        summary["status_detail"] = detail
+    summary["epochs_completed"] = len(records)
+    summary["wall_seconds"] = wall
+    collapsed = summary.get("test/member_collapsed", [])
+    summary["collapsed_members"] = [i for i, c in enumerate(collapsed) if c]
+    return summary
+
+
+def load_run(run_dir: str | Path) -> Run:
+    """A run directory's config, metrics and summary (for analysis; never retrains)."""
+    path = rundir.require_run_dir(run_dir)
+    config = config_from_dict(read_yaml(path / rundir.CONFIG))
+    summary_path = path / rundir.SUMMARY
+    summary = read_json(summary_path) if summary_path.exists() else {"status": "running"}
+    return Run(path, config, rundir.read_jsonl(path / rundir.METRICS), summary)
+
+
+# ------------------------------------------------------------------------- process state
+@contextlib.contextmanager
+def isolated_rng(config: Config) -> Iterator[None]:
+    """The run owns the global torch RNGs (CPU and its CUDA device) and gives them back.
+
+    Dropout draws from them; the run seeds them itself, so its numbers do not depend on
+    what ran before in the same process (sweep workers, notebooks), and the caller's
+    streams are as they were afterwards.
+    """
+    device = resolve_device(config.device)
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        yield
+
+
+def restore_rng(states: dict[str, Any]) -> None:
+    torch.set_rng_state(states["torch"])
+    if states.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+@contextlib.contextmanager
+def stop_signals() -> Iterator[dict[str, Any]]:
+    """SIGINT/SIGTERM set ``stop["signal"]``; the loop finishes its step, checkpoints and
+    stops. The previous handlers are back afterwards."""
+    stop: dict[str, Any] = {"signal": None}
+    previous: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            def handler(received: int, _frame: object) -> None:
+                stop["signal"] = received
+
+            previous[signum] = signal.signal(signum, handler)
+    try:
+        yield stop
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+@contextlib.contextmanager
+def locked_all(paths: list[Path]) -> Iterator[None]:
+    """Hold the lock of every run directory in ``paths`` (a pack's cells)."""
+    with contextlib.ExitStack() as stack:
+        for path in paths:
+            stack.enter_context(rundir.locked(path))
+        yield

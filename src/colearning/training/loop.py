@@ -1,0 +1,524 @@
+"""The one training loop. It trains a pack of cells; a plain run is a pack of one.
+
+A cell is one experiment (one run directory: its own seed, split, batch order, members,
+coupling, learning rate and weight decay). The cells of a pack share everything else
+(architecture, data, sizes, epochs, schedule, ...: :mod:`colearning.training.pack`), so
+their members are stacked into one engine and take every step together: each member on its
+own cell's batch (``Ensemble.forward(x, member_inputs)``), each cell coupled within itself,
+each member stepped with its own learning rate. A cell whose step is not finite is masked
+on the device (no update for its members) and, at the epoch's end, recorded as diverged at
+that (epoch, step) exactly as it would be alone; the other cells go on untouched.
+
+Per epoch, for every cell still training: SGD steps on its shuffled training split, then
+evaluation on its test (and validation) split, one line in metrics.jsonl and a checkpoint.
+Every random stream comes from (cell seed, purpose, epoch), so a resumed cell draws what an
+uninterrupted one draws, packed or alone.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from colearning import rundir
+from colearning.config import Config
+from colearning.data import augment_batch
+from colearning.engine import Ensemble
+from colearning.evaluation import evaluate_log_probs
+from colearning.losses import CoupledLoss, coupled_loss
+from colearning.optim import StackedSGD
+from colearning.seeding import derive_seed, generator
+from colearning.training.data import CellData, Pool, gather
+from colearning.training.lifecycle import (
+    Interrupted,
+    Run,
+    checkpoint_position,
+    finish,
+    optimizer_state,
+    restart_records,
+    restore_rng,
+    save_checkpoint,
+    stop_signals,
+)
+from colearning.training.plan import MemberPlan
+from colearning.training.setup import (
+    clip_member_gradients,
+    predict_split,
+    schedule_factor,
+    structure_record,
+    use_augmentation,
+)
+
+# Steps between host reads of "is any cell still training?" (one device sync each): a pack
+# whose every cell diverged stops within this many steps instead of at the epoch's end.
+CHECK_ALIVE_EVERY = 64
+# Steps between progress-bar loss updates (copied to the host without waiting).
+PROGRESS_EVERY = 10
+
+
+@dataclass
+class Cell:
+    """One cell of a pack: its run directory, config, data, member plan and checkpoint."""
+
+    config: Config
+    path: Path
+    data: CellData
+    plan: MemberPlan
+    checkpoint: dict[str, Any] | None = None
+    # filled in by the loop
+    records: list[dict[str, Any]] = field(default_factory=list)
+    status: str = "running"
+    detail: str | None = None
+    log_probs: torch.Tensor | None = None  # the last evaluation, [members, n_test, C]
+
+    @property
+    def n_trained(self) -> int:
+        return self.plan.trained.n_members
+
+
+@dataclass
+class _Block:
+    """Cells of one ensemble size N: their trained members are rows ``rows`` of the pack,
+    cell by cell, so the loss of all of them is one [K_n, N, B, C] call."""
+
+    cells: torch.Tensor  # [K_n] cell positions in the pack
+    rows: slice
+    n: int
+    beta: torch.Tensor  # [K_n, N, N]
+    divisor: torch.Tensor  # [K_n, 1]: C for kl_reduction=mean cells (coupling / C), else 1
+
+
+class Pack:
+    """The engine, optimizer and device-side state of cells that train together."""
+
+    def __init__(self, cells: list[Cell], pool: Pool, device: torch.device) -> None:
+        self.cells = cells
+        self.pool = pool
+        self.device = device
+        self.config = cells[0].config  # everything but the per-cell keys is shared
+        self.single = len(cells) == 1
+        if self.single:
+            self.trained = cells[0].plan.trained
+            self.members = cells[0].plan.members
+        else:
+            modules = [m for cell in cells for m in cell.plan.trained.members()]
+            self.trained = Ensemble.from_members(modules, self.config.ensemble.strategy)
+            self.trained.to(device)
+            self.members = self.trained
+        self.forward = self.trained  # what the step calls (colearn bench may compile it)
+        sizes = [cell.n_trained for cell in cells]
+        starts = np.cumsum([0, *sizes])
+        self.rows = [slice(int(a), int(b)) for a, b in zip(starts[:-1], starts[1:], strict=True)]
+        cell_of = torch.repeat_interleave(torch.arange(len(cells)), torch.tensor(sizes))
+        self.member_inputs = None if self.single else cell_of  # CPU: no sync in the engine
+        self.cell_of = cell_of.to(device)
+        self.optimizer = StackedSGD(
+            self.trained.parameters(),
+            lr=[cell.config.optim.lr for cell in cells for _ in range(cell.n_trained)],
+            weight_decay=[cell.config.optim.weight_decay for cell in cells
+                          for _ in range(cell.n_trained)],
+            momentum=self.config.optim.momentum)
+        self.blocks = [] if self.single else self._blocks()
+        self.augment = use_augmentation(self.config)
+        k = len(cells)
+        self.alive = torch.ones(k, dtype=torch.bool, device=device)
+        self.bad_step = torch.full((k,), -1, dtype=torch.long, device=device)
+        self.test_index = torch.stack([cell.data.test for cell in cells])
+        self.val_index = (torch.stack([cell.data.val for cell in cells])
+                          if cells[0].data.val is not None else None)
+        self.sums: dict[str, torch.Tensor] = {}
+
+    def _blocks(self) -> list[_Block]:
+        blocks, start = [], 0
+        classes = self.pool.num_classes
+        for n in sorted({cell.n_trained for cell in self.cells}):
+            members = [k for k, cell in enumerate(self.cells) if cell.n_trained == n]
+            if self.rows[members[0]].start != start or any(
+                    self.rows[a].stop != self.rows[b].start
+                    for a, b in zip(members[:-1], members[1:], strict=True)):
+                raise AssertionError("pack cells must be ordered by ensemble size")
+            stop = self.rows[members[-1]].stop
+            beta = torch.stack([self.cells[k].plan.beta for k in members])
+            divisor = torch.tensor([[classes if self.cells[k].config.loss.kl_reduction == "mean"
+                                     else 1.0] for k in members], device=self.device)
+            blocks.append(_Block(torch.tensor(members, device=self.device), slice(start, stop),
+                                 n, beta, divisor))
+            start = stop
+        return blocks
+
+    # ----------------------------------------------------------------- state
+    def load(self) -> None:
+        """Members, momentum, sums and RNG states from the cells' checkpoints (if any)."""
+        names = list(self.trained.stacked_parameters())
+        for cell, rows in zip(self.cells, self.rows, strict=True):
+            checkpoint = cell.checkpoint
+            if checkpoint is None:
+                continue
+            if self.single:
+                self.members.load_state_dict(checkpoint["model"])
+                self.optimizer.load_state_dict(optimizer_state(checkpoint, names))
+            else:
+                state = self.trained.state_dict()
+                with torch.no_grad():
+                    for key, value in checkpoint["model"].items():
+                        state[key][rows].copy_(value)
+                self.optimizer.load_member_state(rows, optimizer_state(checkpoint, names))
+        first = self.cells[0].checkpoint
+        if first is not None:
+            restore_rng(first["rng"])
+
+    def cell_model(self, k: int) -> dict[str, torch.Tensor]:
+        if self.single:
+            return self.members.state_dict()
+        rows = self.rows[k]
+        return {key: value[rows].clone() for key, value in self.trained.state_dict().items()}
+
+    def cell_optimizer(self, k: int) -> dict[str, Any]:
+        if self.single:
+            return self.optimizer.state_dict()
+        return self.optimizer.member_state(self.rows[k])
+
+    def cell_members(self, k: int) -> list[torch.nn.Module]:
+        if self.single:
+            return self.cells[0].plan.member_modules()
+        return [self.trained.member(i) for i in range(self.rows[k].start, self.rows[k].stop)]
+
+    def eval_rows(self, k: int) -> slice:
+        return slice(0, self.members.n_members) if self.single else self.rows[k]
+
+    # ----------------------------------------------------------------- one epoch
+    def start_epoch(self, epoch: int, first_step: int) -> None:
+        """Learning rates, batch orders and augmentation streams of ``epoch``; the loss sums
+        (restored from the checkpoints when resuming mid-epoch)."""
+        factor = schedule_factor(self.config, epoch)
+        self.optimizer.set_lr([cell.config.optim.lr * factor for cell in self.cells
+                               for _ in range(cell.n_trained)])
+        orders = []
+        for cell in self.cells:
+            subset = cell.plan.subset
+            n_train = len(subset) if subset is not None else len(cell.data.train)
+            order = torch.randperm(n_train, generator=generator(cell.config.seed, "order", epoch))
+            order = order.to(self.device)
+            orders.append(cell.data.train[order if subset is None else subset[order]])
+        self.epoch_index = torch.stack(orders)  # [K, n_train]: pooled indices in step order
+        self.steps = math.ceil(self.epoch_index.shape[1] / self.config.train.batch_size)
+        self.aug = [generator(cell.config.seed, "augment", epoch, device=self.device)
+                    for cell in self.cells] if self.augment else []
+        m, k = self.trained.n_members, len(self.cells)
+        zeros = {"total": torch.zeros(m, device=self.device),
+                 "task": torch.zeros(m, device=self.device),
+                 "coupling": torch.zeros(m, device=self.device),
+                 "count": torch.zeros(k, dtype=torch.long, device=self.device),
+                 "skipped": torch.zeros(k, dtype=torch.long, device=self.device)}
+        if first_step:
+            for j, cell in enumerate(self.cells):
+                saved = (cell.checkpoint or {}).get("sums")
+                if saved:
+                    for key in ("total", "task", "coupling"):
+                        zeros[key][self.rows[j]] = saved[key].to(self.device)
+                    zeros["count"][j], zeros["skipped"][j] = saved["count"], saved["skipped"]
+                state = (cell.checkpoint or {}).get("rng", {}).get("augment")
+                if self.aug and state is not None:
+                    self.aug[j].set_state(state)
+        self.sums = zeros
+        self.bad_step.fill_(-1)
+
+    def step(self, step: int) -> CoupledLoss:
+        """One SGD step of every cell still training, on its own batch; nothing is read back."""
+        batch = self.config.train.batch_size
+        index = self.epoch_index[:, step * batch:(step + 1) * batch]  # [K, B]
+        images = gather(self.pool, index, [cell.data for cell in self.cells])
+        if self.aug:
+            images = torch.stack([augment_batch(images[k], self.aug[k])
+                                  for k in range(len(self.cells))])
+        labels = self.pool.labels[index]
+        logits = (self.forward(images[0]) if self.single
+                  else self.forward(images, self.member_inputs))
+        parts = self._loss(logits, labels, images)
+        self.optimizer.zero_grad()
+        parts.total.sum().backward()
+        params = self.optimizer.params
+        if self.config.optim.grad_clip is not None:
+            clip_member_gradients(params, self.config.optim.grad_clip)
+        member_bad = ~torch.isfinite(parts.total.detach())
+        for p in params:
+            if p.grad is not None:
+                member_bad |= ~torch.isfinite(p.grad).flatten(1).all(1)
+        cell_bad = torch.zeros(len(self.cells), device=self.device).index_add_(
+            0, self.cell_of, member_bad.float()) > 0
+        if self.config.train.on_nonfinite == "stop":
+            self.bad_step.masked_fill_(cell_bad & self.alive, step)
+            self.alive &= ~cell_bad
+            cell_ok = self.alive.clone()
+        else:  # skip: the cell drops this step and goes on
+            self.sums["skipped"] += (cell_bad & self.alive).long()
+            cell_ok = self.alive & ~cell_bad
+        member_ok = cell_ok[self.cell_of]
+        self.optimizer.step(member_ok)
+        count = labels.shape[1]
+        for key in ("total", "task", "coupling"):
+            value = getattr(parts, key).detach()
+            self.sums[key] += torch.where(member_ok, value * count, torch.zeros_like(value))
+        self.sums["count"] += cell_ok.long() * count
+        return parts
+
+    def _loss(self, logits: torch.Tensor, labels: torch.Tensor,
+              images: torch.Tensor) -> CoupledLoss:
+        loss = self.config.loss
+        if self.single:
+            plan = self.cells[0].plan
+            return coupled_loss(logits, labels[0], plan.beta, peers=loss.peers,
+                                kl_reduction=loss.kl_reduction, frozen=plan.peers(images[0]))
+        totals, tasks, couplings = [], [], []
+        for block in self.blocks:
+            chunk = logits[block.rows].unflatten(0, (len(block.cells), block.n))
+            parts = coupled_loss(chunk, labels[block.cells], block.beta, peers=loss.peers)
+            coupling = parts.coupling / block.divisor
+            totals.append((parts.task + coupling).flatten())
+            tasks.append(parts.task.flatten())
+            couplings.append(coupling.flatten())
+        return CoupledLoss(torch.cat(totals), torch.cat(tasks), torch.cat(couplings))
+
+    def settle(self, epoch: int) -> None:
+        """Read the epoch's bad steps back (one sync) and mark those cells diverged; check
+        that every training cell's parameters are still finite."""
+        bad = self.bad_step.tolist()
+        finite = torch.ones(self.trained.n_members, dtype=torch.bool, device=self.device)
+        for p in self.optimizer.params:
+            finite &= torch.isfinite(p.detach()).flatten(1).all(1)
+        cell_finite = (torch.zeros(len(self.cells), device=self.device).index_add_(
+            0, self.cell_of, (~finite).float()) == 0).tolist()
+        for k, cell in enumerate(self.cells):
+            if cell.status != "running":
+                continue
+            if bad[k] >= 0:
+                cell.status = "diverged"
+                cell.detail = (f"diverged at epoch {epoch + 1}, step {bad[k] + 1}: non-finite "
+                               "loss or gradient")
+            elif not cell_finite[k]:
+                cell.status = "diverged"
+                cell.detail = f"diverged at epoch {epoch + 1}: non-finite parameters"
+            if cell.status == "diverged":
+                self.alive[k] = False
+
+    def cell_sums(self, k: int) -> dict[str, Any]:
+        """Cell k's loss sums on the host, as a checkpoint holds them."""
+        rows = self.rows[k]
+        out: dict[str, Any] = {key: self.sums[key][rows].cpu()
+                               for key in ("total", "task", "coupling")}
+        out["count"] = int(self.sums["count"][k])
+        out["skipped"] = int(self.sums["skipped"][k])
+        return out
+
+    def running(self) -> list[int]:
+        return [k for k, cell in enumerate(self.cells) if cell.status == "running"]
+
+
+# ------------------------------------------------------------------------- the loop
+def fit(cells: list[Cell], pool: Pool, device: torch.device) -> list[Run]:
+    """Train ``cells`` (all at the same checkpoint position) to their last epoch or a clean
+    stop; every cell's run directory ends with its summary. Raises Interrupted after
+    writing when SIGINT/SIGTERM arrived."""
+    cells = sorted(cells, key=lambda cell: cell.n_trained)  # ensemble sizes contiguous
+    config = cells[0].config
+    # Re-setting the thread count also turns off MKL's dynamic threading, which would pick
+    # fewer threads on a busy machine and so change float summation order between runs.
+    torch.set_num_threads(torch.get_num_threads())
+    started = time.perf_counter()
+    pack = Pack(cells, pool, device)
+    start_epoch, start_step = checkpoint_position(cells[0].checkpoint)
+    elapsed = [(cell.checkpoint or {}).get("elapsed", 0.0) for cell in cells]
+    if cells[0].checkpoint is None:
+        torch.manual_seed(derive_seed(config.seed, "torch"))  # CPU and every CUDA device
+    pack.load()
+    analysis_every = config.train.analysis_every
+    for k, cell in enumerate(cells):
+        cell.records = restart_records(cell.path, start_epoch, cell.checkpoint is None)
+        if cell.checkpoint is None and analysis_every:
+            rundir.append_jsonl(cell.path / rundir.ANALYSIS,
+                                _structure(pack, k, 0))
+    labels = [pool.labels[cell.data.test].cpu() for cell in cells]
+    epochs = config.train.epochs
+    progress = config.train.progress
+    epoch_bar = tqdm(range(start_epoch, epochs), desc="epochs", initial=start_epoch,
+                     total=epochs, disable=not progress, dynamic_ncols=True)
+    interrupted = None
+
+    def wall(k: int) -> float:
+        return elapsed[k] + time.perf_counter() - started
+
+    with stop_signals() as stop:
+        try:
+            for epoch in epoch_bar:
+                if not pack.running():
+                    break
+                epoch_start = time.perf_counter()
+                first_step = start_step if epoch == start_epoch else 0
+                pack.start_epoch(epoch, first_step)
+                stopped_at = _train_epoch(pack, epoch, first_step, stop, progress)
+                if stopped_at is not None:  # a signal mid-epoch: checkpoint there, stop
+                    pack.settle(epoch)
+                    for k in pack.running():
+                        save_checkpoint(cells[k].path, cells[k].config, pack.cell_model(k),
+                                        pack.cell_optimizer(k), epoch, stopped_at,
+                                        pack.cell_sums(k),
+                                        pack.aug[k].get_state() if pack.aug else None, wall(k))
+                    raise Interrupted(stop["signal"])
+                pack.settle(epoch)
+                train_seconds = time.perf_counter() - epoch_start
+                _evaluate(pack, epoch, labels, train_seconds, epoch_start, wall)
+                _show(epoch_bar, pack)
+                if stop["signal"] is not None:
+                    raise Interrupted(stop["signal"])
+            for cell in cells:
+                if cell.status == "running":
+                    cell.status = "finished"
+        except Interrupted as stopped:
+            interrupted = stopped
+            for cell in cells:
+                if cell.status == "running":
+                    cell.status, cell.detail = "interrupted", f"stopped by {stopped}"
+        finally:
+            epoch_bar.close()
+
+    runs = []
+    for k, cell in enumerate(cells):
+        if cell.log_probs is None and cell.status == "finished":  # killed after the last
+            cell.log_probs = predict_split(pack.members, pool, pack.test_index, pack_data(pack),
+                                           config.train.eval_batch_size,
+                                           pack.member_inputs)[pack.eval_rows(k)]
+        runs.append(finish(cell.path, cell.config, cell.records, cell.status, cell.detail,
+                           wall(k), cell.log_probs, labels[k], cell.data.test_indices))
+    if interrupted is not None:
+        raise interrupted
+    return runs
+
+
+def pack_data(pack: Pack) -> list[CellData]:
+    return [cell.data for cell in pack.cells]
+
+
+def _train_epoch(pack: Pack, epoch: int, first_step: int, stop: dict[str, Any],
+                 progress: bool) -> int | None:
+    """The steps of one epoch. Returns the position of the next step when a signal stopped
+    it (None otherwise); also stops early when no cell is training any more."""
+    bar = tqdm(range(first_step, pack.steps), desc=f"epoch {epoch + 1}", leave=False,
+               disable=not progress, dynamic_ncols=True)
+    shown, stopped_at = None, None
+    for step in bar:
+        parts = pack.step(step)
+        if progress and step % PROGRESS_EVERY == 0:
+            if shown is not None:
+                bar.set_postfix(loss=f"{float(shown):.3f}")
+            shown = parts.total.detach().mean().to("cpu", non_blocking=True)
+        if stop["signal"] is not None:
+            stopped_at = step + 1
+            break
+        if (step + 1) % CHECK_ALIVE_EVERY == 0 and not bool(pack.alive.any()):
+            break  # every cell diverged: settle() records where
+    bar.close()
+    return stopped_at
+
+
+def _evaluate(pack: Pack, epoch: int, labels: list[torch.Tensor], train_seconds: float,
+              epoch_start: float, wall: Any) -> None:
+    """Evaluate every cell still training, write its metrics line, analysis and checkpoint."""
+    running = pack.running()
+    if not running:
+        return
+    config = pack.config
+    data = pack_data(pack)
+    log_probs = predict_split(pack.members, pack.pool, pack.test_index, data,
+                              config.train.eval_batch_size, pack.member_inputs)
+    val = None
+    if pack.val_index is not None:
+        val = predict_split(pack.members, pack.pool, pack.val_index, data,
+                            config.train.eval_batch_size, pack.member_inputs)
+        val_labels = pack.pool.labels[pack.val_index].cpu()
+    sums = {k: pack.cell_sums(k) for k in running}
+    epochs = config.train.epochs
+    for k in running:
+        cell = pack.cells[k]
+        cell.log_probs = log_probs[pack.eval_rows(k)]
+        lr = cell.config.optim.lr * schedule_factor(config, epoch)
+        record = epoch_record(epoch, lr, sums[k], cell.log_probs, labels[k], train_seconds)
+        if val is not None:  # for selection (best epoch, beta*): never the test set
+            record.update(evaluate_log_probs(val[pack.eval_rows(k)], val_labels[k],
+                                             prefix="val"))
+        every = config.train.analysis_every
+        if (every and (epoch + 1) % every == 0) or epoch + 1 == epochs:
+            structure = _structure(pack, k, epoch + 1)
+            mark_dead_layers(record, structure)
+            rundir.append_jsonl(cell.path / rundir.ANALYSIS, structure)
+        record["time/epoch_seconds"] = time.perf_counter() - epoch_start
+        record["time/pack_cells"] = len(pack.cells)
+        cell.records.append(record)
+        rundir.append_jsonl(cell.path / rundir.METRICS, record)
+        every = config.train.save_probs_every
+        if every and (epoch + 1) % every == 0:
+            (cell.path / "probs").mkdir(exist_ok=True)
+            rundir.atomic_savez(cell.path / "probs" / f"epoch_{epoch + 1}.npz",
+                                log_probs=cell.log_probs.numpy())
+        save_checkpoint(cell.path, cell.config, pack.cell_model(k), pack.cell_optimizer(k),
+                        epoch + 1, 0, None, None, wall(k))
+
+
+def _structure(pack: Pack, k: int, epoch: int) -> dict[str, Any]:
+    cell = pack.cells[k]
+    samples = cell.data.test[:cell.config.train.analysis_samples]
+    x = gather(pack.pool, samples.unsqueeze(0), [cell.data])[0]
+    return structure_record(pack.cell_members(k), x, epoch)
+
+
+def _show(bar: tqdm, pack: Pack) -> None:
+    running = [pack.cells[k] for k in pack.running()]
+    if not running or not running[0].records:
+        return
+    record = running[0].records[-1]
+    losses = [v for v in record["train/loss_total"] if v is not None and math.isfinite(v)]
+    postfix = {"acc": f"{record['test/ensemble_accuracy_mean']:.3f}"}
+    if losses:
+        postfix["loss"] = f"{sum(losses) / len(losses):.3f}"
+    if len(pack.cells) > 1:
+        postfix = {"cells": f"{len(running)}/{len(pack.cells)}"}
+    bar.set_postfix(postfix)
+
+
+def epoch_record(epoch: int, lr: float, sums: dict[str, Any], log_probs: torch.Tensor,
+                 labels: torch.Tensor, train_seconds: float) -> dict[str, Any]:
+    """One metrics.jsonl line: the epoch's mean training losses and the test metrics."""
+    record: dict[str, Any] = {"epoch": epoch + 1, "lr": lr}
+    untrained = [None] * (log_probs.shape[0] - len(sums["total"]))  # frozen come first
+    for key in ("total", "task", "coupling"):
+        # No step taken (all skipped as non-finite): the loss is unknown, NaN (null in
+        # metrics.jsonl), never a made-up 0.
+        mean = (sums[key] / sums["count"] if sums["count"]
+                else torch.full_like(sums[key], math.nan))
+        record[f"train/loss_{key}"] = untrained + mean.tolist()
+    record["train/skipped_steps"] = sums["skipped"]
+    if not sums["count"]:
+        record["train/note"] = (f"every step of epoch {epoch + 1} was skipped (non-finite loss "
+                                "or gradient): no training loss, weights unchanged")
+        tqdm.write(f"colearn: warning: {record['train/note']}", file=sys.stderr)
+    record.update(evaluate_log_probs(log_probs, labels))
+    record["time/train_seconds"] = train_seconds
+    return record
+
+
+def mark_dead_layers(record: dict[str, Any], structure: dict[str, Any]) -> None:
+    """Add each member's all-zero ReLU layers to the record; such a member is collapsed."""
+    dead = [[layer for layer, stats in member["activation"].items() if stats["dead"]]
+            for member in structure["members"]]
+    record["test/member_dead_layers"] = dead
+    record["test/member_collapsed"] = [
+        bool(collapsed or layers)
+        for collapsed, layers in zip(record["test/member_collapsed"], dead, strict=True)
+    ]

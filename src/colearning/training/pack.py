@@ -1,0 +1,88 @@
+"""Which runs may train together as one pack, and how to split many into packs.
+
+The cells of a pack are distinct experiments: each has its own seed (so its own data
+split, batch order, augmentation stream and member initializations), its own ensemble
+size and coupling (``loss.beta`` / ``loss.beta_bar`` / ``loss.kl_reduction``), and its own
+learning rate and weight decay. Everything else is shared, because the members of all
+cells take each step together in one engine: architecture and model options, dataset
+and path, split kind and sizes, batch size, epochs, schedule kind, momentum,
+augmentation, peers mode, divergence handling, strategy, device and precision. A grown
+run (``expand.source``) trains alone.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from colearning.config import Config
+from colearning.errors import ConfigError
+
+# Config keys in which the cells of one pack may differ.
+CELL_KEYS = ("seed", "ensemble.n_members", "loss.beta", "loss.beta_bar", "loss.kl_reduction",
+             "optim.lr", "optim.weight_decay")
+# Keys that change nothing a run computes (display only): they may differ too.
+DISPLAY_KEYS = ("train.progress",)
+
+
+def pack_key(config: Config) -> str:
+    """A text equal for two configs exactly when they may share a pack."""
+    values = config.to_dict()
+    for dotted in CELL_KEYS + DISPLAY_KEYS:
+        section, _, key = dotted.rpartition(".")
+        (values[section] if section else values).pop(key)
+    return json.dumps(values, sort_keys=True, default=str)
+
+
+def check_packable(configs: Sequence[Config]) -> None:
+    """ConfigError naming the first key in which ``configs`` may not differ, if any."""
+    if len(configs) > 1 and any(c.expand.source is not None for c in configs):
+        raise ConfigError("a grown run (expand.source) trains alone, not in a pack")
+    first = configs[0].to_dict()
+    for config in configs[1:]:
+        if pack_key(config) != pack_key(configs[0]):
+            key = _first_difference(first, config.to_dict())
+            raise ConfigError(f"runs that differ in {key} cannot train in one pack (only "
+                              f"{', '.join(CELL_KEYS)} may differ)")
+
+
+def _first_difference(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> str:
+    for key in a:
+        dotted = f"{prefix}{key}"
+        if dotted in CELL_KEYS + DISPLAY_KEYS:
+            continue
+        if isinstance(a[key], dict) and isinstance(b.get(key), dict):
+            found = _first_difference(a[key], b[key], f"{dotted}.")
+            if found:
+                return found
+        elif a[key] != b.get(key):
+            return dotted
+    return ""
+
+
+def plan_packs(configs: Sequence[Config], max_cells: int | None = None,
+               max_members: int | None = None) -> list[list[int]]:
+    """Positions of ``configs`` grouped into packs: only packable configs together, each
+    pack at most ``max_cells`` cells and ``max_members`` members (None: no limit), in the
+    order given (a sweep's seed-major order keeps whole curves early)."""
+    groups: dict[str, list[int]] = {}
+    for position, config in enumerate(configs):
+        key = pack_key(config) if config.expand.source is None else f"alone:{position}"
+        groups.setdefault(key, []).append(position)
+    packs: list[list[int]] = []
+    for positions in groups.values():
+        current: list[int] = []
+        members = 0
+        for position in positions:
+            size = configs[position].ensemble.n_members
+            full = (max_cells is not None and len(current) >= max_cells) or (
+                max_members is not None and current and members + size > max_members)
+            if full:
+                packs.append(current)
+                current, members = [], 0
+            current.append(position)
+            members += size
+        if current:
+            packs.append(current)
+    return sorted(packs, key=lambda pack: pack[0])

@@ -1,0 +1,129 @@
+"""Entry points: train a run, resume one, or train many runs together as packs.
+
+    run = colearning.train(load_config("configs/quickstart.yaml"), run_dir="runs/demo")
+    colearning.resume("runs/demo")
+    runs = train_pack([(config_a, "sweeps/x/cells/a"), (config_b, "sweeps/x/cells/b")])
+
+Each is the same loop (:func:`colearning.training.loop.fit`) on a pack of cells; a plain
+run is a pack of one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from colearning import rundir
+from colearning.config import Config, config_from_dict
+from colearning.training.data import cell_data, load_raw, make_pool
+from colearning.training.growth import growth_plan
+from colearning.training.lifecycle import (
+    Run,
+    check_new_run_dir,
+    checkpoint_position,
+    isolated_rng,
+    locked_all,
+    new_run_dir,
+    record_pack,
+    resume_state,
+    write_new_run,
+)
+from colearning.training.loop import Cell, fit
+from colearning.training.pack import check_packable
+from colearning.training.plan import plain_plan
+from colearning.training.setup import build_members, preflight, resolve_device
+
+
+def train(config: Config | dict[str, Any], run_dir: str | Path | None = None) -> Run:
+    """Train a new run of ``config`` into ``run_dir`` (default: a new folder under ./runs)."""
+    if isinstance(config, dict):
+        config = config_from_dict(config)
+    preflight(config)
+    path = Path(run_dir) if run_dir is not None else new_run_dir(config)
+    check_new_run_dir(path)
+    path.mkdir(parents=True, exist_ok=True)
+    with rundir.locked(path):
+        write_new_run(path, config)
+        return _fit([(config, path, None)])[0]
+
+
+def resume(run_dir: str | Path, overrides: dict[str, Any] | None = None) -> Run:
+    """Continue the run in ``run_dir`` from its last checkpoint (a finished run is returned
+    as it is). ``overrides`` may only repeat the saved config."""
+    path = rundir.require_run_dir(run_dir)
+    with rundir.locked(path):
+        config, checkpoint, finished = resume_state(path, overrides)
+        if finished is not None:
+            return finished
+        return _fit([(config, path, checkpoint)])[0]
+
+
+def train_pack(cells: Sequence[tuple[Config | dict[str, Any], str | Path]]) -> list[Run]:
+    """Train (or resume) several runs together: ``cells`` are (config, run directory) pairs
+    that may share a pack (:func:`colearning.training.pack.check_packable`).
+
+    A directory that holds a finished run is returned as it is; one that holds a stopped
+    run resumes from its checkpoint (with the config it was started with, which must equal
+    the given one); an empty or absent one starts fresh. Cells at different checkpoint
+    positions train as separate packs, one after the other. Returns the runs in the order
+    given; raises Interrupted (after every cell checkpointed) on SIGINT/SIGTERM.
+    """
+    configs = [c if isinstance(c, Config) else config_from_dict(c) for c, _ in cells]
+    paths = [Path(p) for _, p in cells]
+    check_packable(configs)
+    for config in configs:
+        preflight(config)
+    results: dict[int, Run] = {}
+    todo: dict[tuple[int, int], list[tuple[int, Config, Path, dict[str, Any] | None]]] = {}
+    with locked_all([_mkdir(p) for p in paths]):
+        for position, (config, path) in enumerate(zip(configs, paths, strict=True)):
+            if rundir.is_run_dir(path):
+                saved, checkpoint, finished = resume_state(path, config.to_dict())
+                if finished is not None:
+                    results[position] = finished
+                    continue
+                entry = (position, saved, path, checkpoint)
+            else:
+                check_new_run_dir_contents(path)
+                write_new_run(path, config)
+                entry = (position, config, path, None)
+            todo.setdefault(checkpoint_position(entry[3]), []).append(entry)
+        for group in todo.values():
+            runs = _fit([(config, path, checkpoint) for _, config, path, checkpoint in group])
+            for (position, *_), run in zip(group, runs, strict=True):
+                results[position] = run
+    return [results[k] for k in range(len(cells))]
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def check_new_run_dir_contents(path: Path) -> None:
+    """A pack cell's fresh directory may hold only the lock file the pack just took."""
+    if any(p.name != rundir.LOCK for p in path.iterdir()):
+        check_new_run_dir(path)
+
+
+def _fit(specs: list[tuple[Config, Path, dict[str, Any] | None]]) -> list[Run]:
+    """Build the pack's data and member plans, then run the loop (in the runs' RNG scope)."""
+    first = specs[0][0]
+    device = resolve_device(first.device)
+    with isolated_rng(first):
+        raw = load_raw(first)
+        pool = make_pool(raw, device)
+        cells = []
+        for config, path, checkpoint in specs:
+            data = cell_data(config, raw, device)
+            if config.expand.source is not None:
+                plan = growth_plan(config, pool, data, device, path)
+            else:
+                plan = plain_plan(config, build_members(config, pool, device))
+            cells.append(Cell(config, path, data, plan, checkpoint))
+        if len(cells) > 1:
+            record_pack([cell.path for cell in cells], device)
+        # fit returns the runs in its own (size-sorted) order: give them back in ours
+        by_path = {run.run_dir: run for run in fit(cells, pool, device)}
+        return [by_path[cell.path] for cell in cells]

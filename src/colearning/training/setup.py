@@ -1,0 +1,134 @@
+"""The pieces a run is set up from: device, members, schedule, and evaluation helpers.
+
+Pure helpers of the training loop (no run directory, no state): the loop, sweeps, growth
+and ``colearn bench`` build on these same functions.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from colearning.config import Config
+from colearning.data import DATASETS
+from colearning.engine import Ensemble
+from colearning.errors import ConfigError
+from colearning.metrics.structure import activation_stats, weight_stats
+from colearning.models import MODELS, build_model
+from colearning.training.data import CellData, Pool, gather
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> cuda when available else cpu; a cuda request without CUDA is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {name!r}; valid: auto, cpu, cuda, cuda:K") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} requested but CUDA is not available; use device=cpu")
+    return device
+
+
+def preflight(config: Config) -> None:
+    """Fail fast, before any directory or data is touched, on names that cannot resolve."""
+    MODELS.get(config.model.name)
+    DATASETS.get(config.data.name)
+    resolve_device(config.device)
+    if config.expand.source is not None:
+        from colearning.training.growth import check_source
+
+        check_source(config)
+
+
+def schedule_factor(config: Config, epoch: int) -> float:
+    """The learning-rate multiplier of ``epoch`` (0-based) under the per-epoch schedule."""
+    optim = config.optim
+    if optim.schedule == "constant":
+        return 1.0
+    if optim.schedule == "step":
+        return optim.gamma ** (epoch // optim.step_size)
+    # cosine annealing, paper Supp.: eta_t = eta_0 / 2 * (1 + cos(pi * t / t_max))
+    return 0.5 * (1 + math.cos(math.pi * epoch / config.train.epochs))
+
+
+def learning_rate(config: Config, epoch: int) -> float:
+    """Learning rate of ``epoch`` (0-based) under the configured per-epoch schedule."""
+    return config.optim.lr * schedule_factor(config, epoch)
+
+
+def use_augmentation(config: Config) -> bool:
+    """Crop+flip for VGG-9 and off for LeNet-5, as the paper, unless data.augment says."""
+    if config.data.augment is not None:
+        return config.data.augment
+    return config.model.name == "vgg9"
+
+
+def build_members(config: Config, pool: Pool, device: torch.device, *,
+                  n_members: int | None = None, first_index: int = 0) -> Ensemble:
+    """The run's members (or ``n_members`` of them numbered from ``first_index``) on ``device``.
+
+    Member i is initialized from (seed, i) alone, so a cell's members are the same whether
+    it trains alone or in a pack.
+    """
+
+    def factory() -> nn.Module:
+        return build_model(config.model.name, num_classes=pool.num_classes,
+                           in_channels=pool.in_channels, image_size=pool.image_size,
+                           **config.model.options)
+
+    ens = Ensemble(factory, n_members or config.ensemble.n_members, config.ensemble.strategy,
+                   seed=config.seed, first_index=first_index)
+    return ens.to(device)
+
+
+@torch.no_grad()
+def predict(ens: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Member log-probabilities [N, n, C] (float32 log_softmax) on the CPU for images x [n, ...].
+
+    Log-probabilities, not probabilities: near-certain predictions (p within 1e-7 of 1, or
+    below 1e-38) keep their entropy and NLL, which rounded probabilities would lose.
+    """
+    was_training = ens.training
+    ens.eval()
+    chunks = [torch.log_softmax(ens(x[i:i + batch_size]).float(), -1)
+              for i in range(0, len(x), batch_size)]
+    ens.train(was_training)
+    return torch.cat(chunks, dim=1).cpu()
+
+
+@torch.no_grad()
+def predict_split(members: nn.Module, pool: Pool, index: torch.Tensor, cells: list[CellData],
+                  batch_size: int, member_inputs: torch.Tensor | None) -> torch.Tensor:
+    """Log-probabilities [M, n, C] on the CPU of every member on its cell's images: pooled
+    ``index`` [K, n] (row k: cell k's split), ``member_inputs`` [M] naming each member's cell
+    (None for one cell). Batched over cells on the device; one copy to the host."""
+    was_training = members.training
+    members.eval()
+    chunks = []
+    for start in range(0, index.shape[1], batch_size):
+        images = gather(pool, index[:, start:start + batch_size], cells)
+        logits = members(images[0]) if member_inputs is None else members(images,
+                                                                          member_inputs)
+        chunks.append(torch.log_softmax(logits.float(), -1))
+    members.train(was_training)
+    return torch.cat(chunks, dim=1).cpu()
+
+
+def structure_record(members: list[nn.Module], x: torch.Tensor, epoch: int) -> dict[str, Any]:
+    """Activation and weight statistics of each member module on images x (analysis.jsonl)."""
+    return {"epoch": epoch, "members": [{"activation": activation_stats(m, x),
+                                         "weight_std": weight_stats(m)} for m in members]}
+
+
+def clip_member_gradients(params: list[torch.Tensor], max_norm: float) -> None:
+    """Scale each member's gradient to norm <= max_norm (norms are per member, not global)."""
+    grads = [p.grad for p in params if p.grad is not None]
+    squared = sum(g.float().pow(2).flatten(1).sum(1) for g in grads)  # [M]
+    scale = (max_norm / (squared.sqrt() + 1e-6)).clamp(max=1.0)
+    for g in grads:
+        g.mul_(scale.view(-1, *[1] * (g.dim() - 1)).to(g.dtype))
