@@ -21,10 +21,11 @@ from colearning.expand import border_indices, border_range, expand, grown_config
 from colearning.expand.table import (
     format_table_s5,
     load_table_s5_dir,
-    run_table_s5,
     table_s5,
     table_s5_spec_from_dict,
 )
+from colearning.expand.table_run import run_table_s5
+from colearning.report import build_report
 from colearning.training import Interrupted, resume, train
 from colearning.training.data import cell_data, gather, load_raw, make_pool
 from colearning.training.setup import build_members, predict
@@ -297,7 +298,9 @@ def test_table_s5_on_digits(tmp_path):
     assert rows[0]["accuracy_std"] == pytest.approx(np.std(base_accs, ddof=1))
     text = format_table_s5(rows)
     assert "add-retrain" in text and "83.65 ± 0.38" in text
-    assert (tmp_path / "t" / "report.html").read_text().count("<tr>") == 8
+    assert (tmp_path / "t" / "table_s5.txt").read_text().startswith("Training method")
+    page = build_report(tmp_path / "t")  # colearn report dispatches a Table S5 directory
+    assert page == tmp_path / "t" / "report.html" and page.read_text().count("<tr>") == 8
     # continuing skips every finished cell; a changed spec is refused
     again = run_table_s5(load_table_s5_dir(tmp_path / "t"), tmp_path / "t", progress=False)
     assert all(o.skipped for o in again)

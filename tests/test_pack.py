@@ -126,5 +126,6 @@ def test_only_packable_runs_share_a_pack(tmp_path):
     c = config(CELLS[2], **{"train.progress": True})  # display only: packable
     check_packable([a, c])
     assert plan_packs([a, b, c, a]) == [[0, 2, 3], [1]]
-    assert plan_packs([a, c, a, c], max_cells=3) == [[0, 1, 2], [3]]
+    assert plan_packs([a, c, a, c], max_cells=3) == [[0, 1], [2, 3]]  # balanced
+    assert plan_packs([a, c, a, c, a], max_cells=2) == [[0, 1], [2, 3], [4]]
     assert plan_packs([a, c, a, c], max_members=4) == [[0, 1], [2, 3]]

@@ -58,9 +58,19 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
                         "ray: CPUs of a local Ray)")
     p.add_argument("--address", help="Ray cluster address: auto, HOST:6379, or "
                    "ray://HOST:10001 (needs ray[client]); default: a local Ray")
-    p.add_argument("--cpus-per-cell", type=float, default=1.0, help="Ray: CPUs per cell")
+    p.add_argument("--pack", default="auto", metavar="auto|off|K",
+                   help="train compatible cells together as packs, their members stacked in "
+                        "one engine (each cell still writes its own run directory): auto "
+                        "(default; packs of up to --pack-members members), off (one cell at a "
+                        "time) or K (up to K cells a pack)")
+    p.add_argument("--pack-members", type=int, metavar="M",
+                   help="most members in one pack (default with --pack auto: 16 on CPU, 400 "
+                        "on CUDA)")
+    p.add_argument("--cpus-per-cell", type=float, default=1.0,
+                   help="Ray: CPUs per task (one pack, or one cell with --pack off)")
     p.add_argument("--gpus-per-cell", type=float, default=0.0,
-                   help="Ray: GPUs per cell; a fraction packs small models on one GPU")
+                   help="Ray: GPUs per task (one pack, or one cell with --pack off); a fraction "
+                        "shares one GPU between tasks")
     p.add_argument("--dry-run", action="store_true", help="list the cells and their state, "
                    "train nothing")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -232,7 +242,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from colearning.sweep.runner import describe_cells, format_result, load_sweep_spec, run_sweep
+    from colearning.sweep.layout import load_sweep_spec
+    from colearning.sweep.runner import describe_cells, format_result, run_sweep
     from colearning.sweep.spec import load_spec
 
     if not _config_xor_resume(args, "SWEEP.yaml", "SWEEP_DIR"):
@@ -245,11 +256,25 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(describe_cells(spec, out))
         return 0
+    pack = args.pack if args.pack in ("auto", "off") else _positive_int(args.pack, "--pack")
     result = run_sweep(spec, out, backend=args.backend, workers=args.workers,
                        address=args.address, cpus_per_cell=args.cpus_per_cell,
-                       gpus_per_cell=args.gpus_per_cell, progress=not args.no_progress)
+                       gpus_per_cell=args.gpus_per_cell, pack=pack,
+                       pack_members=args.pack_members, progress=not args.no_progress)
     print(format_result(result))
     return 0 if result.ok else 130 if result.count("interrupted") else 1
+
+
+def _positive_int(text: str, flag: str) -> int:
+    from colearning.errors import ConfigError
+
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ConfigError(f"{flag} must be auto, off or a number >= 1, got {text!r}")
+    return value
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -276,9 +301,9 @@ def cmd_expand_table(args: argparse.Namespace) -> int:
         format_table_s5,
         load_table_s5_dir,
         load_table_s5_spec,
-        run_table_s5,
         table_s5,
     )
+    from colearning.expand.table_run import run_table_s5
 
     if not _config_xor_resume(args, "TABLE_S5.yaml", "DIR"):
         return 2
@@ -287,7 +312,10 @@ def cmd_expand_table(args: argparse.Namespace) -> int:
     else:
         spec = load_table_s5_spec(args.config, args.overrides, seeds=args.seeds)
         out = args.out or f"sweeps/{spec.name}"
+    from colearning.report.table_s5 import build_table_s5_report
+
     outcomes = run_table_s5(spec, out, progress=not args.no_progress)
+    build_table_s5_report(out)
     print(format_table_s5(table_s5(out)))
     problems = [o for o in outcomes if o.status != "finished"]
     for outcome in problems:

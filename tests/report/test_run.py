@@ -123,7 +123,7 @@ def _imported_colearning_modules(name: str) -> set[str]:
             else:
                 continue
             todo += [n for n in names if n.startswith("colearning")
-                     and n != "colearning.sweep.report"  # the sweep report's own business
+                     and n != "colearning.report.sweep"  # the sweep report's own business
                      and _is_module(n)]
     return seen
 
@@ -173,10 +173,10 @@ def test_not_a_run_directory_is_a_run_dir_error(tmp_path: Path):
 def test_sweep_directory_goes_to_the_sweep_report(tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch):
     calls = []
-    fake = type(sys)("colearning.sweep.report")
+    fake = type(sys)("colearning.report.sweep")
     fake.build_sweep_report = lambda path, out, allow_incomplete=False: calls.append(
         (path, out)) or Path(path) / "r.html"
-    monkeypatch.setitem(sys.modules, "colearning.sweep.report", fake)
+    monkeypatch.setitem(sys.modules, "colearning.report.sweep", fake)
     (tmp_path / "sweep.yaml").write_text("name: demo\n")
     assert build_report(tmp_path, tmp_path / "o") == tmp_path / "r.html"
     assert calls == [(tmp_path, tmp_path / "o")]

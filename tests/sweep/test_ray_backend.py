@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from colearning import rundir
 from colearning.sweep import load_spec, run_sweep
 from colearning.sweep.table import read_csv
 
@@ -19,6 +20,9 @@ def test_ray_local_sweep(tmp_path):
     assert result.ok and [o.name for o in result.outcomes] == ["beta-0.3_seed0", "beta0_seed0"]
     rows = read_csv(tmp_path / "out" / "summary.csv")
     assert [(r["beta"], r["n_finished"]) for r in rows] == [(-0.3, 1), (0.0, 1)]
+    # --pack auto: the two cells trained as one pack, in one Ray task
+    packs = rundir.read_jsonl(tmp_path / "out" / "cells" / "beta0_seed0" / "packs.jsonl")
+    assert len(packs) == 1 and len(packs[0]["cells"]) == 2
     # a rerun skips both cells without starting Ray
     again = run_sweep(spec, tmp_path / "out", backend="ray", workers=2, progress=False)
     assert all(o.skipped for o in again.outcomes)

@@ -23,7 +23,7 @@ def test_sweep_report_has_every_figure(tiny_sweep: Path, tmp_path):
 
 
 def test_optimal_beta_table_says_the_choice_was_made_on_test_without_validation(tmp_path):
-    from colearning.sweep.report import _scaling_section
+    from colearning.report.sweep import _scaling_section
 
     summary = [{"N": 2, "beta": b, "beta_bar": 2 * b, "n_cells": 2, "n_finished": f,
                 "test/ensemble_accuracy_mean:mean": acc, "test/ensemble_accuracy_mean:std": 0.0}

@@ -11,7 +11,9 @@ import pytest
 
 from colearning import rundir
 from colearning.sweep import load_spec, load_sweep_spec, run_sweep
-from colearning.sweep.runner import CELL_ERROR, CELLS, cell_status, prepare, run_cell
+from colearning.sweep.cell import run_cell
+from colearning.sweep.layout import CELL_ERROR, CELLS, cell_status
+from colearning.sweep.runner import prepare
 from colearning.sweep.table import read_csv
 
 from .conftest import TINY_BASE, write_sweep
@@ -105,3 +107,28 @@ def test_cli_dry_run_lists_cells(tiny_sweep: Path, capsys):
     assert main(["sweep", "--resume", str(tiny_sweep), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "8 cells" in out and "N3_beta0_seed1" in out and "finished" in out
+
+
+def test_packed_sweep_equals_unpacked_sweep(tiny_sweep: Path, tmp_path):
+    """The session's tiny sweep ran packed (--pack auto); one cell at a time gives the same."""
+    spec = load_sweep_spec(tiny_sweep)
+    packs = {tuple(line["cells"]) for name in NAMES
+             for line in rundir.read_jsonl(tiny_sweep / CELLS / name / "packs.jsonl")}
+    assert len(packs) == 2 and sorted(len(p) for p in packs) == [4, 4]  # 20 members, budget 16
+    unpacked = tmp_path / "unpacked"
+    result = run_sweep(spec, unpacked, workers=2, pack="off", progress=False)
+    assert result.ok and not (unpacked / CELLS / NAMES[0] / "packs.jsonl").exists()
+    for packed_row, alone_row in zip(read_csv(tiny_sweep / "results.csv"),
+                                     read_csv(unpacked / "results.csv"), strict=True):
+        for key in ("test/ensemble_accuracy_mean", "test/js_mean", "val/ensemble_accuracy_mean"):
+            assert packed_row[key] == pytest.approx(alone_row[key], rel=1e-4, abs=1e-6), key
+
+
+def test_pack_flag(tmp_path, capsys):
+    from colearning.cli import main
+
+    spec_file = write_sweep(tmp_path / "s.yaml", {"name": "s", "base": TINY_BASE,
+                                                  "grid": {"beta": [0.0]}, "seeds": 1})
+    assert main(["sweep", "--config", str(spec_file), "--out", str(tmp_path / "o"),
+                 "--pack", "zero", "--no-progress"]) == 2
+    assert "--pack must be auto, off or a number" in capsys.readouterr().err

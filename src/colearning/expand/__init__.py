@@ -26,8 +26,12 @@ __all__ = [
 
 
 def __getattr__(name: str):  # the Table S5 driver builds on sweeps and reports: import lazily
-    if name in ("format_table_s5", "load_table_s5_spec", "run_table_s5", "table_s5"):
+    if name in ("format_table_s5", "load_table_s5_spec", "table_s5"):
         from colearning.expand import table as module
 
         return getattr(module, name)
+    if name == "run_table_s5":
+        from colearning.expand.table_run import run_table_s5
+
+        return run_table_s5
     raise AttributeError(f"module 'colearning.expand' has no attribute {name!r}")

@@ -1,8 +1,11 @@
 """Table S5: ways to grow a trained ensemble of N by M members, against from-scratch runs.
 
     spec = load_table_s5_spec("configs/sweeps/tableS5_cpu_jpeg.yaml")
-    run_table_s5(spec, "sweeps/tableS5")       # trains the missing cells, writes the table
+    run_table_s5(spec, "sweeps/tableS5")       # colearning.expand.table_run: trains the cells
     print(format_table_s5(table_s5("sweeps/tableS5")))
+
+This module reads and tabulates (reports build on it and never train);
+:mod:`colearning.expand.table_run` trains the cells.
 
 A Table S5 file is a sweep file (``name``, ``base_config``/``base``, ``overrides``,
 ``seeds``; see :mod:`colearning.sweep.spec`) plus the experiment::
@@ -32,15 +35,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-from tqdm.auto import tqdm
-
 from colearning import rundir
-from colearning.config import config_from_dict, merge, read_yaml
+from colearning.config import read_yaml
 from colearning.errors import ConfigError, RunDirError
-from colearning.expand.grow import grown_config
-from colearning.report.html import Section, Table, render_page, write_page
-from colearning.sweep.runner import CELLS, CellOutcome, cell_status, run_cell
+from colearning.sweep.layout import CELLS, cell_status
 from colearning.sweep.spec import spec_from_dict
 from colearning.sweep.table import to_csv
 
@@ -159,64 +157,6 @@ def cell_name(method: Method, seed: int) -> str:
     return f"{method.key}_seed{seed}"
 
 
-def cell_config(spec: TableS5Spec, method: Method, seed: int, out: Path) -> dict[str, Any]:
-    """The run config of one cell; an expansion reads its base cell's config from disk."""
-    if method.mode is None:
-        values = merge(spec.base, {
-            "seed": seed, "ensemble": {"n_members": method.n_members},
-            "loss": {"beta": method.beta, "beta_bar": None},
-            "train": {"epochs": method.train_epochs, "progress": False},
-        })
-        return config_from_dict(values).to_dict()
-    source = out / CELLS / f"base_seed{seed}"
-    margin = spec.margin if method.mode == "boost" else 0
-    return grown_config(source, spec.add, method.mode,
-                        [f"loss.beta={method.beta}", f"train.epochs={method.train_epochs}"],
-                        margin).to_dict()
-
-
-# ------------------------------------------------------------------------- running
-def run_table_s5(spec: TableS5Spec, out: str | Path, *, progress: bool = True) -> list[CellOutcome]:
-    """Train every missing cell of ``spec`` under ``out`` (seed-major), then write the table.
-
-    Cells run one after another in this process; an expansion whose base cell did not finish
-    is left pending. Returns one outcome per cell.
-    """
-    out = Path(out)
-    spec_path = out / SPEC_FILE
-    if spec_path.exists():
-        if load_table_s5_dir(out).to_dict() != spec.to_dict():
-            raise RunDirError(f"{out} holds a Table S5 run with another spec; continue it with "
-                              f"colearn expand-table --resume {out} or pick another --out")
-    elif out.exists() and any(out.iterdir()):
-        raise RunDirError(f"{out} exists, is not empty and is not a Table S5 directory; "
-                          "pick another --out")
-    (out / CELLS).mkdir(parents=True, exist_ok=True)
-    rundir.atomic_write_text(spec_path, yaml.safe_dump(spec.to_dict(), sort_keys=False))
-    rows = methods(spec)
-    outcomes = []
-    bar = tqdm(total=len(rows) * len(spec.seeds), desc=f"table S5 {spec.name}", unit="cell",
-               disable=not progress, dynamic_ncols=True)
-    try:
-        for seed in spec.seeds:
-            for method in rows:
-                name = cell_name(method, seed)
-                if method.mode and cell_status(out / CELLS / f"base_seed{seed}") != "finished":
-                    outcome = CellOutcome(name, "pending", error="its base run did not finish")
-                else:
-                    config = cell_config(spec, method, seed, out)
-                    outcome = run_cell(config, str(out / CELLS / name))
-                outcomes.append(outcome)
-                bar.update(1)
-                bar.set_postfix(last=name, status=outcome.status)
-                if outcome.status == "interrupted":
-                    return outcomes
-    finally:
-        bar.close()
-        write_table_s5(out)
-    return outcomes
-
-
 # ------------------------------------------------------------------------- the table
 def _mean_std(values: list[float]) -> tuple[float, float]:
     if not values:
@@ -272,7 +212,7 @@ def _pm(mean: float, std: float, sign: bool = False) -> str:
     return text if math.isnan(std) else f"{text} ± {std:.2f}"
 
 
-def _display(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+def display_rows(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
     header = ["Training method", "β", "epochs", "ensemble acc. (%)", "Δ vs base (paired)",
               "member acc. (%)", "seeds", "paper (%)"]
     body = [[row["label"], f"{row['beta']:g}", row["epochs"],
@@ -287,7 +227,7 @@ def _display(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
 
 def format_table_s5(rows: list[dict[str, Any]]) -> str:
     """Table S5's layout as fixed-width text: method, β, budget, mean ± std, paired Δ, paper."""
-    header, body = _display(rows)
+    header, body = display_rows(rows)
     widths = [max(len(line[k]) for line in [header, *body]) for k in range(len(header))]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True))
              for line in [header, *body]]
@@ -295,27 +235,13 @@ def format_table_s5(rows: list[dict[str, Any]]) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
-def write_table_s5(out: str | Path) -> Path:
-    """Write table_s5.csv, table_s5.txt and report.html into ``out``; returns the HTML path."""
+def write_table_s5(out: str | Path) -> list[dict[str, Any]]:
+    """Write table_s5.csv and table_s5.txt into ``out``; returns the table's rows.
+
+    (``colearn report OUT`` and ``colearn expand-table`` draw its report.html:
+    :mod:`colearning.report.table_s5`.)"""
     out = Path(out)
-    spec = load_table_s5_dir(out)
     rows = table_s5(out)
-    text = format_table_s5(rows)
     rundir.atomic_write_text(out / "table_s5.csv", to_csv(rows))
-    rundir.atomic_write_text(out / "table_s5.txt", text + "\n")
-    header, body = _display(rows)
-    base = spec.base
-    about = (f"{base['model']['name']} on {base['data']['name']} "
-             f"(train {base['data']['train_size']}, test {base['data']['test_size']}), "
-             f"N={spec.n_members} grown by M={spec.add}, β={spec.beta:g} "
-             f"(β̄ = βN = {spec.beta * spec.n_members:g} for N={spec.n_members}), "
-             f"E={spec.epochs} epochs, seeds {spec.seeds}. Accuracy: uniform mean of the "
-             "members' probabilities on the test split; mean ± std (ddof=1) over seeds; Δ is "
-             "the paired difference to the base ensemble of the same seed. The paper column is "
-             "LeNet-5 on the full CIFAR-10 (150/300 epochs).")
-    page = render_page(f"Table S5: {spec.name}", [
-        Section("Expanding a trained ensemble (paper Table S5)", text=about,
-                tables=[Table("Ensemble accuracy by way of growing", header, body)]),
-    ])
-    write_page(out / "report.html", page)
-    return out / "report.html"
+    rundir.atomic_write_text(out / "table_s5.txt", format_table_s5(rows) + "\n")
+    return rows

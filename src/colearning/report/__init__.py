@@ -14,6 +14,7 @@ from colearning import rundir
 from colearning.errors import RunDirError
 
 SWEEP_FILE = "sweep.yaml"
+TABLE_S5_FILE = "table_s5.yaml"
 
 
 def build_report(path: str | Path, out: str | Path | None = None, *,
@@ -21,7 +22,8 @@ def build_report(path: str | Path, out: str | Path | None = None, *,
     """Write the report of a run or sweep directory; returns the path of report.html.
 
     ``out`` defaults to ``PATH/report``. A directory with config.yaml is a run, one with
-    sweep.yaml a sweep; anything else raises :class:`RunDirError`. ``allow_incomplete``
+    sweep.yaml a sweep, one with table_s5.yaml a Table S5 run (``colearn expand-table``);
+    anything else raises :class:`RunDirError`. ``allow_incomplete``
     (sweeps): a coupling whose cells did not all finish may be the optimal one.
     """
     path = Path(path)
@@ -32,11 +34,16 @@ def build_report(path: str | Path, out: str | Path | None = None, *,
 
         return build_run_report(path, out)
     if (path / SWEEP_FILE).is_file():
-        from colearning.sweep.report import build_sweep_report
+        from colearning.report.sweep import build_sweep_report
 
         return build_sweep_report(path, out, allow_incomplete=allow_incomplete)
-    raise RunDirError(f"{path} is neither a run directory ({rundir.CONFIG}) nor a sweep "
-                      f"directory ({SWEEP_FILE}); nothing to report")
+    if (path / TABLE_S5_FILE).is_file():
+        from colearning.report.table_s5 import build_table_s5_report
+
+        return build_table_s5_report(path, out)
+    raise RunDirError(f"{path} is neither a run directory ({rundir.CONFIG}), a sweep "
+                      f"directory ({SWEEP_FILE}) nor a Table S5 directory ({TABLE_S5_FILE}); "
+                      "nothing to report")
 
 
 __all__ = ["build_report"]

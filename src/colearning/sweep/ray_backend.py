@@ -1,10 +1,11 @@
-"""Sweep cells as Ray tasks: the same cells and run directories as the local backend.
+"""Sweep packs as Ray tasks: the same cells, packs and run directories as the local backend.
 
     run_sweep(spec, "/shared/sweeps/fig3", backend="ray", address="ray://head:10001",
-              gpus_per_cell=0.25)
+              gpus_per_cell=1)
 
-Each cell is one task asking ``cpus_per_cell`` CPUs (its torch thread count) and
-``gpus_per_cell`` GPUs (a fraction packs several small models on one GPU). With an
+Each pack of cells (one cell with ``--pack off``) is one task asking ``cpus_per_cell`` CPUs
+(its torch thread count) and ``gpus_per_cell`` GPUs (a fraction shares one GPU between
+tasks). With an
 ``address`` the tasks go to that cluster, whose nodes must see the sweep directory (shared
 storage) and have colearning installed; without one a local Ray is started with
 ``workers`` CPUs. Ray is optional: ``pip install colearning[ray]``.
@@ -17,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from colearning.errors import ConfigError
-from colearning.sweep.runner import CELLS, CellOutcome, available_cores, run_cell
+from colearning.sweep.cell import CellOutcome, available_cores, run_pack
+from colearning.sweep.layout import CELLS
 from colearning.sweep.spec import Cell
 
 
@@ -32,10 +34,10 @@ def import_ray() -> Any:
     return ray
 
 
-def run_ray(cells: list[Cell], path: Path, *, address: str | None, workers: int | None,
+def run_ray(groups: list[list[Cell]], path: Path, *, address: str | None, workers: int | None,
             cpus_per_cell: float, gpus_per_cell: float,
-            record: Callable[[CellOutcome], None]) -> None:
-    """Submit every cell as a task and record outcomes as they finish."""
+            record: Callable[[list[CellOutcome]], None]) -> None:
+    """Submit every pack as a task and record its cells' outcomes as it finishes."""
     ray = import_ray()
     if cpus_per_cell <= 0 or gpus_per_cell < 0:
         raise ConfigError("--cpus-per-cell must be > 0 and --gpus-per-cell >= 0")
@@ -47,18 +49,21 @@ def run_ray(cells: list[Cell], path: Path, *, address: str | None, workers: int 
             ray.init(num_cpus=workers or available_cores(), include_dashboard=False,
                      log_to_driver=True)
     threads = max(1, int(cpus_per_cell))
-    task = ray.remote(run_cell).options(num_cpus=cpus_per_cell, num_gpus=gpus_per_cell,
+    task = ray.remote(run_pack).options(num_cpus=cpus_per_cell, num_gpus=gpus_per_cell,
                                         max_retries=0)
-    pending = {task.remote(c.config, str(path / CELLS / c.name), threads): c for c in cells}
+    pending = {task.remote([c.config for c in group],
+                           [str(path / CELLS / c.name) for c in group], threads): group
+               for group in groups}
     try:
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
-            cell = pending.pop(done[0])
+            group = pending.pop(done[0])
             try:
-                outcome = ray.get(done[0])
+                outcomes = ray.get(done[0])
             except Exception as exc:  # the task's process died: record it, go on
-                outcome = CellOutcome(cell.name, "failed", error=f"{type(exc).__name__}: {exc}")
-            record(outcome)
+                outcomes = [CellOutcome(c.name, "failed", error=f"{type(exc).__name__}: {exc}")
+                            for c in group]
+            record(outcomes)
     except KeyboardInterrupt:
         for ref in pending:
             ray.cancel(ref)

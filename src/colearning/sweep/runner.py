@@ -3,30 +3,23 @@
     spec = load_spec("configs/sweeps/fig2c_cpu_jpeg.yaml")
     result = run_sweep(spec, "sweeps/fig2c", workers=2)      # local processes
     result = run_sweep(spec, "sweeps/fig2c", backend="ray")  # Ray tasks: colearning[ray]
+    result = run_sweep(spec, "sweeps/fig2c", pack=8)         # up to 8 cells per pack
 
-Layout of a sweep directory::
-
-    sweep.yaml            the resolved sweep (base run config + grid)
-    cells/<name>/         one run directory per cell (config.yaml, metrics.jsonl, ...)
-    cells/<name>/cell_error.json   a cell that raised: error type, message, traceback
-    results.csv/.parquet  one row per cell;  summary.csv/.parquet  mean/std/count over seeds
-    epochs.csv            per-cell, per-epoch accuracies (the gain-over-epochs curves)
-
-Rerunning is resuming: a finished (or diverged) cell is skipped without being opened for
-writing, a cell with a run directory is continued from its checkpoint, a failed cell is
-retried. A cell that raises is recorded and never stops the others.
+Cells that may share a pack (:mod:`colearning.training.pack`) are trained together, their
+members stacked into one engine; each still writes its own run directory. Rerunning is
+resuming: a finished (or diverged) cell is skipped without being opened for writing, a cell
+with a run directory is continued from its checkpoint, a failed cell is retried. A cell that
+raises is recorded and never stops the others. The directory layout is in
+:mod:`colearning.sweep.layout`.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as futures
 import contextlib
-import json
 import multiprocessing
 import os
 import signal
-import time
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,24 +27,18 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from colearning import rundir
+from colearning.config import config_from_dict
 from colearning.errors import ConfigError, RunDirError
+from colearning.sweep.cell import CellOutcome, available_cores, run_pack
+from colearning.sweep.layout import CELLS, DONE, SPEC_FILE, cell_status
 from colearning.sweep.spec import Cell, SweepSpec, dump_spec
+from colearning.sweep.table import write_tables
+from colearning.training.pack import plan_packs
 
-SPEC_FILE = "sweep.yaml"
-CELLS = "cells"
-CELL_ERROR = "cell_error.json"
-DONE = ("finished", "diverged")  # a result exists: never retrained
-
-
-@dataclass
-class CellOutcome:
-    """What happened to one cell in this invocation (``skipped`` = already had a result)."""
-
-    name: str
-    status: str  # finished, diverged, interrupted, failed
-    skipped: bool = False
-    error: str | None = None
-    seconds: float = 0.0
+# --pack auto: members per pack, by device. On CPUs a pack fills the engine's cache-sized
+# chunks (LeNet-5: 5 members per chunk at batch 512) a few times over; on a GPU one pack
+# holds what the device computes in parallel (memory stays small for LeNet-5-sized cells).
+AUTO_PACK_MEMBERS = {"cpu": 16, "cuda": 400}
 
 
 @dataclass
@@ -65,58 +52,6 @@ class SweepResult:
     @property
     def ok(self) -> bool:
         return all(o.status in DONE for o in self.outcomes)
-
-
-# ------------------------------------------------------------------------- one cell
-def cell_status(cell_dir: str | Path) -> str:
-    """``finished``/``diverged``/``interrupted``/``failed``/``started``/``pending`` from disk.
-
-    ``started``: a run directory without a final summary (running now, or killed hard).
-    """
-    path = Path(cell_dir)
-    if (path / CELL_ERROR).exists():
-        return "failed"
-    summary = path / rundir.SUMMARY
-    if summary.exists():
-        try:
-            return json.loads(summary.read_text()).get("status", "unknown")
-        except json.JSONDecodeError:
-            return "interrupted"
-    return "started" if rundir.is_run_dir(path) else "pending"
-
-
-def run_cell(config: dict[str, Any], cell_dir: str, threads: int | None = None) -> CellOutcome:
-    """Train, resume or skip one cell in its own directory; never raises for a cell's error.
-
-    Top-level so that worker processes and Ray tasks can import it by name.
-    """
-    import torch
-
-    from colearning.training import Interrupted, resume, train
-
-    path = Path(cell_dir)
-    name = path.name
-    status = cell_status(path)
-    if status in DONE:
-        return CellOutcome(name, status, skipped=True)
-    if threads:
-        torch.set_num_threads(threads)
-    started = time.perf_counter()
-    (path / CELL_ERROR).unlink(missing_ok=True)  # a failed cell is retried
-    try:
-        run = resume(path) if rundir.is_run_dir(path) else train(config, path)
-        status, error = run.status, None
-    except Interrupted as stop:
-        status, error = "interrupted", f"stopped by {stop}"
-    except Exception as exc:  # a cell's error is data, not a sweep crash
-        status, error = "failed", f"{type(exc).__name__}: {exc}"
-        path.mkdir(parents=True, exist_ok=True)
-        rundir.atomic_write_json(path / CELL_ERROR, {
-            "cell": name, "error_type": type(exc).__name__, "message": str(exc),
-            "traceback": traceback.format_exc(),
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        })
-    return CellOutcome(name, status, error=error, seconds=time.perf_counter() - started)
 
 
 class SweepStop(BaseException):
@@ -149,28 +84,22 @@ def _worker_init(threads: int, stop: Any) -> None:
     torch.set_num_threads(threads)
 
 
-def _run_cell_in_worker(config: dict[str, Any], cell_dir: str, threads: int) -> CellOutcome:
+def _run_pack_in_worker(configs: list[dict[str, Any]], cell_dirs: list[str],
+                        threads: int) -> list[CellOutcome]:
     global _IN_CELL
-    name = Path(cell_dir).name
+    names = [Path(d).name for d in cell_dirs]
     if _STOP is not None and _STOP.is_set():  # queued before a stop: leave it pending
-        return CellOutcome(name, "interrupted", error="sweep stopped")
+        return [CellOutcome(name, "interrupted", error="sweep stopped") for name in names]
     _IN_CELL = True
     try:
-        return run_cell(config, cell_dir, threads)
+        return run_pack(configs, cell_dirs, threads)
     except SweepStop as stop:
-        return CellOutcome(name, "interrupted", error=f"stopped by {stop}")
+        return [CellOutcome(name, "interrupted", error=f"stopped by {stop}") for name in names]
     finally:
         _IN_CELL = False
 
 
 # ------------------------------------------------------------------------- the sweep
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
 def prepare(spec: SweepSpec, sweep_dir: str | Path) -> tuple[Path, list[Cell]]:
     """Create (or check) the sweep directory and return it with the spec's cells.
 
@@ -182,8 +111,6 @@ def prepare(spec: SweepSpec, sweep_dir: str | Path) -> tuple[Path, list[Cell]]:
     cells = spec.cells()
     if spec_path.exists():
         import yaml
-
-        from colearning.config import config_from_dict
 
         saved = yaml.safe_load(spec_path.read_text()) or {}
         # resolved again, so a config section added since then takes its default
@@ -216,16 +143,42 @@ def _prewarm_data(cells: list[Cell]) -> None:
                              progress=False)
 
 
+def packs(cells: list[Cell], pack: str | int = "auto", pack_members: int | None = None,
+          device: str = "cpu") -> list[list[Cell]]:
+    """The cells grouped into packs: ``pack`` ``off`` (one cell each), an int K (at most K
+    cells a pack) or ``auto`` (at most ``pack_members`` members a pack, by default
+    :data:`AUTO_PACK_MEMBERS` for the cells' device)."""
+    if pack == "off" or pack == 1:
+        return [[cell] for cell in cells]
+    configs = [config_from_dict(cell.config) for cell in cells]
+    if pack == "auto":
+        budget = pack_members or AUTO_PACK_MEMBERS["cuda" if device == "cuda" else "cpu"]
+        groups = plan_packs(configs, max_members=budget)
+    elif isinstance(pack, int) and pack >= 1:
+        groups = plan_packs(configs, max_cells=pack, max_members=pack_members)
+    else:
+        raise ConfigError(f"--pack must be auto, off or a number of cells >= 1, got {pack!r}")
+    return [[cells[k] for k in group] for group in groups]
+
+
+def _device_kind(cells: list[Cell]) -> str:
+    from colearning.training.setup import resolve_device
+
+    return resolve_device(cells[0].config["device"]).type if cells else "cpu"
+
+
 def run_sweep(spec: SweepSpec, sweep_dir: str | Path, *, backend: str = "local",
               workers: int | None = None, address: str | None = None,
               cpus_per_cell: float = 1.0, gpus_per_cell: float = 0.0,
+              pack: str | int = "auto", pack_members: int | None = None,
               progress: bool = True, aggregate: bool = True) -> SweepResult:
     """Run every cell of ``spec`` under ``sweep_dir`` and write the tables.
 
-    local: ``workers`` processes (default: one per core on CPU, 1 with CUDA), each using
-    ``cores // workers`` torch threads. ray: Ray tasks asking ``cpus_per_cell`` CPUs and
-    ``gpus_per_cell`` GPUs each, on ``address`` (an existing cluster) or a local Ray with
-    ``workers`` CPUs.
+    Cells are trained in packs (see :func:`packs`). local: ``workers`` processes (default:
+    one per core on CPU, 1 with CUDA), each running one pack at a time with
+    ``cores // workers`` torch threads. ray: one Ray task per pack asking ``cpus_per_cell``
+    CPUs and ``gpus_per_cell`` GPUs, on ``address`` (an existing cluster) or a local Ray
+    with ``workers`` CPUs.
     """
     if backend not in ("local", "ray"):
         raise ConfigError(f"unknown sweep backend {backend!r}; valid: local, ray")
@@ -234,51 +187,51 @@ def run_sweep(spec: SweepSpec, sweep_dir: str | Path, *, backend: str = "local",
     path, cells = prepare(spec, sweep_dir)
     status = {c.name: cell_status(path / CELLS / c.name) for c in cells}
     todo = [c for c in cells if status[c.name] not in DONE]
+    groups = packs(todo, pack, pack_members, _device_kind(todo))
     result = SweepResult(path)
     result.outcomes = [CellOutcome(c.name, status[c.name], skipped=True)
                        for c in cells if status[c.name] in DONE]
     bar = tqdm(total=len(cells), initial=len(cells) - len(todo), desc=f"sweep {spec.name}",
                unit="cell", disable=not progress, dynamic_ncols=True)
 
-    def record(outcome: CellOutcome) -> None:
-        result.outcomes.append(outcome)
-        bar.update(1)
+    def record(outcomes: list[CellOutcome]) -> None:
+        result.outcomes.extend(outcomes)
+        bar.update(len(outcomes))
         failed = sum(o.status not in DONE for o in result.outcomes)
-        bar.set_postfix(last=outcome.name, failed=failed)
+        bar.set_postfix(last=outcomes[-1].name, failed=failed)
 
     try:
-        if todo and backend == "local":
-            _run_local(todo, path, workers, record)
-        elif todo:
+        if groups and backend == "local":
+            _run_local(groups, path, workers, record)
+        elif groups:
             from colearning.sweep.ray_backend import run_ray
 
-            run_ray(todo, path, address=address, workers=workers, cpus_per_cell=cpus_per_cell,
-                    gpus_per_cell=gpus_per_cell, record=record)
+            run_ray(groups, path, address=address, workers=workers,
+                    cpus_per_cell=cpus_per_cell, gpus_per_cell=gpus_per_cell, record=record)
     finally:
         bar.close()
         if aggregate:
-            from colearning.sweep.table import write_tables
-
             write_tables(path)
     order = {c.name: i for i, c in enumerate(cells)}
     result.outcomes.sort(key=lambda o: order[o.name])
     return result
 
 
-def _run_local(cells: list[Cell], path: Path, workers: int | None, record: Any) -> None:
+def _run_local(groups: list[list[Cell]], path: Path, workers: int | None, record: Any) -> None:
     import torch
 
     if workers is None:
         workers = 1 if torch.cuda.is_available() else available_cores()
-    workers = min(workers, len(cells))
+    workers = min(workers, len(groups))
     threads = max(1, available_cores() // workers)
-    _prewarm_data(cells)
+    _prewarm_data([cell for group in groups for cell in group])
     context = multiprocessing.get_context("spawn")
     stop = context.Event()
     with futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init,
                                      initargs=(threads, stop)) as pool:
-        pending = {pool.submit(_run_cell_in_worker, c.config, str(path / CELLS / c.name),
-                               threads): c for c in cells}
+        pending = {pool.submit(_run_pack_in_worker, [c.config for c in group],
+                               [str(path / CELLS / c.name) for c in group], threads): group
+                   for group in groups}
         previous = signal.getsignal(signal.SIGTERM)
 
         def forward(signum: int, _frame: object) -> None:
@@ -305,38 +258,24 @@ def _run_local(cells: list[Cell], path: Path, workers: int | None, record: Any) 
                 signal.signal(signal.SIGTERM, previous)
 
 
-def _collect(pending: dict[futures.Future, Cell], record: Any) -> None:
-    """Record each future's outcome as it completes; recorded futures leave ``pending``."""
+def _collect(pending: dict[futures.Future, list[Cell]], record: Any) -> None:
+    """Record each future's outcomes as it completes; recorded futures leave ``pending``."""
     for future in futures.as_completed(list(pending)):
-        cell = pending.pop(future)
+        group = pending.pop(future)
         try:
-            outcome = future.result()
+            outcomes = future.result()
         except futures.CancelledError:
             continue
         except Exception as exc:  # a worker died (OOM kill, segfault): record it, go on
-            outcome = CellOutcome(cell.name, "failed", error=f"{type(exc).__name__}: {exc}")
-        record(outcome)
+            outcomes = [CellOutcome(c.name, "failed", error=f"{type(exc).__name__}: {exc}")
+                        for c in group]
+        record(outcomes)
 
 
 def _is_main_thread() -> bool:
     import threading
 
     return threading.current_thread() is threading.main_thread()
-
-
-def load_sweep_spec(sweep_dir: str | Path) -> SweepSpec:
-    """The resolved spec stored in a sweep directory (for resume and reports)."""
-    from colearning.sweep.spec import spec_from_dict
-
-    path = Path(sweep_dir)
-    if not (path / SPEC_FILE).is_file():
-        raise RunDirError(f"{path} is not a sweep directory (it has no {SPEC_FILE})")
-    import yaml
-
-    values = yaml.safe_load((path / SPEC_FILE).read_text()) or {}
-    grid = dict(values.get("grid") or {})
-    return spec_from_dict({"name": values.get("name"), "base": values.get("base"),
-                           "grid": grid})
 
 
 def describe_cells(spec: SweepSpec, sweep_dir: str | Path) -> str:

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from colearning import rundir
+from colearning.sweep.layout import CELL_ERROR, CELLS, cell_status, load_sweep_spec
 
 COUPLING_KEYS = ("loss.beta", "loss.beta_bar", "ensemble.n_members", "seed")
 CONFIG_COLUMNS = ("model.name", "data.name", "train.epochs", "loss.kl_reduction")
@@ -100,8 +101,6 @@ def _final_metrics(record: dict[str, Any]) -> dict[str, Any]:
 
 def cell_rows(sweep_dir: str | Path) -> list[dict[str, Any]]:
     """One row per cell of the sweep in ``sweep_dir`` (cells not started yet included)."""
-    from colearning.sweep.runner import CELL_ERROR, CELLS, cell_status, load_sweep_spec
-
     path = Path(sweep_dir)
     spec = load_sweep_spec(path)
     grid_keys = [k for k in spec.grid if k not in COUPLING_KEYS]
@@ -153,8 +152,6 @@ def _number(value: Any) -> float:
 
 def epoch_rows(sweep_dir: str | Path) -> list[dict[str, Any]]:
     """One row per (cell, evaluated epoch): the curves behind the gain-over-epochs figure."""
-    from colearning.sweep.runner import CELLS
-
     path = Path(sweep_dir)
     rows = cell_rows(path)
     wanted = ["cell", *facet_keys(rows), "N", "beta", "beta_bar", "seed"]

@@ -13,6 +13,7 @@ run (``expand.source``) trains alone.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -64,25 +65,31 @@ def _first_difference(a: dict[str, Any], b: dict[str, Any], prefix: str = "") ->
 def plan_packs(configs: Sequence[Config], max_cells: int | None = None,
                max_members: int | None = None) -> list[list[int]]:
     """Positions of ``configs`` grouped into packs: only packable configs together, each
-    pack at most ``max_cells`` cells and ``max_members`` members (None: no limit), in the
-    order given (a sweep's seed-major order keeps whole curves early)."""
+    pack at most ``max_cells`` cells and ``max_members`` members (None: no limit).
+
+    Each group of packable configs is cut into as few packs as the limits allow, of about
+    equal numbers of members (so parallel workers finish together), keeping the given order
+    (a sweep's seed-major order: whole curves first).
+    """
     groups: dict[str, list[int]] = {}
     for position, config in enumerate(configs):
         key = pack_key(config) if config.expand.source is None else f"alone:{position}"
         groups.setdefault(key, []).append(position)
+    cells_limit = max_cells or math.inf
+    members_limit = max_members or math.inf
     packs: list[list[int]] = []
     for positions in groups.values():
+        sizes = [configs[p].ensemble.n_members for p in positions]
+        count = max(1, math.ceil(sum(sizes) / members_limit), math.ceil(len(sizes) / cells_limit))
+        target = sum(sizes) / count
         current: list[int] = []
         members = 0
-        for position in positions:
-            size = configs[position].ensemble.n_members
-            full = (max_cells is not None and len(current) >= max_cells) or (
-                max_members is not None and current and members + size > max_members)
-            if full:
+        for position, size in zip(positions, sizes, strict=True):
+            if current and (len(current) >= cells_limit or members + size > members_limit
+                            or members >= target):
                 packs.append(current)
                 current, members = [], 0
             current.append(position)
             members += size
-        if current:
-            packs.append(current)
+        packs.append(current)
     return sorted(packs, key=lambda pack: pack[0])

@@ -16,8 +16,10 @@ from typing import Any
 
 from colearning import rundir
 from colearning.config import Config, config_from_dict
+from colearning.data import DATASETS
+from colearning.models import MODELS
 from colearning.training.data import cell_data, load_raw, make_pool
-from colearning.training.growth import growth_plan
+from colearning.training.growth import check_source, growth_plan
 from colearning.training.lifecycle import (
     Run,
     check_new_run_dir,
@@ -32,7 +34,16 @@ from colearning.training.lifecycle import (
 from colearning.training.loop import Cell, fit
 from colearning.training.pack import check_packable
 from colearning.training.plan import plain_plan
-from colearning.training.setup import build_members, preflight, resolve_device
+from colearning.training.setup import build_members, resolve_device
+
+
+def preflight(config: Config) -> None:
+    """Fail fast, before any directory or data is touched, on names that cannot resolve."""
+    MODELS.get(config.model.name)
+    DATASETS.get(config.data.name)
+    resolve_device(config.device)
+    if config.expand.source is not None:
+        check_source(config)
 
 
 def train(config: Config | dict[str, Any], run_dir: str | Path | None = None) -> Run:

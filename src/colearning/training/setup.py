@@ -13,11 +13,10 @@ import torch
 from torch import nn
 
 from colearning.config import Config
-from colearning.data import DATASETS
 from colearning.engine import Ensemble
 from colearning.errors import ConfigError
 from colearning.metrics.structure import activation_stats, weight_stats
-from colearning.models import MODELS, build_model
+from colearning.models import build_model
 from colearning.training.data import CellData, Pool, gather
 
 
@@ -32,17 +31,6 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {name!r} requested but CUDA is not available; use device=cpu")
     return device
-
-
-def preflight(config: Config) -> None:
-    """Fail fast, before any directory or data is touched, on names that cannot resolve."""
-    MODELS.get(config.model.name)
-    DATASETS.get(config.data.name)
-    resolve_device(config.device)
-    if config.expand.source is not None:
-        from colearning.training.growth import check_source
-
-        check_source(config)
 
 
 def schedule_factor(config: Config, epoch: int) -> float:

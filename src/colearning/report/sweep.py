@@ -29,7 +29,7 @@ from matplotlib.ticker import MaxNLocator, NullFormatter, ScalarFormatter
 
 from colearning.report.html import Section, Table, render_page, write_page
 from colearning.sweep import analysis
-from colearning.sweep.runner import load_sweep_spec
+from colearning.sweep.layout import load_sweep_spec
 from colearning.sweep.table import cell_rows, epoch_rows, facet_keys, summarize, write_tables
 
 DPI = 110

@@ -1,0 +1,54 @@
+"""The sweep directory: where a sweep's spec and cells live, and a cell's state on disk.
+
+Layout of a sweep directory::
+
+    sweep.yaml            the resolved sweep (base run config + grid)
+    cells/<name>/         one run directory per cell (config.yaml, metrics.jsonl, ...)
+    cells/<name>/cell_error.json   a cell that raised: error type, message, traceback
+    results.csv/.parquet  one row per cell;  summary.csv/.parquet  per (N, beta)
+    epochs.csv            per-cell, per-epoch accuracies (the gain-over-epochs curves)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from colearning import rundir
+from colearning.errors import RunDirError
+from colearning.sweep.spec import SweepSpec, spec_from_dict
+
+SPEC_FILE = "sweep.yaml"
+CELLS = "cells"
+CELL_ERROR = "cell_error.json"
+DONE = ("finished", "diverged")  # a result exists: never retrained
+
+
+def cell_status(cell_dir: str | Path) -> str:
+    """``finished``/``diverged``/``interrupted``/``failed``/``started``/``pending`` from disk.
+
+    ``started``: a run directory without a final summary (running now, or killed hard).
+    """
+    path = Path(cell_dir)
+    if (path / CELL_ERROR).exists():
+        return "failed"
+    summary = path / rundir.SUMMARY
+    if summary.exists():
+        try:
+            return json.loads(summary.read_text()).get("status", "unknown")
+        except json.JSONDecodeError:
+            return "interrupted"
+    return "started" if rundir.is_run_dir(path) else "pending"
+
+
+def load_sweep_spec(sweep_dir: str | Path) -> SweepSpec:
+    """The resolved spec stored in a sweep directory (for resume and reports)."""
+    path = Path(sweep_dir)
+    if not (path / SPEC_FILE).is_file():
+        raise RunDirError(f"{path} is not a sweep directory (it has no {SPEC_FILE})")
+    values = yaml.safe_load((path / SPEC_FILE).read_text()) or {}
+    grid = dict(values.get("grid") or {})
+    return spec_from_dict({"name": values.get("name"), "base": values.get("base"),
+                           "grid": grid})
