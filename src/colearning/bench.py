@@ -316,21 +316,35 @@ def make_step(workload: Workload, settings: Settings, device: torch.device
 
         return step, BASELINE
 
-    ens = _build_ensemble(workload, settings, device)
-    resolved = ens.resolved_strategy(device)
-    optimizer = _sgd(ens.parameters(), config, settings.sgd)
-    forward = _compiled(ens, settings)
+    # The engine: the trainer's own step (colearning.training.loop.Pack.step: forward, the
+    # coupled loss, backward, the on-device finiteness mask and StackedSGD) on one batch.
+    pack = _one_cell_pack(config, settings, device, train_size=batch, test_size=batch)
+    pack.forward = _compiled(pack.trained, settings)
+    pack.start_epoch(0, 0)
 
     def engine_step() -> torch.Tensor:
         with autocast:
-            logits = forward(images)
-        loss = coupled_loss(logits, labels, beta).total
-        optimizer.zero_grad(set_to_none=True)
-        loss.sum().backward()
-        optimizer.step()
-        return loss.detach()
+            return pack.step(0).total.detach()
 
-    return engine_step, resolved
+    return engine_step, pack.trained.resolved_strategy(device)
+
+
+def _one_cell_pack(config: Config, settings: Settings, device: torch.device, *,
+                   train_size: int, test_size: int) -> Any:
+    """The trainer's pack of one cell on random CIFAR-shaped data (see measure_epoch)."""
+    from colearning.data import RawDataset
+    from colearning.training.data import cell_data, make_pool
+    from colearning.training.loop import Cell, Pack
+    from colearning.training.plan import plain_plan
+    from colearning.training.setup import build_members
+
+    train_x, train_y, test_x, test_y = synthetic_cifar(train_size, test_size, settings.seed,
+                                                       settings.image_size, settings.num_classes)
+    raw = RawDataset(train_x, train_y, test_x, test_y,
+                     [str(c) for c in range(settings.num_classes)])
+    pool = make_pool(raw, device)
+    plan = plain_plan(config, build_members(config, pool, device))
+    return Pack([Cell(config, Path("."), cell_data(config, raw, device), plan)], pool, device)
 
 
 def _compiled(module: nn.Module, settings: Settings) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -451,27 +465,18 @@ def measure_epoch(model: str, n_members: int, device: torch.device, settings: Se
     apply here too (autocast around each step and the evaluation, torch.compile of the
     ensemble), levers the trainer itself does not offer yet.
     """
-    from colearning.data import RawDataset
-    from colearning.training.data import cell_data, make_pool
-    from colearning.training.loop import Cell, Pack
-    from colearning.training.plan import plain_plan
-    from colearning.training.setup import build_members, predict_split
+    from colearning.training.loop import Pack
+    from colearning.training.setup import predict_split
 
     batch_size = batch_size or BATCH_SIZES.get(model, 128)
     workload = Workload(model, n_members, batch_size, strategy)
     config = bench_config(workload, settings)
     config.train.eval_batch_size = eval_batch_size or config.train.eval_batch_size
-    train_x, train_y, test_x, test_y = synthetic_cifar(train_size, test_size, settings.seed,
-                                                       settings.image_size, settings.num_classes)
-    raw = RawDataset(train_x, train_y, test_x, test_y,
-                     [str(c) for c in range(settings.num_classes)])
     autocast = _autocast(settings, device)
 
     def epoch_pack() -> Pack:
-        pool = make_pool(raw, device)
-        plan = plain_plan(config, build_members(config, pool, device))
-        pack = Pack([Cell(config, Path("."), cell_data(config, raw, device), plan)], pool,
-                    device)
+        pack = _one_cell_pack(config, settings, device, train_size=train_size,
+                              test_size=test_size)
         pack.forward = _compiled(pack.trained, settings)
         pack.start_epoch(0, 0)
         return pack
@@ -502,7 +507,7 @@ def measure_epoch(model: str, n_members: int, device: torch.device, settings: Se
     synchronize(device)
     train_done = time.perf_counter()
     log_probs = evaluate(pack)
-    metrics = evaluate_log_probs(log_probs, torch.from_numpy(test_y))
+    metrics = evaluate_log_probs(log_probs, pack.pool.labels[pack.test_index[0]].cpu())
     eval_done = time.perf_counter()
 
     train_seconds, eval_seconds = train_done - data_done, eval_done - train_done

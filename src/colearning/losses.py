@@ -83,15 +83,20 @@ def _coupling_weights(
     dtype: torch.dtype,
 ) -> torch.Tensor:
     """Coupling rows of the trained members: [N, M] (M = N + frozen peers), or [K, N, N]
-    for a pack of K ensembles given a [K, N, N] beta."""
-    if isinstance(beta, torch.Tensor) and beta.dim() == 3:
-        if beta.shape[1:] != (n_members, n_members) or n_peers != n_members:
-            raise ConfigError(f"a pack's beta must be [K, {n_members}, {n_members}], got "
-                              f"{list(beta.shape)}")
-        beta = beta.to(device=device, dtype=dtype)
-        if beta.device.type == "cpu" and not torch.isfinite(beta).all():
-            raise ConfigError("beta contains NaN or inf; give finite couplings")
-        return beta * (1 - torch.eye(n_members, dtype=dtype, device=device))
+    for a pack of K ensembles given a [K, N, N] beta.
+
+    A beta given as a tensor is used as it is, its shape checked but not its values: a
+    NaN check would make the host wait for the device at every step. Build it once with
+    :func:`beta_matrix`, which checks it (the trainer does); floats, lists and arrays are
+    checked here.
+    """
+    if isinstance(beta, torch.Tensor) and beta_bar is None:
+        rows = (beta.shape[0], n_members, n_peers) if beta.dim() == 3 else (n_members, n_peers)
+        if tuple(beta.shape) != rows:
+            raise ConfigError(f"beta must be [{', '.join(map(str, rows))}] (one row per member, "
+                              f"one column per peer), got {list(beta.shape)}")
+        mask = 1 - torch.eye(n_members, n_peers, dtype=dtype, device=device)
+        return beta.to(device=device, dtype=dtype) * mask
     if beta is not None and not isinstance(beta, (int, float)):
         beta = torch.as_tensor(beta, dtype=dtype)
         if beta.dim() == 2 and beta.shape == (n_members, n_peers) and n_peers > n_members:

@@ -100,6 +100,7 @@ class Pack:
     """The engine, optimizer and device-side state of cells that train together."""
 
     def __init__(self, cells: list[Cell], pool: Pool, device: torch.device) -> None:
+        cells = sorted(cells, key=lambda cell: cell.n_trained)  # ensemble sizes contiguous
         self.cells = cells
         self.pool = pool
         self.device = device
@@ -144,7 +145,7 @@ class Pack:
             if self.rows[members[0]].start != start or any(
                     self.rows[a].stop != self.rows[b].start
                     for a, b in zip(members[:-1], members[1:], strict=True)):
-                raise AssertionError("pack cells must be ordered by ensemble size")
+                raise AssertionError("the pack's cells are ordered by ensemble size")
             stop = self.rows[members[-1]].stop
             beta = torch.stack([self.cells[k].plan.beta for k in members])
             divisor = torch.tensor([[classes if self.cells[k].config.loss.kl_reduction == "mean"
@@ -327,13 +328,13 @@ def fit(cells: list[Cell], pool: Pool, device: torch.device) -> list[Run]:
     """Train ``cells`` (all at the same checkpoint position) to their last epoch or a clean
     stop; every cell's run directory ends with its summary. Raises Interrupted after
     writing when SIGINT/SIGTERM arrived."""
-    cells = sorted(cells, key=lambda cell: cell.n_trained)  # ensemble sizes contiguous
     config = cells[0].config
     # Re-setting the thread count also turns off MKL's dynamic threading, which would pick
     # fewer threads on a busy machine and so change float summation order between runs.
     torch.set_num_threads(torch.get_num_threads())
     started = time.perf_counter()
     pack = Pack(cells, pool, device)
+    cells = pack.cells  # in the pack's order
     start_epoch, start_step = checkpoint_position(cells[0].checkpoint)
     elapsed = [(cell.checkpoint or {}).get("elapsed", 0.0) for cell in cells]
     if cells[0].checkpoint is None:
