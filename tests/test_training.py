@@ -331,3 +331,42 @@ def test_validation_split_gets_its_own_metrics(tmp_path, tiny_config):
     assert record["val/ensemble_accuracy_mean"] != record["test/ensemble_accuracy_mean"]
     plain = train({**tiny_config, "data": {"name": "digits"}}, run_dir=tmp_path / "p")
     assert not any(key.startswith("val/") for key in plain.metrics[0])
+
+
+def test_bf16_precision_runs_the_members_in_bf16_and_the_loss_in_fp32(tmp_path, tiny_config,
+                                                                      monkeypatch):
+    seen = []
+    original = train_module.coupled_loss
+
+    def spy(logits, *args, **kwargs):
+        seen.append(logits.dtype)
+        parts = original(logits, *args, **kwargs)
+        seen.append(parts.total.dtype)
+        return parts
+
+    monkeypatch.setattr(train_module, "coupled_loss", spy)
+    tiny_config["train"].update(precision="bf16", epochs=1)
+    run = train(tiny_config, run_dir=tmp_path / "bf16")
+    assert run.status == "finished" and seen[:2] == [torch.bfloat16, torch.float32]
+    fp32 = train({**tiny_config, "train": {**tiny_config["train"], "precision": "fp32"}},
+                 run_dir=tmp_path / "fp32")
+    assert comparable(run.metrics) != comparable(fp32.metrics)  # bf16 did change the numbers
+    assert abs(run.summary["test/ensemble_accuracy_mean"]
+               - fp32.summary["test/ensemble_accuracy_mean"]) < 0.1
+
+
+def test_compile_falls_back_to_eager_with_a_one_line_warning(tmp_path, tiny_config, monkeypatch,
+                                                            capsys, finished):
+    def no_compiler(fn, mode=None):
+        def run(*args, **kwargs):
+            raise RuntimeError("no C++ compiler found\nlong details")
+        return run
+
+    monkeypatch.setattr(torch, "compile", no_compiler)
+    tiny_config["train"]["compile"] = "reduce-overhead"
+    run = train(tiny_config, run_dir=tmp_path / "c")
+    assert comparable(run.metrics) == comparable(finished.metrics)  # eager: the same numbers
+    err = capsys.readouterr().err
+    warnings = [line for line in err.splitlines() if "could not compile" in line]
+    assert len(warnings) == 2  # the members' forward and the loss, once each
+    assert "RuntimeError: no C++ compiler found" in warnings[0]

@@ -233,14 +233,17 @@ def count_flops(model: str, batch_size: int = 1, *, train: bool = True, image_si
 
 # ------------------------------------------------------------------------- configurations
 def bench_config(workload: Workload, settings: Settings) -> Config:
-    """The run config a workload corresponds to (paper optimizer, beta_bar = -1)."""
+    """The run config a workload corresponds to (paper optimizer, beta_bar = -1); bench's
+    ``--bf16`` and ``--compile`` are the trainer's train.precision and train.compile."""
     strategy = "loop" if workload.strategy == BASELINE else workload.strategy
     return config_from_dict({
         "seed": settings.seed,
         "model": {"name": workload.model},
         "ensemble": {"n_members": workload.n_members, "strategy": strategy},
         "loss": {"beta_bar": BETA_BAR},
-        "train": {"batch_size": workload.batch_size, "progress": False},
+        "train": {"batch_size": workload.batch_size, "progress": False,
+                  "precision": "bf16" if settings.bf16 else "fp32",
+                  "compile": settings.compile or "off"},
     })
 
 
@@ -319,12 +322,10 @@ def make_step(workload: Workload, settings: Settings, device: torch.device
     # The engine: the trainer's own step (colearning.training.loop.Pack.step: forward, the
     # coupled loss, backward, the on-device finiteness mask and StackedSGD) on one batch.
     pack = _one_cell_pack(config, settings, device, train_size=batch, test_size=batch)
-    pack.forward = _compiled(pack.trained, settings)
     pack.start_epoch(0, 0)
 
     def engine_step() -> torch.Tensor:
-        with autocast:
-            return pack.step(0).total.detach()
+        return pack.step(0).total.detach()
 
     return engine_step, pack.trained.resolved_strategy(device)
 
@@ -462,36 +463,25 @@ def measure_epoch(model: str, n_members: int, device: torch.device, settings: Se
     ``warmup_steps`` training steps and one evaluation run first, untimed (they allocate,
     autotune and compile); the timed epoch then starts from the images as uint8 arrays in
     host memory, as a loaded dataset would be. ``settings.bf16`` and ``settings.compile``
-    apply here too (autocast around each step and the evaluation, torch.compile of the
-    ensemble), levers the trainer itself does not offer yet.
+    are the trainer's train.precision and train.compile.
     """
     from colearning.training.loop import Pack
-    from colearning.training.setup import predict_split
 
     batch_size = batch_size or BATCH_SIZES.get(model, 128)
     workload = Workload(model, n_members, batch_size, strategy)
     config = bench_config(workload, settings)
     config.train.eval_batch_size = eval_batch_size or config.train.eval_batch_size
-    autocast = _autocast(settings, device)
 
     def epoch_pack() -> Pack:
         pack = _one_cell_pack(config, settings, device, train_size=train_size,
                               test_size=test_size)
-        pack.forward = _compiled(pack.trained, settings)
         pack.start_epoch(0, 0)
         return pack
 
-    def evaluate(pack: Pack) -> torch.Tensor:
-        with autocast:
-            return predict_split(pack.members, pack.pool, pack.test_index,
-                                 [c.data for c in pack.cells], config.train.eval_batch_size,
-                                 pack.member_inputs)
-
     warm = epoch_pack()  # warm-up: allocations, autotuning, compilation
     for step in range(min(warmup_steps, warm.steps)):
-        with autocast:
-            warm.step(step)
-    evaluate(warm)
+        warm.step(step)
+    warm.predict(warm.test_index)
     del warm
     synchronize(device)
     reset_peak_memory(device)
@@ -501,12 +491,11 @@ def measure_epoch(model: str, n_members: int, device: torch.device, settings: Se
     synchronize(device)
     data_done = time.perf_counter()
     for step in range(pack.steps):
-        with autocast:
-            pack.step(step)
+        pack.step(step)
     skipped = int(pack.sums["skipped"].sum())
     synchronize(device)
     train_done = time.perf_counter()
-    log_probs = evaluate(pack)
+    log_probs = pack.predict(pack.test_index)
     metrics = evaluate_log_probs(log_probs, pack.pool.labels[pack.test_index[0]].cpu())
     eval_done = time.perf_counter()
 

@@ -75,6 +75,11 @@ class TrainConfig:
     analysis_samples: int = 1000  # test images used for activation statistics
     save_probs_every: int = 0  # epochs between saved test probabilities; 0: final only
     progress: bool = True  # progress bars on stderr
+    precision: str = "fp32"  # fp32, or bf16: autocast for the members' forward and backward
+    # (the loss, softmax/KL, metrics and optimizer stay fp32)
+    tf32: bool = False  # CUDA only: TF32 matmuls and convolutions under fp32 (Ampere and newer)
+    compile: str = "off"  # off, default, reduce-overhead (CUDA graphs): torch.compile of the
+    # members' forward and backward and of the loss; falls back to eager with a warning
 
 
 EXPAND_MODES = ("add-freeze", "add-retrain", "boost")
@@ -238,6 +243,8 @@ CHOICES = {
     "loss.kl_reduction": ("batchmean", "mean"),
     "optim.schedule": ("constant", "step", "cosine"),
     "train.on_nonfinite": ("stop", "skip"),
+    "train.precision": ("fp32", "bf16"),
+    "train.compile": ("off", "default", "reduce-overhead"),
 }
 
 

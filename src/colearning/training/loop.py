@@ -50,7 +50,10 @@ from colearning.training.lifecycle import (
 )
 from colearning.training.plan import MemberPlan
 from colearning.training.setup import (
+    autocast,
     clip_member_gradients,
+    compiled,
+    device_settings,
     predict_split,
     schedule_factor,
     structure_record,
@@ -114,7 +117,9 @@ class Pack:
             self.trained = Ensemble.from_members(modules, self.config.ensemble.strategy)
             self.trained.to(device)
             self.members = self.trained
-        self.forward = self.trained  # what the step calls (colearn bench may compile it)
+        mode = self.config.train.compile
+        self.forward = compiled(self.trained, mode, "the members' forward")
+        self.loss_fn = compiled(coupled_loss, mode, "the coupled loss")
         sizes = [cell.n_trained for cell in cells]
         starts = np.cumsum([0, *sizes])
         self.rows = [slice(int(a), int(b)) for a, b in zip(starts[:-1], starts[1:], strict=True)]
@@ -154,6 +159,17 @@ class Pack:
                                  n, beta, divisor))
             start = stop
         return blocks
+
+    def precision(self) -> Any:
+        """The members' autocast context under train.precision (a fresh one per use)."""
+        return autocast(self.config, self.device)
+
+    def predict(self, index: torch.Tensor) -> torch.Tensor:
+        """Log-probabilities [members, n, C] on the host of every member on its cell's
+        images at pooled ``index`` [K, n]."""
+        return predict_split(self.members, self.pool, index, [c.data for c in self.cells],
+                             self.config.train.eval_batch_size, self.member_inputs,
+                             self.precision())
 
     # ----------------------------------------------------------------- state
     def load(self) -> None:
@@ -241,8 +257,9 @@ class Pack:
             images = torch.stack([augment_batch(images[k], self.aug[k])
                                   for k in range(len(self.cells))])
         labels = self.pool.labels[index]
-        logits = (self.forward(images[0]) if self.single
-                  else self.forward(images, self.member_inputs))
+        with self.precision():
+            logits = (self.forward(images[0]) if self.single
+                      else self.forward(images, self.member_inputs))
         parts = self._loss(logits, labels, images)
         self.optimizer.zero_grad()
         parts.total.sum().backward()
@@ -276,12 +293,12 @@ class Pack:
         loss = self.config.loss
         if self.single:
             plan = self.cells[0].plan
-            return coupled_loss(logits, labels[0], plan.beta, peers=loss.peers,
+            return self.loss_fn(logits, labels[0], plan.beta, peers=loss.peers,
                                 kl_reduction=loss.kl_reduction, frozen=plan.peers(images[0]))
         totals, tasks, couplings = [], [], []
         for block in self.blocks:
             chunk = logits[block.rows].unflatten(0, (len(block.cells), block.n))
-            parts = coupled_loss(chunk, labels[block.cells], block.beta, peers=loss.peers)
+            parts = self.loss_fn(chunk, labels[block.cells], block.beta, peers=loss.peers)
             coupling = parts.coupling / block.divisor
             totals.append((parts.task + coupling).flatten())
             tasks.append(parts.task.flatten())
@@ -356,7 +373,7 @@ def fit(cells: list[Cell], pool: Pool, device: torch.device) -> list[Run]:
     def wall(k: int) -> float:
         return elapsed[k] + time.perf_counter() - started
 
-    with stop_signals() as stop:
+    with stop_signals() as stop, device_settings(config, device):
         try:
             for epoch in epoch_bar:
                 if not pack.running():
@@ -393,18 +410,12 @@ def fit(cells: list[Cell], pool: Pool, device: torch.device) -> list[Run]:
     runs = []
     for k, cell in enumerate(cells):
         if cell.log_probs is None and cell.status == "finished":  # killed after the last
-            cell.log_probs = predict_split(pack.members, pool, pack.test_index, pack_data(pack),
-                                           config.train.eval_batch_size,
-                                           pack.member_inputs)[pack.eval_rows(k)]
+            cell.log_probs = pack.predict(pack.test_index)[pack.eval_rows(k)]
         runs.append(finish(cell.path, cell.config, cell.records, cell.status, cell.detail,
                            wall(k), cell.log_probs, labels[k], cell.data.test_indices))
     if interrupted is not None:
         raise interrupted
     return runs
-
-
-def pack_data(pack: Pack) -> list[CellData]:
-    return [cell.data for cell in pack.cells]
 
 
 def _train_epoch(pack: Pack, epoch: int, first_step: int, stop: dict[str, Any],
@@ -436,13 +447,10 @@ def _evaluate(pack: Pack, epoch: int, labels: list[torch.Tensor], train_seconds:
     if not running:
         return
     config = pack.config
-    data = pack_data(pack)
-    log_probs = predict_split(pack.members, pack.pool, pack.test_index, data,
-                              config.train.eval_batch_size, pack.member_inputs)
+    log_probs = pack.predict(pack.test_index)
     val = None
     if pack.val_index is not None:
-        val = predict_split(pack.members, pack.pool, pack.val_index, data,
-                            config.train.eval_batch_size, pack.member_inputs)
+        val = pack.predict(pack.val_index)
         val_labels = pack.pool.labels[pack.val_index].cpu()
     sums = {k: pack.cell_sums(k) for k in running}
     epochs = config.train.epochs

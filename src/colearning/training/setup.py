@@ -6,7 +6,10 @@ and ``colearn bench`` build on these same functions.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import sys
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -31,6 +34,71 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {name!r} requested but CUDA is not available; use device=cpu")
     return device
+
+
+def autocast(config: Config, device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast for the members' forward (and so their backward) under
+    ``train.precision=bf16``; nothing under fp32. The loss, softmax/KL, metrics and the
+    optimizer always run in fp32: they sit outside this context."""
+    if config.train.precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def device_settings(config: Config, device: torch.device) -> Iterator[None]:
+    """cuDNN autotuning (and TF32 under ``train.tf32``) for the run on a CUDA device; the
+    process's previous settings are back afterwards."""
+    if device.type != "cuda":
+        yield
+        return
+    backends = torch.backends
+    saved = (backends.cudnn.benchmark, backends.cuda.matmul.allow_tf32,
+             backends.cudnn.allow_tf32)
+    backends.cudnn.benchmark = True  # fixed shapes: pick the fastest convolution once
+    backends.cuda.matmul.allow_tf32 = backends.cudnn.allow_tf32 = config.train.tf32
+    try:
+        yield
+    finally:
+        (backends.cudnn.benchmark, backends.cuda.matmul.allow_tf32,
+         backends.cudnn.allow_tf32) = saved
+
+
+class Compiled:
+    """``fn`` under torch.compile (``mode``), falling back to plain ``fn`` with a one-line
+    warning when compiling or running the compiled code fails (no compiler, an unsupported
+    op): a run never fails for a speed option."""
+
+    def __init__(self, fn: Callable[..., Any], mode: str, what: str) -> None:
+        self.fn, self.what = fn, what
+        self.failed = False
+        try:
+            self.compiled = torch.compile(fn, mode=None if mode == "default" else mode)
+        except Exception as error:  # torch.compile itself refused (e.g. no dynamo here)
+            self._fall_back(error)
+
+    def _fall_back(self, error: BaseException) -> None:
+        self.failed = True
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
+        print(f"colearn: warning: train.compile could not compile {self.what} "
+              f"({type(error).__name__}: {first}); running it without compiling",
+              file=sys.stderr)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if not self.failed:
+            try:
+                return self.compiled(*args, **kwargs)
+            except Exception as error:  # compilation happens at the first call
+                self._fall_back(error)
+        return self.fn(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:  # behave like the wrapped module
+        return getattr(self.fn, name)
+
+
+def compiled(fn: Callable[..., Any], mode: str, what: str) -> Callable[..., Any]:
+    """``fn`` itself for ``mode="off"``, else a :class:`Compiled` wrapper."""
+    return fn if mode == "off" else Compiled(fn, mode, what)
 
 
 def schedule_factor(config: Config, epoch: int) -> float:
@@ -91,17 +159,20 @@ def predict(ens: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
 
 @torch.no_grad()
 def predict_split(members: nn.Module, pool: Pool, index: torch.Tensor, cells: list[CellData],
-                  batch_size: int, member_inputs: torch.Tensor | None) -> torch.Tensor:
+                  batch_size: int, member_inputs: torch.Tensor | None,
+                  precision: contextlib.AbstractContextManager | None = None) -> torch.Tensor:
     """Log-probabilities [M, n, C] on the CPU of every member on its cell's images: pooled
     ``index`` [K, n] (row k: cell k's split), ``member_inputs`` [M] naming each member's cell
-    (None for one cell). Batched over cells on the device; one copy to the host."""
+    (None for one cell). Batched over cells on the device; one copy to the host.
+    ``precision``: the members' autocast context (:func:`autocast`), if any."""
     was_training = members.training
     members.eval()
     chunks = []
     for start in range(0, index.shape[1], batch_size):
         images = gather(pool, index[:, start:start + batch_size], cells)
-        logits = members(images[0]) if member_inputs is None else members(images,
-                                                                          member_inputs)
+        with precision or contextlib.nullcontext():
+            logits = (members(images[0]) if member_inputs is None
+                      else members(images, member_inputs))
         chunks.append(torch.log_softmax(logits.float(), -1))
     members.train(was_training)
     return torch.cat(chunks, dim=1).cpu()
