@@ -61,11 +61,12 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pack", default="auto", metavar="auto|off|K",
                    help="train compatible cells together as packs, their members stacked in "
                         "one engine (each cell still writes its own run directory): auto "
-                        "(default; packs of up to --pack-members members), off (one cell at a "
-                        "time) or K (up to K cells a pack)")
+                        "(default; on CUDA packs of up to --pack-members members, on CPU no "
+                        "packing, which measured no gain there), off (one cell at a time) or "
+                        "K (up to K cells a pack)")
     p.add_argument("--pack-members", type=int, metavar="M",
-                   help="most members in one pack (default with --pack auto: 16 on CPU, 400 "
-                        "on CUDA)")
+                   help="most members in one pack (default with --pack auto: 400 on CUDA; "
+                        "giving it turns packing on for CPU too)")
     p.add_argument("--cpus-per-cell", type=float, default=1.0,
                    help="Ray: CPUs per task (one pack, or one cell with --pack off)")
     p.add_argument("--gpus-per-cell", type=float, default=0.0,

@@ -16,11 +16,12 @@ def test_ray_local_sweep(tmp_path):
     sweep = {"name": "ray", "base": {**TINY_BASE, "ensemble": {"n_members": 2}},
              "grid": {"beta": [-0.3, 0.0]}, "seeds": 1}
     spec = load_spec(write_sweep(tmp_path / "ray.yaml", sweep))
-    result = run_sweep(spec, tmp_path / "out", backend="ray", workers=2, progress=False)
+    result = run_sweep(spec, tmp_path / "out", backend="ray", workers=2, pack=2,
+                       progress=False)
     assert result.ok and [o.name for o in result.outcomes] == ["beta-0.3_seed0", "beta0_seed0"]
     rows = read_csv(tmp_path / "out" / "summary.csv")
     assert [(r["beta"], r["n_finished"]) for r in rows] == [(-0.3, 1), (0.0, 1)]
-    # --pack auto: the two cells trained as one pack, in one Ray task
+    # --pack 2: the two cells trained as one pack, in one Ray task
     packs = rundir.read_jsonl(tmp_path / "out" / "cells" / "beta0_seed0" / "packs.jsonl")
     assert len(packs) == 1 and len(packs[0]["cells"]) == 2
     # a rerun skips both cells without starting Ray

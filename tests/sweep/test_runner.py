@@ -110,16 +110,17 @@ def test_cli_dry_run_lists_cells(tiny_sweep: Path, capsys):
 
 
 def test_packed_sweep_equals_unpacked_sweep(tiny_sweep: Path, tmp_path):
-    """The session's tiny sweep ran packed (--pack auto); one cell at a time gives the same."""
+    """The session's tiny sweep ran unpacked (--pack auto on CPU); packed gives the same."""
+    assert not (tiny_sweep / CELLS / NAMES[0] / "packs.jsonl").exists()
     spec = load_sweep_spec(tiny_sweep)
+    packed = tmp_path / "packed"
+    result = run_sweep(spec, packed, workers=2, pack="auto", pack_members=16, progress=False)
+    assert result.ok
     packs = {tuple(line["cells"]) for name in NAMES
-             for line in rundir.read_jsonl(tiny_sweep / CELLS / name / "packs.jsonl")}
+             for line in rundir.read_jsonl(packed / CELLS / name / "packs.jsonl")}
     assert len(packs) == 2 and sorted(len(p) for p in packs) == [4, 4]  # 20 members, budget 16
-    unpacked = tmp_path / "unpacked"
-    result = run_sweep(spec, unpacked, workers=2, pack="off", progress=False)
-    assert result.ok and not (unpacked / CELLS / NAMES[0] / "packs.jsonl").exists()
-    for packed_row, alone_row in zip(read_csv(tiny_sweep / "results.csv"),
-                                     read_csv(unpacked / "results.csv"), strict=True):
+    for packed_row, alone_row in zip(read_csv(packed / "results.csv"),
+                                     read_csv(tiny_sweep / "results.csv"), strict=True):
         for key in ("test/ensemble_accuracy_mean", "test/js_mean", "val/ensemble_accuracy_mean"):
             assert packed_row[key] == pytest.approx(alone_row[key], rel=1e-4, abs=1e-6), key
 

@@ -35,10 +35,11 @@ from colearning.sweep.spec import Cell, SweepSpec, dump_spec
 from colearning.sweep.table import write_tables
 from colearning.training.pack import plan_packs
 
-# --pack auto: members per pack, by device. On CPUs a pack fills the engine's cache-sized
-# chunks (LeNet-5: 5 members per chunk at batch 512) a few times over; on a GPU one pack
-# holds what the device computes in parallel (memory stays small for LeNet-5-sized cells).
-AUTO_PACK_MEMBERS = {"cpu": 16, "cuda": 400}
+# --pack auto: members per pack, by device (None: do not pack). On a GPU one pack holds what
+# the device computes in parallel (memory stays small for LeNet-5-sized cells). On CPUs
+# packing measured no gain (scripts/pack_throughput.py, README): the engine already runs a
+# cell of two LeNet-5s at its per-member CPU efficiency, and a pack only saves start-up.
+AUTO_PACK_MEMBERS: dict[str, int | None] = {"cpu": None, "cuda": 400}
 
 
 @dataclass
@@ -147,12 +148,12 @@ def packs(cells: list[Cell], pack: str | int = "auto", pack_members: int | None 
           device: str = "cpu") -> list[list[Cell]]:
     """The cells grouped into packs: ``pack`` ``off`` (one cell each), an int K (at most K
     cells a pack) or ``auto`` (at most ``pack_members`` members a pack, by default
-    :data:`AUTO_PACK_MEMBERS` for the cells' device)."""
-    if pack == "off" or pack == 1:
+    :data:`AUTO_PACK_MEMBERS` for the cells' device; on CPUs no packing)."""
+    budget = pack_members or AUTO_PACK_MEMBERS["cuda" if device == "cuda" else "cpu"]
+    if pack == "off" or pack == 1 or (pack == "auto" and budget is None):
         return [[cell] for cell in cells]
     configs = [config_from_dict(cell.config) for cell in cells]
     if pack == "auto":
-        budget = pack_members or AUTO_PACK_MEMBERS["cuda" if device == "cuda" else "cpu"]
         groups = plan_packs(configs, max_members=budget)
     elif isinstance(pack, int) and pack >= 1:
         groups = plan_packs(configs, max_cells=pack, max_members=pack_members)
