@@ -21,7 +21,6 @@ from colearning.bench import (
     fill_speedups,
     format_table,
     report,
-    time_steps,
     workloads,
 )
 from colearning.cli import main
@@ -84,19 +83,49 @@ def test_every_strategy_takes_the_baseline_step(strategy):
     assert diff["parameter"] < 1e-6
 
 
-def test_time_steps_counts_warmup_and_stops_at_the_time_limit():
-    calls = []
-    times = time_steps(lambda: calls.append(1), torch.device("cpu"), steps=3, warmup=2)
-    assert len(calls) == 5 and len(times) == 3 and all(t >= 0 for t in times)
-    calls.clear()
-    times = time_steps(lambda: calls.append(1), torch.device("cpu"), steps=5, warmup=0,
-                       time_limit=0.0)
-    assert len(calls) == len(times) == 1
+def test_strategies_are_timed_interleaved_and_auto_is_not_timed_twice(monkeypatch):
+    import colearning.bench as bench_module
+
+    order, fake_times = [], {"baseline": [0.2, 0.2, 0.2], "grouped": [0.1, 0.1, 0.2]}
+
+    def fake_make_step(workload, settings, device):
+        resolved = "grouped" if workload.strategy == "auto" else workload.strategy
+        return (lambda: torch.ones(2)), resolved
+
+    def fake_timed_call(step, device):
+        # which workload is stepping: the one whose step this is (recorded by identity)
+        name = steps[id(step)]
+        order.append(name)
+        return fake_times[name][sum(n == name for n in order) - 1], step()
+
+    steps = {}
+    original_make = fake_make_step
+
+    def make(workload, settings, device):
+        step, resolved = original_make(workload, settings, device)
+        steps[id(step)] = workload.strategy
+        return step, resolved
+
+    monkeypatch.setattr(bench_module, "make_step", make)
+    monkeypatch.setattr(bench_module, "_timed_call", fake_timed_call)
+    items = [Workload("lenet5", 2, 8, s) for s in ("baseline", "grouped", "auto")]
+    rows = bench_module.measure_group(items, torch.device("cpu"),
+                                      Settings(steps=3, warmup=0, min_time=0.0),
+                                      default_strategy="grouped", peak={"fp32": 100.0})
+    assert order == ["baseline", "grouped"] * 3  # interleaved; auto = grouped is not re-timed
+    baseline, grouped, auto = rows
+    assert grouped.step_seconds == auto.step_seconds == [0.1, 0.1, 0.2]
+    assert auto.resolved_strategy == "grouped" and grouped.default and auto.default
+    assert (grouped.min_step_seconds, grouped.median_step_seconds,
+            grouped.max_step_seconds) == (0.1, 0.1, 0.2)
+    assert grouped.unsteady and not baseline.unsteady  # spread 100% vs 0%
+    assert grouped.fraction_of_peak == pytest.approx(grouped.gflops_per_second / 100.0)
 
 
 def row(strategy, seconds, default=False, n=10):
     return StepResult("lenet5", n, 512, strategy, strategy, default, steps_timed=1,
                       step_seconds=[seconds], median_step_seconds=seconds,
+                      min_step_seconds=seconds, max_step_seconds=seconds,
                       steps_per_second=1 / seconds, images_per_second=512 / seconds,
                       member_images_per_second=n * 512 / seconds, flops_per_step=1e9,
                       gflops_per_second=1 / seconds, peak_memory_mib=100.0)

@@ -1,12 +1,13 @@
 """Training throughput of co-learning ensembles, and one timed epoch: ``colearn bench``.
 
-    rows = [measure_step(Workload("lenet5", 10, 512, s), device, settings)
-            for s in ("baseline", "grouped")]
+    rows = measure_group([Workload("lenet5", 10, 512, s) for s in ("baseline", "grouped")],
+                         device, settings)
     print(format_table(report(rows, [], device, settings)))
 
 A *step* is one forward of all N members on one shared batch, the coupled loss (beta_bar=-1,
 beta = beta_bar / N), its backward and one SGD step (lr 0.01, momentum 0.9, weight decay
-5e-4). Strategies:
+5e-4): for the engine strategies the trainer's own step (``colearning.training.loop.Pack``,
+with its on-device finiteness mask and ``StackedSGD``). Strategies:
 
 - ``baseline``: N separate nn.Modules (each a ``build_model`` with the same weights as the
   engine's members, channels-last on CPU), each with its own ``torch.optim.SGD``, run one
@@ -15,19 +16,25 @@ beta = beta_bar / N), its backward and one SGD step (lr 0.01, momentum 0.9, weig
 - ``loop``, ``grouped``, ``vmap``, ``auto``: the :class:`~colearning.engine.Ensemble`
   strategies, one SGD over the stacked parameters.
 
+Timing is made to be repeatable: the strategies of one (model, N) are timed interleaved, a
+step of each in turn, until each has ``--steps`` steps and ``--min-time`` seconds of them;
+rows give the median with min and max, and a row whose spread (max - min) / median exceeds
+25% is marked unsteady. ``auto`` is not timed again when it resolves to a timed strategy.
+GFLOP/s are also given as a fraction of this device's matmul peak, measured at the start
+(fp32 and bf16).
+
 Units: ``images_per_second`` = B / t, training images per second (every member sees each
 image); ``member_images_per_second`` = N * B / t, the images summed over members (the work
 done); ``gflops_per_second`` = FLOPs counted with ``torch.utils.flop_counter`` (matmuls and
 convolutions of one member's forward and backward, times N) / t. Medians over timed steps
-after warm-up steps; on CUDA the steps are timed with CUDA events (no sync between steps).
+after warm-up steps; on CUDA each step is timed with CUDA events.
 Peak memory is ``torch.cuda.max_memory_allocated`` on CUDA and the process's peak resident
 set on CPU (Linux VmHWM, reset before each configuration).
 
-The epoch (:func:`measure_epoch`) runs the trainer's own pieces end to end on synthetic
-CIFAR-shaped uint8 data (no dataset file needed): upload and conversion to float on the
-device (``to_tensors``), one epoch of ``colearning.training.train_step`` on shuffled batches
-with ``augment_batch`` when the trainer would augment (VGG-9), then ``predict`` on the test
-images and ``evaluate_log_probs``.
+The epoch (:func:`measure_epoch`) runs the trainer itself end to end on synthetic
+CIFAR-shaped uint8 data (no dataset file needed): the data pool uploaded to the device, one
+epoch of the trainer's steps on shuffled batches (augmented when the trainer would augment,
+VGG-9), then its batched evaluation on the test images and ``evaluate_log_probs``.
 """
 
 from __future__ import annotations
@@ -35,7 +42,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import gc
-import itertools
 import json
 import os
 import platform
@@ -86,6 +92,7 @@ class Settings:
 
     steps: int = 10  # timed steps per configuration (median reported)
     warmup: int = 2  # untimed steps first (allocator, autotuning, compilation)
+    min_time: float = 2.0  # seconds of timed steps per configuration at least
     time_limit: float = 60.0  # seconds of timed steps per configuration before stopping early
     bf16: bool = False  # torch.autocast(bfloat16) around the forward
     compile: str | None = None  # torch.compile mode ("default", "reduce-overhead", ...)
@@ -109,12 +116,17 @@ class StepResult:
     steps_timed: int = 0
     step_seconds: list[float] = field(default_factory=list)
     median_step_seconds: float | None = None
+    min_step_seconds: float | None = None
+    max_step_seconds: float | None = None
+    spread: float | None = None  # (max - min) / median of the timed steps
+    unsteady: bool = False  # spread > UNSTEADY_SPREAD: too noisy to trust
     steps_per_second: float | None = None
     images_per_second: float | None = None  # B / t
     member_images_per_second: float | None = None  # N * B / t
     speedup_vs_baseline: float | None = None  # baseline median step time / this one's
     flops_per_step: float | None = None  # counted, forward + backward of N members
     gflops_per_second: float | None = None
+    fraction_of_peak: float | None = None  # GFLOP/s / the device's measured matmul peak
     peak_memory_mib: float | None = None
     final_loss: float | None = None  # mean member loss after the last step (a sanity check)
     error: str | None = None
@@ -355,79 +367,141 @@ def _compiled(module: nn.Module, settings: Settings) -> Callable[[torch.Tensor],
 
 
 # ------------------------------------------------------------------------- timing
-def time_steps(step: Callable[[], Any], device: torch.device, *, steps: int, warmup: int,
-               time_limit: float = float("inf")) -> list[float]:
-    """Seconds of each of up to ``steps`` timed calls of ``step`` after ``warmup`` calls.
-
-    Timing stops early once the timed steps add up to ``time_limit`` seconds (at least one
-    step is timed). On CUDA each step is bracketed by CUDA events and the host does not wait
-    between steps, so launch overhead shows and the queue stays full.
-    """
-    for _ in range(warmup):
-        step()
-    synchronize(device)
-    times: list[float] = []
-    if device.type == "cuda":
-        events = [torch.cuda.Event(enable_timing=True)]
-        events[0].record()
-        started = time.perf_counter()
-        for _ in range(max(steps, 1)):
-            step()
-            events.append(torch.cuda.Event(enable_timing=True))
-            events[-1].record()
-            if time.perf_counter() - started > time_limit:  # host time: a bound, not a figure
-                break
-        synchronize(device)
-        return [a.elapsed_time(b) / 1000 for a, b in itertools.pairwise(events)]
-    for _ in range(max(steps, 1)):
-        started = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - started)
-        if sum(times) > time_limit:
-            break
-    return times
+def _out_of_memory(error: BaseException) -> str | None:
+    """The one-line message when ``error`` is an allocation failure, else None."""
+    message = str(error).splitlines()[0] if str(error) else type(error).__name__
+    if isinstance(error, torch.cuda.OutOfMemoryError) or any(
+            text in message for text in ("out of memory", "can't allocate memory")):
+        return f"out of memory: {message[:120]}"
+    return None
 
 
-def measure_step(workload: Workload, device: torch.device, settings: Settings,
-                 default_strategy: str | None = None) -> StepResult:
-    """Time ``workload`` (see the module docstring); a failure is recorded, not raised.
-
-    ``default_strategy``: the strategy ``auto`` resolves to, to mark its row.
-    """
-    result = StepResult(workload.model, workload.n_members, workload.batch_size,
-                        workload.strategy, workload.strategy, default=False)
-    reset_peak_memory(device)
-    try:
-        step, resolved = make_step(workload, settings, device)
-        result.resolved_strategy = resolved
-        result.default = resolved == default_strategy and workload.strategy != BASELINE
-        warmup = max(settings.warmup, 3 if settings.compile else 0)
-        last_loss: list[torch.Tensor] = []
-        times = time_steps(lambda: last_loss.insert(0, step()), device, steps=settings.steps,
-                           warmup=warmup, time_limit=settings.time_limit)
-        result.final_loss = float(last_loss[0].float().mean())
-    except (torch.cuda.OutOfMemoryError, RuntimeError) as error:
-        message = str(error).splitlines()[0] if str(error) else type(error).__name__
-        if not isinstance(error, torch.cuda.OutOfMemoryError) and not any(
-                text in message for text in ("out of memory", "can't allocate memory")):
-            raise
-        result.error = f"out of memory: {message[:120]}"
-        return result
-    finally:
+def measure_group(items: Sequence[Workload], device: torch.device, settings: Settings,
+                  default_strategy: str | None = None,
+                  peak: dict[str, float] | None = None) -> list[StepResult]:
+    """Time the strategies of one (model, N) interleaved: one step of each in turn, until
+    each has ``settings.steps`` timed steps and ``settings.min_time`` seconds of them (or
+    ``settings.time_limit`` seconds). Interleaving spreads a busy neighbour or a clock
+    change over all strategies instead of one. ``auto`` is timed only when it resolves to a
+    strategy not in ``items`` (else its row repeats that strategy's timings). A failure
+    (out of memory) is recorded in its row, not raised."""
+    results = {w: StepResult(w.model, w.n_members, w.batch_size, w.strategy, w.strategy,
+                             default=False) for w in items}
+    steps: dict[Workload, Callable[[], torch.Tensor]] = {}
+    for workload in items:
+        result = results[workload]
+        reset_peak_memory(device)
+        try:
+            step, resolved = make_step(workload, settings, device)
+            result.resolved_strategy = resolved
+            result.default = resolved == default_strategy and workload.strategy != BASELINE
+            for _ in range(max(settings.warmup, 3 if settings.compile else 0)):
+                step()
+            synchronize(device)
+            steps[workload] = step
+        except (torch.cuda.OutOfMemoryError, RuntimeError) as error:
+            result.error = _out_of_memory(error)
+            if result.error is None:
+                raise
         result.peak_memory_mib = round(peak_memory_mib(device), 1)
+    timed = {w: s for w, s in steps.items()
+             if not (w.strategy == "auto" and any(o.strategy == results[w].resolved_strategy
+                                                   for o in steps if o is not w))}
+    times: dict[Workload, list[float]] = {w: [] for w in timed}
+    losses: dict[Workload, torch.Tensor] = {}
+
+    def wanted(w: Workload) -> bool:
+        done = times[w]
+        return (len(done) < settings.steps or sum(done) < settings.min_time) \
+            and sum(done) < settings.time_limit
+
+    while any(wanted(w) for w in timed):
+        for workload, step in timed.items():
+            if wanted(workload):
+                seconds, losses[workload] = _timed_call(step, device)
+                times[workload].append(seconds)
+    for workload, result in results.items():
+        source = workload if workload in times else next(
+            (w for w in times if w.strategy == result.resolved_strategy), None)
+        if source is None or not times[source]:
+            continue
+        _fill(result, times[source], losses[source], settings, peak)
+    return [results[w] for w in items]
+
+
+def _timed_call(step: Callable[[], torch.Tensor], device: torch.device
+                ) -> tuple[float, torch.Tensor]:
+    """Seconds of one call of ``step`` (CUDA events on a GPU) and its loss."""
+    if device.type == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        loss = step()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1000, loss
+    started = time.perf_counter()
+    loss = step()
+    return time.perf_counter() - started, loss
+
+
+# A configuration whose slowest timed step is this much slower than its fastest, relative to
+# the median, is marked unsteady (``~`` in the table): its figures are not to be trusted.
+UNSTEADY_SPREAD = 0.25
+
+
+def _fill(result: StepResult, times: list[float], loss: torch.Tensor, settings: Settings,
+          peak: dict[str, float] | None) -> None:
     median = statistics.median(times)
-    flops = workload.n_members * count_flops(workload.model, workload.batch_size,
-                                             image_size=settings.image_size,
-                                             num_classes=settings.num_classes)
+    flops = result.n_members * count_flops(result.model, result.batch_size,
+                                           image_size=settings.image_size,
+                                           num_classes=settings.num_classes)
     result.steps_timed = len(times)
     result.step_seconds = [round(t, 6) for t in times]
     result.median_step_seconds = median
+    result.min_step_seconds, result.max_step_seconds = min(times), max(times)
+    result.spread = (max(times) - min(times)) / median
+    result.unsteady = result.spread > UNSTEADY_SPREAD
     result.steps_per_second = 1 / median
-    result.images_per_second = workload.batch_size / median
-    result.member_images_per_second = workload.n_members * workload.batch_size / median
+    result.images_per_second = result.batch_size / median
+    result.member_images_per_second = result.n_members * result.batch_size / median
     result.flops_per_step = float(flops)
     result.gflops_per_second = flops / median / 1e9
-    return result
+    reference = (peak or {}).get("bf16" if settings.bf16 else "fp32")
+    if reference:
+        result.fraction_of_peak = result.gflops_per_second / reference
+    result.final_loss = float(loss.float().mean())
+
+
+def measure_peak(device: torch.device, seconds: float = 0.5) -> dict[str, float]:
+    """The device's matmul peak in GFLOP/s, fp32 and bf16, from square matmuls timed for
+    about ``seconds`` each: what the steps' GFLOP/s are compared with (a fraction of what
+    this device does at its best, not of a datasheet number). The size grows from 256 while
+    one product takes under a tenth of the budget (to 2048 on CPUs, 8192 on GPUs), so a
+    device without native bf16 (hundreds of times slower) is measured quickly too."""
+    largest = 2048 if device.type == "cpu" else 8192
+    out = {}
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        size = 256
+        while True:
+            a = torch.randn(size, size, device=device).to(dtype)
+            b = torch.randn(size, size, device=device).to(dtype)
+            synchronize(device)
+            started = time.perf_counter()
+            a @ b
+            synchronize(device)
+            once = time.perf_counter() - started
+            if once > seconds / 10 or size >= largest:
+                break
+            size *= 2
+        count, started = 0, time.perf_counter()
+        while time.perf_counter() - started < seconds or count == 0:
+            a @ b
+            count += 1
+            if device.type == "cuda" and count % 8 == 0:
+                synchronize(device)
+        synchronize(device)
+        out[name] = 2 * size ** 3 * count / (time.perf_counter() - started) / 1e9
+    return out
 
 
 def fill_speedups(results: Sequence[StepResult]) -> None:
@@ -598,15 +672,19 @@ def run(items: Sequence[Workload], device: torch.device, settings: Settings, *,
     torch.set_num_threads(torch.get_num_threads())
     rows: list[StepResult] = []
     epoch_rows: list[EpochResult] = []
-    jobs = [("step", item) for item in items] + [("epoch", spec) for spec in epochs]
+    peak = measure_peak(device)
+    groups: dict[tuple[str, int, int], list[Workload]] = {}
+    for item in items:
+        groups.setdefault((item.model, item.n_members, item.batch_size), []).append(item)
+    jobs = [("step", group) for group in groups.values()] + [("epoch", e) for e in epochs]
     bar = tqdm(jobs, desc="bench", disable=not progress, dynamic_ncols=True)
     for kind, job in bar:
         if kind == "step":
-            assert isinstance(job, Workload)
-            bar.set_postfix_str(f"{job.model} N={job.n_members} {job.strategy}")
-            default = _default_strategy(job.model, settings.num_classes, settings.image_size,
-                                        device.type)
-            rows.append(measure_step(job, device, settings, default))
+            first = job[0]  # type: ignore[index]
+            bar.set_postfix_str(f"{first.model} N={first.n_members}")
+            default = _default_strategy(first.model, settings.num_classes,
+                                        settings.image_size, device.type)
+            rows.extend(measure_group(job, device, settings, default, peak))  # type: ignore
         else:
             model, n = job  # type: ignore[misc]
             bar.set_postfix_str(f"epoch {model} N={n}")
@@ -615,7 +693,7 @@ def run(items: Sequence[Workload], device: torch.device, settings: Settings, *,
                                             train_size=epoch_sizes[0],
                                             test_size=epoch_sizes[1]))
     fill_speedups(rows)
-    return report(rows, epoch_rows, device, settings)
+    return report(rows, epoch_rows, device, settings, peak)
 
 
 @functools.lru_cache(maxsize=16)
@@ -627,12 +705,14 @@ def _default_strategy(model: str, num_classes: int, image_size: int, device_type
 
 
 def report(rows: Sequence[StepResult], epoch_rows: Sequence[EpochResult],
-           device: torch.device, settings: Settings) -> dict[str, Any]:
-    """The JSON-ready report: device, settings, one dict per step row and per epoch."""
+           device: torch.device, settings: Settings,
+           peak: dict[str, float] | None = None) -> dict[str, Any]:
+    """The JSON-ready report: device (with its measured matmul peak), settings, one dict per
+    step row and per epoch."""
     return {
         "schema_version": SCHEMA_VERSION,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "device": device_info(device),
+        "device": {**device_info(device), "peak_gflops": peak or {}},
         "settings": {**asdict(settings), "beta_bar": BETA_BAR,
                      "channels_last": _channels_last(settings, device),
                      "cudnn_benchmark": device.type == "cuda"},
@@ -641,6 +721,8 @@ def report(rows: Sequence[StepResult], epoch_rows: Sequence[EpochResult],
                                  "sees each image",
             "member_images_per_second": "N * B / step time: images summed over members",
             "gflops_per_second": "counted matmul/conv FLOPs of forward + backward / step time",
+            "fraction_of_peak": "gflops_per_second / the device's measured matmul peak "
+                                "(fp32, or bf16 with --bf16)",
             "peak_memory_mib": "cuda: max allocated; cpu: peak resident set of the process",
         },
         "steps": [asdict(r) for r in rows],
@@ -672,9 +754,9 @@ def format_table(data: dict[str, Any]) -> str:
               if on]
     lines = [f"colearn bench on {device_name(info)}, torch {info['torch_version']}"
              + (f" [{', '.join(extras)}]" if extras else "")]
-    header = ("model", "N", "batch", "strategy", "ms/step", "steps/s", "img/s",
-              "member-img/s", "vs base", "GFLOP/s", "peak MiB")
-    widths = (7, 3, 5, 10, 9, 8, 8, 12, 8, 8, 9)
+    header = ("model", "N", "batch", "strategy", "ms/step", "min-max ms", "img/s",
+              "member-img/s", "vs base", "GFLOP/s", "of peak", "peak MiB")
+    widths = (7, 3, 5, 10, 9, 13, 8, 12, 8, 8, 7, 9)
     lines.append("  ".join(h.rjust(w) if i > 3 or i == 1 else h.ljust(w)
                            for i, (h, w) in enumerate(zip(header, widths, strict=True))))
     for r in data["steps"]:
@@ -685,10 +767,15 @@ def format_table(data: dict[str, Any]) -> str:
             cells = [r["error"]]
         else:
             speedup = r["speedup_vs_baseline"]
-            cells = [_number(1000 * r["median_step_seconds"], 1), _number(r["steps_per_second"], 2),
+            fraction = r.get("fraction_of_peak")
+            low, high = 1000 * r["min_step_seconds"], 1000 * r["max_step_seconds"]
+            cells = [("~" if r.get("unsteady") else "")
+                     + _number(1000 * r["median_step_seconds"], 1), f"{low:.1f}-{high:.1f}",
                      _number(r["images_per_second"]), _number(r["member_images_per_second"]),
                      "-" if speedup is None else f"{speedup:.2f}x",
-                     _number(r["gflops_per_second"], 1), _number(r["peak_memory_mib"])]
+                     _number(r["gflops_per_second"], 1),
+                     "-" if fraction is None else f"{100 * fraction:.0f}%",
+                     _number(r["peak_memory_mib"])]
         row = [r["model"].ljust(widths[0]), str(r["n_members"]).rjust(widths[1]),
                str(r["batch_size"]).ljust(widths[2]), name.ljust(widths[3])]
         row += cells if r["error"] else [c.rjust(w) for c, w in zip(cells, widths[4:],
@@ -696,9 +783,15 @@ def format_table(data: dict[str, Any]) -> str:
         lines.append("  ".join(row))
     lines.append("* the strategy auto picks here. img/s: training images per second (each seen "
                  "by all N members); member-img/s = N x img/s;")
-    lines.append(f"  medians over up to {settings['steps']} timed steps after "
-                 f"{settings['warmup']} warm-up; GFLOP/s from counted matmul/conv FLOPs of "
-                 "forward + backward.")
+    lines.append(f"  medians over at least {settings['steps']} timed steps and "
+                 f"{settings['min_time']:g} s per row after {settings['warmup']} warm-up, "
+                 "strategies interleaved; ~ marks a row whose (max - min) / median exceeds "
+                 f"{100 * UNSTEADY_SPREAD:.0f}%;")
+    peak = info.get("peak_gflops") or {}
+    lines.append("  GFLOP/s from counted matmul/conv FLOPs of forward + backward; 'of peak' "
+                 "against this device's measured matmul peak"
+                 + (f" ({peak['fp32']:,.1f} GFLOP/s fp32, {peak['bf16']:,.1f} bf16)."
+                    if peak else "."))
     for e in data["epochs"]:
         lines.append(
             f"epoch {e['model']} N={e['n_members']} ({e['resolved_strategy']}, batch "
@@ -733,7 +826,8 @@ def parse_pairs(text: str) -> list[tuple[str, int]]:
 
 
 QUICK = {"models": ["lenet5"], "members": [1, 2], "batch_size": 32, "steps": 2, "warmup": 1,
-         "epochs": [("lenet5", 2)], "epoch_sizes": (256, 128), "time_limit": 10.0}
+         "epochs": [("lenet5", 2)], "epoch_sizes": (256, 128), "time_limit": 10.0,
+         "min_time": 0.0}
 # Lighter defaults on CPUs, so that a plain `colearn bench --device cpu` takes minutes: a
 # VGG-9 step of N=50 members at batch 256 would take minutes and ~25 GB there.
 CPU_DEFAULTS = {"steps": 5, "warmup": 1, "time_limit": 10.0, "skip": [("vgg9", 50)]}
@@ -743,7 +837,8 @@ def bench(*, models: str | None = None, members: str | None = None,
           strategies: str | None = None, steps: int | None = None, warmup: int | None = None,
           device: str = "auto", epoch: str | None = None, epoch_size: str | None = None,
           skip: str | None = None, batch_size: int | None = None, quick: bool = False,
-          time_limit: float | None = None, bf16: bool = False, compile: str | None = None,
+          time_limit: float | None = None, min_time: float | None = None,
+          bf16: bool = False, compile: str | None = None,
           channels_last: bool | None = None, sgd: str = "default", seed: int = 0,
           progress: bool = True) -> dict[str, Any]:
     """``colearn bench`` with its options as given on the command line; returns the report.
@@ -772,6 +867,7 @@ def bench(*, models: str | None = None, members: str | None = None,
         steps=steps or preset.get("steps", 10),
         warmup=preset.get("warmup", 2) if warmup is None else warmup,
         time_limit=preset.get("time_limit", 60.0) if time_limit is None else time_limit,
+        min_time=preset.get("min_time", 2.0) if min_time is None else min_time,
         bf16=bf16, compile=compile, channels_last=channels_last, sgd=sgd, seed=seed)
     if settings.steps < 1 or settings.warmup < 0:
         raise ConfigError("--steps must be >= 1 and --warmup >= 0")

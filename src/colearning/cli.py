@@ -161,6 +161,8 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, help="timed steps per configuration (default 10; 5 "
                                              "on CPU)")
     p.add_argument("--warmup", type=int, help="untimed steps first (default 2; 1 on CPU)")
+    p.add_argument("--min-time", type=float, metavar="SECONDS",
+                   help="timed seconds per configuration at least (default 2; --quick 0)")
     p.add_argument("--time-limit", type=float, metavar="SECONDS",
                    help="stop timing a configuration after this much (default 60; 10 on CPU)")
     p.add_argument("--batch-size", type=int, help="images per step (default: 512 lenet5, 256 "
@@ -332,7 +334,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     data = bench(models=args.models, members=args.members, strategies=args.strategies,
                  steps=args.steps, warmup=args.warmup, device=args.device, epoch=args.epoch,
                  epoch_size=args.epoch_size, skip=args.skip, batch_size=args.batch_size,
-                 quick=args.quick, time_limit=args.time_limit, bf16=args.bf16,
+                 quick=args.quick, time_limit=args.time_limit, min_time=args.min_time,
+                 bf16=args.bf16,
                  compile=args.compile, channels_last=args.channels_last, sgd=args.sgd,
                  progress=not args.no_progress)
     print(format_table(data))
