@@ -161,3 +161,16 @@ def test_cli_errors_are_one_line(capsys):
     assert "valid: baseline" in err and len(err.splitlines()) == 1
     assert main(["bench", "--epoch", "lenet5", "--no-progress"]) == 2
     assert "MODEL:N" in capsys.readouterr().err
+
+
+def test_out_path_is_checked_before_any_work(tmp_path):
+    from colearning.bench import output_path
+
+    assert output_path(str(tmp_path / "fresh") + "/") == tmp_path / "fresh" / "bench.json"
+    assert (tmp_path / "fresh").is_dir()  # created up front
+    (tmp_path / "existing").mkdir()
+    assert output_path(tmp_path / "existing") == tmp_path / "existing" / "bench.json"
+    assert output_path(tmp_path / "x.json") == tmp_path / "x.json"
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ConfigError, match="cannot create"):
+        output_path(tmp_path / "file" / "x.json")

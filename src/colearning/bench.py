@@ -730,6 +730,22 @@ def report(rows: Sequence[StepResult], epoch_rows: Sequence[EpochResult],
     }
 
 
+def output_path(out: str | Path) -> Path:
+    """Where ``--out`` writes the JSON, checked before any timing: a directory (an existing
+    one, or a path ending in /) gets ``bench.json`` inside; the folder must be writable."""
+    path = Path(out)
+    if str(out).endswith(("/", os.sep)) or path.is_dir():
+        path = path / "bench.json"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(f"--out {out}: cannot create {path.parent} ({error.strerror}); "
+                          "give a writable path") from None
+    if path.is_dir() or not os.access(path.parent, os.W_OK):
+        raise ConfigError(f"--out {out}: cannot write {path}; give a writable file path")
+    return path
+
+
 def write_json(data: dict[str, Any], path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

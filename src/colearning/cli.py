@@ -186,7 +186,9 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
                    help="SGD implementation")
     p.add_argument("--quick", action="store_true",
                    help="seconds-long smoke run: lenet5, N=1,2, batch 32, 2 steps, tiny epoch")
-    p.add_argument("--out", "-o", default="bench.json", help="JSON file (default bench.json)")
+    p.add_argument("--out", "-o", default="bench.json",
+                   help="JSON file (default bench.json); a directory (existing, or given with a "
+                        "trailing /) gets bench.json inside")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
@@ -329,8 +331,9 @@ def cmd_expand_table(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from colearning.bench import bench, format_table, write_json
+    from colearning.bench import bench, format_table, output_path, write_json
 
+    out = output_path(args.out)  # checked before any work: a long run's results are not lost
     data = bench(models=args.models, members=args.members, strategies=args.strategies,
                  steps=args.steps, warmup=args.warmup, device=args.device, epoch=args.epoch,
                  epoch_size=args.epoch_size, skip=args.skip, batch_size=args.batch_size,
@@ -339,7 +342,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                  compile=args.compile, channels_last=args.channels_last, sgd=args.sgd,
                  progress=not args.no_progress)
     print(format_table(data))
-    print(f"json: {write_json(data, args.out)}")
+    print(f"json: {write_json(data, out)}")
     return 0
 
 
