@@ -92,3 +92,27 @@ def test_shipped_configs_describe_kl_reduction_as_the_code_does():
             if "kl_reduction" in line and "#" in line:
                 comment = line.split("#", 1)[1]
                 assert "both" not in comment, f"{path}: {line.strip()}"
+
+
+def test_an_override_of_beta_clears_the_files_beta_bar_and_back(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("loss:\n  beta_bar: -0.5\nensemble:\n  n_members: 4\n")
+    assert load_config(path, ["loss.beta=-0.1"]).loss.beta == -0.1
+    assert load_config(path, ["loss.beta=-0.1"]).loss.beta_bar is None
+    path.write_text("loss:\n  beta: -0.1\n")
+    config = load_config(path, ["loss.beta_bar=-1"])
+    assert (config.loss.beta, config.loss.beta_bar) == (None, -1.0)
+    with pytest.raises(ConfigError, match="not both"):  # both in the overrides: still an error
+        load_config(path, ["loss.beta=-0.1", "loss.beta_bar=-1"])
+
+
+def test_relative_data_paths_in_a_config_file_are_relative_to_it(tmp_path, monkeypatch):
+    (tmp_path / "configs").mkdir()
+    path = tmp_path / "configs" / "run.yaml"
+    path.write_text("data: {name: imagefolder, path: ../data/x.tar, cache_dir: cache}\n")
+    monkeypatch.chdir(tmp_path / "configs")
+    monkeypatch.chdir("/")
+    config = load_config(path, ["data.name=cifar10"])
+    assert config.data.path == str(tmp_path / "configs" / ".." / "data" / "x.tar")
+    assert config.data.cache_dir == str(tmp_path / "configs" / "cache")
+    assert load_config(path, ["data.path=y"]).data.path == "/y"  # overrides: the cwd

@@ -110,7 +110,31 @@ def test_sigterm_checkpoints_and_exits_with_code(reference):
     if proc.returncode == 0:
         pytest.skip("the run finished before SIGTERM arrived")
     assert proc.returncode == 128 + signal.SIGTERM, err.decode()[-2000:]
-    assert b"--resume" in err
+    assert f"continue with: colearn train --resume {path}" in err.decode()
     done = subprocess.run(_command("--resume", str(path)), capture_output=True, timeout=120)
     assert done.returncode == 0
     _assert_same_as(ref, path)
+
+
+def test_sigint_during_start_up_prints_the_resume_command(tmp_path):
+    """Ctrl-C while the run loads its data: one line with the exact command, exit 130."""
+    path = tmp_path / "early"
+    config = tmp_path / "slow.yaml"
+    config.write_text("data: {name: digits}\nmodel: {name: mlp}\ntrain: {epochs: 1}\n")
+    env = {**os.environ, "COLEARNING_SLEEP_BEFORE_DATA": "30"}
+    proc = subprocess.Popen(_command("--config", str(config), "--run-dir", str(path)),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    deadline = time.time() + 60
+    while not (path / "meta.json").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    text = err.decode()
+    assert proc.returncode == 130, text[-2000:]
+    assert "Traceback" not in text
+    assert text.strip().splitlines()[-1] == (
+        f"colearn: interrupted (SIGINT) before training started; continue with: colearn train "
+        f"--resume {path}")
+    done = subprocess.run(_command("--resume", str(path)), capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]

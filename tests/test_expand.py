@@ -259,6 +259,9 @@ def test_bad_sources_and_arguments(source, tmp_path):
     (unfinished / "config.yaml").write_text((source.run_dir / "config.yaml").read_text())
     with pytest.raises(RunDirError, match="not finished"):
         expand(unfinished, 1, "add-freeze")
+    (unfinished / "summary.json").write_text('{"status": "diverged"}')
+    with pytest.raises(RunDirError, match="would diverge again. Grow a finished run instead"):
+        expand(unfinished, 1, "add-freeze")
 
 
 def test_cli_expand(source, tmp_path, capsys):

@@ -370,3 +370,93 @@ def test_compile_falls_back_to_eager_with_a_one_line_warning(tmp_path, tiny_conf
     warnings = [line for line in err.splitlines() if "could not compile" in line]
     assert len(warnings) == 2  # the members' forward and the loss, once each
     assert "RuntimeError: no C++ compiler found" in warnings[0]
+
+
+def test_resume_accepts_display_only_changes(finished, tmp_path, tiny_config):
+    again = resume(finished.run_dir, {"train": {"progress": True}})
+    assert again.status == "finished" and again.metrics == finished.metrics
+    config = yaml.safe_load((finished.run_dir / "config.yaml").read_text())
+    assert config["train"]["progress"] is False  # the saved config is untouched
+
+
+def test_a_finished_run_extends_to_more_epochs_like_a_straight_run(tmp_path, tiny_config):
+    straight = train({**tiny_config, "train": {**tiny_config["train"], "epochs": 5}},
+                     run_dir=tmp_path / "straight")
+    short = train(tiny_config, run_dir=tmp_path / "short")  # 3 epochs
+    assert short.status == "finished" and len(short.metrics) == 3
+    longer = resume(short.run_dir, {"train": {"epochs": 5}})
+    assert longer.status == "finished" and longer.config.train.epochs == 5
+    assert comparable(longer.metrics) == comparable(straight.metrics)
+    assert yaml.safe_load((short.run_dir / "config.yaml").read_text())["train"]["epochs"] == 5
+    history = rundir.read_jsonl(short.run_dir / "config_history.jsonl")
+    assert history[0]["changed"] == {"train.epochs": [3, 5]}
+    assert resume(short.run_dir).metrics == longer.metrics  # finished again: nothing to do
+
+
+def test_extension_is_refused_where_it_would_not_equal_a_straight_run(tmp_path, tiny_config):
+    tiny_config["optim"]["schedule"] = "cosine"
+    run = train(tiny_config, run_dir=tmp_path / "cos")
+    with pytest.raises(RunDirError, match="cosine learning-rate schedule is set by train.epochs"):
+        resume(run.run_dir, {"train": {"epochs": 6}})
+    with pytest.raises(RunDirError, match="only train.epochs may grow"):
+        resume(run.run_dir, {"train": {"epochs": 2}})
+
+
+def test_run_directory_names_say_beta_or_beta_bar():
+    from colearning.config import config_from_dict
+    from colearning.training.lifecycle import new_run_dir
+
+    assert new_run_dir(config_from_dict({"loss": {"beta": -0.125}})).name.endswith(
+        "-small_cnn-N2-b-0.125")
+    assert new_run_dir(config_from_dict({"loss": {"beta_bar": -0.5}})).name.endswith(
+        "-small_cnn-N2-bb-0.5")
+    matrix = config_from_dict({"loss": {"beta": [[0, 1], [1, 0]]}})
+    assert new_run_dir(matrix).name.endswith("-bmatrix")
+
+
+def test_load_ensemble_gives_the_trained_members_for_inference(finished):
+    import colearning
+    from colearning.data import load_dataset, make_split, to_tensors
+
+    ensemble, config = colearning.load_ensemble(finished.run_dir)
+    assert config == finished.config and not ensemble.training
+    assert ensemble.inputs["num_classes"] == 10 and ensemble.inputs["mean"] is None
+    split = make_split(load_dataset("digits"), "official")
+    with torch.no_grad():
+        log_probs = torch.log_softmax(ensemble(to_tensors(split.test_x, "cpu")), -1)
+    saved = np.load(finished.run_dir / "predictions.npz")["log_probs"]
+    np.testing.assert_allclose(log_probs.numpy(), saved, atol=1e-5)
+    assert len(ensemble.members()) == 2
+    with pytest.raises(ConfigError, match="valid: final"):
+        colearning.load_ensemble(finished.run_dir, checkpoint="best")
+
+
+def test_metrics_can_also_go_to_tensorboard(tmp_path, tiny_config):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tiny_config["train"].update(log_to="tensorboard", epochs=2)
+    run = train(tiny_config, run_dir=tmp_path / "tb")
+    events = EventAccumulator(str(tmp_path / "tb" / "tensorboard"))
+    events.Reload()
+    tags = events.Tags()["scalars"]
+    assert "test/ensemble_accuracy_mean" in tags and "train/loss_total/member_1" in tags
+    values = [e.value for e in events.Scalars("test/ensemble_accuracy_mean")]
+    assert values == pytest.approx([r["test/ensemble_accuracy_mean"] for r in run.metrics])
+
+
+def test_tensorboard_missing_is_a_one_line_error(tmp_path, tiny_config, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_tensorboard(name, *args, **kwargs):
+        if name.startswith("torch.utils.tensorboard"):
+            raise ImportError("no tensorboard")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_tensorboard)
+    tiny_config["train"]["log_to"] = "tensorboard"
+    with pytest.raises(ConfigError, match=r"pip install 'colearning\[tensorboard\]'"):
+        train(tiny_config, run_dir=tmp_path / "x")
+    assert not (tmp_path / "x").exists()  # refused before anything was written

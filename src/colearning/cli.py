@@ -239,9 +239,15 @@ def cmd_train(args: argparse.Namespace) -> int:
             print("colearn: error: --resume takes the config and directory of the run; "
                   "drop --config/--run-dir", file=sys.stderr)
             return 2
+        args.continue_with = f"colearn train --resume {args.resume}"
         run = resume(args.resume, parse_overrides(overrides) if overrides else None)
     else:
-        run = train(load_config(args.config, overrides), run_dir=args.run_dir)
+        from colearning.training.lifecycle import new_run_dir
+
+        config = load_config(args.config, overrides)
+        run_dir = args.run_dir or new_run_dir(config)
+        args.continue_with = f"colearn train --resume {run_dir}"
+        run = train(config, run_dir=run_dir)
     print(format_summary(run.summary, title=f"run: {run.run_dir}"))
     return 0 if run.status == "finished" else 5
 
@@ -258,6 +264,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     else:
         spec = load_spec(args.config, args.overrides, seeds=args.seeds)
         out = args.out or f"sweeps/{spec.name}"
+    args.continue_with = f"colearn sweep --resume {out}"
     if args.dry_run:
         print(describe_cells(spec, out))
         return 0
@@ -317,6 +324,7 @@ def cmd_expand_table(args: argparse.Namespace) -> int:
     else:
         spec = load_table_s5_spec(args.config, args.overrides, seeds=args.seeds)
         out = args.out or f"sweeps/{spec.name}"
+    args.continue_with = f"colearn expand-table --resume {out}"
     from colearning.report.table_s5 import build_table_s5_report
 
     outcomes = run_table_s5(spec, out, progress=not args.no_progress)
@@ -360,19 +368,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if extra:
         args.overrides += extra
-    from colearning.training import Interrupted
-
+    args.continue_with = None  # a command sets it once it knows where its results go
     try:
-        return COMMANDS[args.command](args)
-    except ColearningError as error:
-        print(f"colearn: error: {error}", file=sys.stderr)
-        return error.exit_code
-    except Interrupted as stop:
-        print(f"colearn: {stop}: checkpoint written; continue with colearn train --resume",
-              file=sys.stderr)
-        return 128 + stop.signum
-    except KeyboardInterrupt:
+        from colearning.training import Interrupted
+
+        try:
+            return COMMANDS[args.command](args)
+        except ColearningError as error:
+            print(f"colearn: error: {error}", file=sys.stderr)
+            return error.exit_code
+        except Interrupted as stop:
+            print(f"colearn: stopped by {stop}: checkpoint written; continue with: "
+                  f"{args.continue_with or _resume_command(stop)}", file=sys.stderr)
+            return 128 + stop.signum
+    except KeyboardInterrupt:  # Ctrl-C outside a training loop: start-up, data loading
+        where = (f"; continue with: {args.continue_with}" if args.continue_with
+                 else "; nothing was written")
+        print(f"colearn: interrupted (SIGINT) before training started{where}", file=sys.stderr)
         return 128 + signal.SIGINT
+
+
+def _resume_command(stop: BaseException) -> str:
+    paths = getattr(stop, "paths", ())
+    return " ; ".join(f"colearn train --resume {p}" for p in paths) or "colearn train --resume"
 
 
 if __name__ == "__main__":

@@ -80,6 +80,9 @@ class TrainConfig:
     tf32: bool = False  # CUDA only: TF32 matmuls and convolutions under fp32 (Ampere and newer)
     compile: str = "off"  # off, default, reduce-overhead (CUDA graphs): torch.compile of the
     # members' forward and backward and of the loss; falls back to eager with a warning
+    log_to: str | None = None  # tensorboard: also log every metric for TensorBoard
+    # (RUN_DIR/tensorboard; pip install 'colearning[tensorboard]'); the run directory stays
+    # the source of truth
 
 
 EXPAND_MODES = ("add-freeze", "add-retrain", "boost")
@@ -230,10 +233,63 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return values
 
 
+# Config keys that hold file-system paths: relative ones mean relative to the file that names
+# them (a command-line override: to the current directory).
+PATH_KEYS = (("data", "path"), ("data", "cache_dir"))
+
+
+def resolve_paths(values: dict[str, Any], base_dir: str | Path) -> dict[str, Any]:
+    """``values`` (a nested config dict) with relative :data:`PATH_KEYS` made absolute
+    against ``base_dir`` ("~" expanded)."""
+    out = dict(values)
+    for section, key in PATH_KEYS:
+        node = out.get(section)
+        if isinstance(node, dict) and isinstance(node.get(key), str):
+            path = Path(node[key]).expanduser()
+            if not path.is_absolute():
+                out[section] = {**node, key: str((Path(base_dir) / path).absolute())}
+    return out
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Defaults, then the YAML file at ``path``, then ``key=value`` overrides."""
-    values = read_yaml(path) if path is not None else {}
-    return config_from_dict(merge(values, parse_overrides(overrides or [])))
+    """Defaults, then the YAML file at ``path``, then ``key=value`` overrides.
+
+    Relative data paths in the file are relative to the file; in the overrides, to the
+    current directory.
+
+    A run takes loss.beta or loss.beta_bar: an override of one clears the other that the
+    file set (``loss.beta=-0.1`` on a file with ``beta_bar: -0.5`` means beta -0.1).
+    """
+    values = resolve_paths(read_yaml(path), Path(path).parent) if path is not None else {}
+    return config_from_dict(merge_coupling(values,
+                                           resolve_paths(parse_overrides(overrides or []), ".")))
+
+
+def merge_coupling(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """:func:`merge`, where setting one of loss.beta / loss.beta_bar clears the other."""
+    loss = update.get("loss") if isinstance(update.get("loss"), dict) else {}
+    merged = merge(base, update)
+    for key, other in (("beta", "beta_bar"), ("beta_bar", "beta")):
+        if key in loss and other not in loss and isinstance(merged.get("loss"), dict):
+            merged["loss"] = {**merged["loss"], other: None}
+    return merged
+
+
+# Keys that change how a run is shown, not what it computes: they may differ between a run
+# and its resumption, and between the cells of a pack.
+DISPLAY_KEYS = ("train.progress", "train.log_to")
+
+
+def without_display(values: dict[str, Any]) -> dict[str, Any]:
+    """A (nested) config dict without the :data:`DISPLAY_KEYS`."""
+    out = {key: dict(value) if isinstance(value, dict) else value
+           for key, value in values.items()}
+    for dotted in DISPLAY_KEYS:
+        section, _, key = dotted.rpartition(".")
+        node = out.get(section) if section else out
+        if isinstance(node, dict):
+            node.pop(key, None)
+    return out
 
 
 CHOICES = {
@@ -245,6 +301,7 @@ CHOICES = {
     "train.on_nonfinite": ("stop", "skip"),
     "train.precision": ("fp32", "bf16"),
     "train.compile": ("off", "default", "reduce-overhead"),
+    "train.log_to": (None, "tensorboard"),
 }
 
 

@@ -253,3 +253,48 @@ def coupled_loss(
     if kl_reduction == "mean":
         coupling = coupling / classes
     return CoupledLoss(task + coupling, task, coupling)
+
+
+class CoupledKLLoss(torch.nn.Module):
+    """:func:`coupled_loss` as a loss module: ``loss_fn(logits, target)`` -> a tensor.
+
+    ``reduction``: ``"sum"`` (default) returns the sum over members of each member's loss,
+    a scalar whose backward trains every member on its own loss; ``"mean"`` its mean over
+    members; ``"none"`` the per-member totals [N]. The parts of the last call are kept in
+    ``last`` (a :class:`CoupledLoss`) for logging.
+
+    >>> loss_fn = CoupledKLLoss(beta=-0.2)
+    >>> loss = loss_fn(torch.zeros(2, 4, 3, requires_grad=True), torch.tensor([0, 1, 2, 0]))
+    >>> loss.shape, loss_fn.last.total.shape
+    (torch.Size([]), torch.Size([2]))
+    """
+
+    def __init__(self, beta: float | torch.Tensor | np.ndarray | None = None, *,
+                 beta_bar: float | None = None, peers: str = "detached",
+                 kl_reduction: str = "batchmean", reduction: str = "sum") -> None:
+        super().__init__()
+        if reduction not in ("sum", "mean", "none"):
+            raise ConfigError(f"unknown reduction {reduction!r}; valid: sum, mean, none")
+        if peers not in PEERS:
+            raise ConfigError(f"unknown peers mode {peers!r}; valid: {', '.join(PEERS)}")
+        if kl_reduction not in KL_REDUCTIONS:
+            raise ConfigError(f"unknown kl_reduction {kl_reduction!r}; valid: "
+                              f"{', '.join(KL_REDUCTIONS)}")
+        self.beta, self.beta_bar = beta, beta_bar
+        self.peers, self.kl_reduction, self.reduction = peers, kl_reduction, reduction
+        self.last: CoupledLoss | None = None
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor,
+                frozen: torch.Tensor | None = None) -> torch.Tensor:
+        self.last = coupled_loss(logits, target, self.beta, beta_bar=self.beta_bar,
+                                 peers=self.peers, kl_reduction=self.kl_reduction,
+                                 frozen=frozen)
+        total = self.last.total
+        return total.sum() if self.reduction == "sum" else (
+            total.mean() if self.reduction == "mean" else total)
+
+    def extra_repr(self) -> str:
+        coupling = f"beta_bar={self.beta_bar}" if self.beta_bar is not None else \
+            f"beta={self.beta}"
+        return (f"{coupling}, peers={self.peers!r}, kl_reduction={self.kl_reduction!r}, "
+                f"reduction={self.reduction!r}")

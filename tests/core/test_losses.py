@@ -264,3 +264,20 @@ def test_per_member_targets():
         torch.testing.assert_close(parts.total[i], F.cross_entropy(logits[i], labels[i]))
     with pytest.raises(ConfigError, match="target must be"):
         coupled_loss(logits, labels[:2], 0.0)
+
+
+def test_loss_module_form(batch):
+    from colearning import CoupledKLLoss
+
+    logits, labels = batch
+    parts = coupled_loss(logits, labels, -0.3, kl_reduction="mean")
+    loss_fn = CoupledKLLoss(beta=-0.3, kl_reduction="mean")
+    torch.testing.assert_close(loss_fn(logits, labels), parts.total.sum())
+    torch.testing.assert_close(loss_fn.last.coupling, parts.coupling)
+    torch.testing.assert_close(CoupledKLLoss(-0.3, kl_reduction="mean", reduction="none")(
+        logits, labels), parts.total)
+    torch.testing.assert_close(CoupledKLLoss(beta_bar=-0.9, reduction="mean")(logits, labels),
+                               coupled_loss(logits, labels, -0.3).total.mean())
+    assert "beta=-0.3" in repr(loss_fn)
+    with pytest.raises(ConfigError, match="valid: sum, mean, none"):
+        CoupledKLLoss(reduction="max")

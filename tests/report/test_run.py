@@ -195,13 +195,13 @@ def test_collapsed_and_stopped_runs_are_flagged_at_the_top(run_copy: Path):
 
     run = load_artifacts(run_copy)
     assert collapse_warnings(run) == [
-        "member 2 collapsed (output ignores the input) since epoch 3.",
-        "member 3 has dead ReLU layers at epoch 3 (every unit zero on every sample): ReLU2.",
+        "member 1 collapsed (output ignores the input) since epoch 3.",  # 0-based, as the API
+        "member 2 has dead ReLU layers at epoch 3 (every unit zero on every sample): ReLU2.",
     ]
     page = render_page("t", [status_section(run)])
     warning = re.search(r'<div class="warning">(.*?)</div>', page).group(1)
     assert "Run status: diverged (diverged at epoch 3, step 2); 3 of 3 epochs" in warning
-    assert "member 2 collapsed" in warning and "ReLU2" in warning
+    assert "member 1 collapsed" in warning and "ReLU2" in warning
     assert "Status: diverged" in page
 
 

@@ -33,7 +33,7 @@ def test_mean_std_is_population_std_over_members():
 def test_table_s3_rows_per_layer_members_then_mean_std_then_init():
     non_active, mean = activation_tables(FINAL, INITIAL)
     assert non_active.caption.startswith("Table S3a") and "epoch 5" in non_active.caption
-    assert list(non_active.header) == ["layer", "member 1", "member 2", "mean ± std over members",
+    assert list(non_active.header) == ["layer", "member 0", "member 1", "mean ± std over members",
                                        "at initialization (mean ± std)"]
     assert non_active.rows == [["ReLU1", "60.0", "40.0 (dead)", "50.0 ± 10", "50.0 ± 0"]]
     assert mean.rows == [["ReLU1", "0.3", "0.5 (dead)", "0.4 ± 0.1", "0.2 ± 0.1"]]
@@ -59,7 +59,7 @@ FINAL_METRICS = {
 
 def test_final_metrics_table_members_then_ensemble():
     table = final_metrics_table(FINAL_METRICS)
-    assert table.rows[0] == ["member 1", "50.00", "1", "0.6", "0.1", "1.5", "0.01", "no"]
+    assert table.rows[0] == ["member 0", "50.00", "1", "0.6", "0.1", "1.5", "0.01", "no"]
     assert table.rows[1][-1] == "yes (dead: ReLU2)"
     assert table.rows[2][:2] == ["ensemble (mean)", "62.50"]
 

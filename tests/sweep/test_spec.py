@@ -71,3 +71,26 @@ def test_shipped_sweep_configs_validate():
     sizes = {"fig2c_cpu_jpeg": 36, "fig2c_lenet5_cifar10": 630, "fig3_lenet5_cifar10": 2520,
              "figS4_vgg9_cifar100": 96}
     assert {name: len(load_spec(root / f"{name}.yaml").cells()) for name in sizes} == sizes
+
+
+def test_relative_data_paths_are_relative_to_the_file_that_names_them(tmp_path, monkeypatch):
+    from colearning.sweep import load_spec
+    from colearning.sweep.runner import describe_cells
+
+    (tmp_path / "configs" / "runs").mkdir(parents=True)
+    (tmp_path / "configs" / "runs" / "base.yaml").write_text(
+        "data: {name: imagefolder, path: ../../data/images.tar}\n")
+    sweep = tmp_path / "configs" / "sweep.yaml"
+    sweep.write_text("base_config: runs/base.yaml\ngrid: {beta: [0.0]}\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    spec = load_spec(sweep)
+    assert spec.base["data"]["path"] == str(tmp_path / "configs" / "runs" / ".." / ".." / "data"
+                                            / "images.tar")
+    listing = describe_cells(spec, tmp_path / "out")
+    assert "cannot run: data.path" in listing and "does not exist" in listing
+    sweep.write_text("base_config: runs/base.yaml\noverrides: {data: {path: d.tar}}\n"
+                     "grid: {beta: [0.0]}\n")
+    assert load_spec(sweep).base["data"]["path"] == str(tmp_path / "configs" / "d.tar")
+    assert load_spec(sweep, ["data.path=x.tar"]).base["data"]["path"] == str(elsewhere / "x.tar")

@@ -4,6 +4,7 @@ import math
 
 import pytest
 
+from colearning.errors import ConfigError
 from colearning.sweep.table import read_csv, summarize, to_csv, write_parquet
 
 
@@ -57,3 +58,19 @@ def test_csv_round_trip_and_parquet(tmp_path):
     assert write_parquet(rows, tmp_path / "t.parquet")
     table = pq.read_table(tmp_path / "t.parquet").to_pylist()
     assert table[0]["beta"] == -0.2 and table[1]["error"] == "ValueError: x"
+
+
+def test_load_results_is_a_dataframe_with_the_files_columns(tiny_sweep):
+    import pandas as pd
+
+    from colearning.sweep import load_results
+
+    results = load_results(tiny_sweep)
+    assert isinstance(results, pd.DataFrame) and len(results) == 8
+    on_disk = pd.read_csv(tiny_sweep / "results.csv")
+    assert list(results.columns) == list(on_disk.columns)
+    summary = load_results(tiny_sweep, "summary")
+    assert {"n_cells", "n_finished", "test/ensemble_accuracy_mean:mean"} <= set(summary.columns)
+    assert len(load_results(tiny_sweep, "epochs")) == 16
+    with pytest.raises(ConfigError, match="valid: results, summary, epochs"):
+        load_results(tiny_sweep, "cells")

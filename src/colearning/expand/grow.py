@@ -13,7 +13,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from colearning import rundir
-from colearning.config import Config, config_from_dict, merge, parse_overrides, read_yaml
+from colearning.config import (
+    Config,
+    config_from_dict,
+    merge,
+    merge_coupling,
+    parse_overrides,
+    read_yaml,
+)
 from colearning.errors import ConfigError
 from colearning.training import Run, train
 
@@ -37,11 +44,7 @@ def grown_config(source: str | Path, add: int, mode: str, overrides: list[str] |
         raise ConfigError(f"ensemble.n_members={stated} contradicts the source's {n_old} members "
                           f"+ --add {add}; leave it out, it is derived ({n_old + add})")
     loss = user.get("loss") or {}
-    values = merge(saved, user)
-    if "beta" in loss and "beta_bar" not in loss:
-        values = merge(values, {"loss": {"beta_bar": None}})
-    if "beta_bar" in loss and "beta" not in loss:
-        values = merge(values, {"loss": {"beta": None}})
+    values = merge_coupling(saved, user)
     if mode == "boost" and not {"beta", "beta_bar"} & set(loss):
         values = merge(values, {"loss": {"beta": 0.0, "beta_bar": None}})
     return config_from_dict(merge(values, {

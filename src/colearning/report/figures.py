@@ -71,7 +71,7 @@ def _plain_log_labels(ax: Axes) -> None:
 
 
 def _member_label(i: int) -> str:
-    return f"member {i + 1}"
+    return f"member {i}"
 
 
 # ------------------------------------------------------------------ performance
@@ -179,7 +179,7 @@ def js_heatmap(matrix: np.ndarray, tag: str, path: str | Path) -> Path:
     image = ax.imshow(matrix, cmap="viridis", vmin=0)
     fig.colorbar(image, ax=ax, label="d(n_i, n_j) = mean JS divergence (nats)")
     ticks = np.arange(n)
-    labels = [str(i + 1) for i in ticks]
+    labels = [str(i) for i in ticks]
     ax.set_xticks(ticks, labels)
     ax.set_yticks(ticks, labels)
     ax.set(xlabel="member j", ylabel="member i")

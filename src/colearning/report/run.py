@@ -68,14 +68,14 @@ def collapse_warnings(run: RunArtifacts) -> list[str]:
         if flag:
             since = next((int(r["epoch"]) for r in run.metrics
                           if (r.get("test/member_collapsed") or [False] * (i + 1))[i]), None)
-            lines.append(f"member {i + 1} collapsed (output ignores the input) since epoch "
+            lines.append(f"member {i} collapsed (output ignores the input) since epoch "
                          f"{since}.")
     if run.analysis:
         last = run.analysis[-1]
         for i, member in enumerate(last["members"]):
             dead = [layer for layer, stats in member["activation"].items() if stats.get("dead")]
             if dead:
-                lines.append(f"member {i + 1} has dead ReLU layers at epoch {last['epoch']} "
+                lines.append(f"member {i} has dead ReLU layers at epoch {last['epoch']} "
                              f"(every unit zero on every sample): {', '.join(dead)}.")
     return lines
 
@@ -156,8 +156,8 @@ def _section_distances(run: RunArtifacts, out: Path) -> Section:
         return _unavailable(title, "no epoch has finite JS distances")
     epochs = run.epochs[valid]
     js, to_ens = js[valid], to_ens[valid]
-    label = ("d(n_1, n_2) = mean JS (nats)" if n == 2 else
-             "d_i = mean JS to the other members (nats)")
+    label = ("d(n_0, n_1) = mean Jensen-Shannon divergence (nats)" if n == 2 else
+             "d_i = mean Jensen-Shannon divergence to the other members (nats)")
     distance = np.stack([metrics.distance_to_others(m) for m in js])
     figs = [
         figures.kl_distance_trajectory(epochs, run.series("test/member_kl")[valid], distance,
@@ -176,12 +176,14 @@ def _section_distances(run: RunArtifacts, out: Path) -> Section:
     sub = "" if len(keep) == len(epochs) else f" ({len(keep)} of {len(epochs)} epochs shown)"
     if n == 2 and to_ens[-1].sum() < js[-1, 0, 1]:
         # JS divergence is not a metric: the three points cannot form a triangle.
-        sub += ("; with N = 2, d(1, ens) + d(2, ens) < d(1, 2), so the three points lie on "
+        sub += ("; with N = 2, d(0, ens) + d(1, ens) < d(0, 1), so the three points lie on "
                 "a line")
     captions = [
         "Fig. 2b: each member's test KL(q‖p_i) against its functional distance to the others, "
         "one point per epoch, light (early) to dark (late).",
-        f"Fig. 4a: pairwise functional distance d(n_i, n_j) (Eq. 5) at epoch {epochs[-1]}.",
+        f"Fig. 4a: pairwise functional distance d(n_i, n_j) (Eq. 5: the mean over test "
+        f"samples of the Jensen-Shannon (JS) divergence between the two members' predicted "
+        f"distributions, in nats, at most ln 2) at epoch {epochs[-1]}.",
         f"Fig. 4b: metric MDS of the [N+1, N+1] JS distances among members and the ensemble, "
         f"per epoch, aligned across epochs{sub}. Pearson r between d and embedded distances "
         f"(pooled over epochs): r = {r:.3f}, {p_value(p)}.",
@@ -208,8 +210,8 @@ def _section_samples(run: RunArtifacts, out: Path) -> Section:
     correct = (ensemble.argmax(-1) == labels).numpy()
     figs, captions = [], []
     if n >= 2:
-        names = ("member 1", "member 2")
-        note = "" if n == 2 else f" (N = {n}: members 1 and 2 shown)"
+        names = ("member 0", "member 1")
+        note = "" if n == 2 else f" (N = {n}: members 0 and 1 shown)"
         figs.append(figures.sample_agreement(p_true[0], p_true[1], p_ens, correct, names,
                                              run.tag + note, out / "sample_agreement.png"))
         captions.append(
@@ -311,7 +313,7 @@ def _section_uncertainty(run: RunArtifacts, out: Path) -> Section:
         curves = {}
         for i in range(probs.shape[0]):
             bins = metrics.reliability_bins(probs[i], labels)
-            curves[f"member {i + 1}"] = tuple(np.asarray(b) for b in bins)
+            curves[f"member {i}"] = tuple(np.asarray(b) for b in bins)
         bins = metrics.reliability_bins(combine(probs, "mean"), labels)
         curves["ensemble (mean)"] = tuple(np.asarray(b) for b in bins)
         figs.append(figures.reliability_diagram(curves, run.tag, out / "reliability.png"))

@@ -25,7 +25,7 @@ def mean_std(values: Sequence[float], fmt: str = "{:.3g}") -> str:
 
 
 def _members(n: int) -> list[str]:
-    return [f"member {i + 1}" for i in range(n)]
+    return [f"member {i}" for i in range(n)]
 
 
 def _layer_table(caption: str, records: list[dict[str, Any]], initial: dict[str, Any] | None,
@@ -94,7 +94,7 @@ def final_metrics_table(final: dict[str, Any]) -> Table:
         flag = "yes" if member("test/member_collapsed")[i] else "no"
         if dead[i]:
             flag += f" (dead: {', '.join(dead[i])})"
-        rows.append([f"member {i + 1}", _pct(member("test/member_accuracy")[i]),
+        rows.append([f"member {i}", _pct(member("test/member_accuracy")[i]),
                      *(_num(member(f"test/member_{key}")[i])
                        for key in ("kl", "brier", "ece", "entropy")),
                      _num(member("test/js_to_ensemble")[i]), flag])

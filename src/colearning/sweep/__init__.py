@@ -13,12 +13,13 @@ figures and HTML page are :mod:`colearning.report.sweep`.
 from colearning.sweep.layout import load_sweep_spec
 from colearning.sweep.runner import SweepResult, run_sweep
 from colearning.sweep.spec import Cell, SweepSpec, load_spec, spec_from_dict
-from colearning.sweep.table import write_tables
+from colearning.sweep.table import load_results, write_tables
 
 __all__ = [
     "Cell",
     "SweepResult",
     "SweepSpec",
+    "load_results",
     "load_spec",
     "load_sweep_spec",
     "run_sweep",

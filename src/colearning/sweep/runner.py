@@ -280,11 +280,17 @@ def _is_main_thread() -> bool:
 
 
 def describe_cells(spec: SweepSpec, sweep_dir: str | Path) -> str:
-    """One line per cell: its name and state on disk (for --dry-run)."""
+    """One line per cell: its name and state on disk (for --dry-run), and for cells still to
+    run what can be checked without running them: that their data path exists."""
     path = Path(sweep_dir) / CELLS
     cells = spec.cells()
     lines = [f"sweep {spec.name}: {len(cells)} cells in {sweep_dir}"]
-    lines += [f"  {cell.name:<40} {cell_status(path / cell.name)}" for cell in cells]
+    for cell in cells:
+        status = cell_status(path / cell.name)
+        data_path = cell.config["data"]["path"]
+        if status not in DONE and data_path and not Path(data_path).exists():
+            status += f" (cannot run: data.path {data_path} does not exist)"
+        lines.append(f"  {cell.name:<40} {status}")
     return "\n".join(lines)
 
 

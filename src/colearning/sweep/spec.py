@@ -34,7 +34,14 @@ from typing import Any
 
 import yaml
 
-from colearning.config import config_from_dict, merge, parse_overrides, read_yaml
+from colearning.config import (
+    config_from_dict,
+    merge,
+    merge_coupling,
+    parse_overrides,
+    read_yaml,
+    resolve_paths,
+)
 from colearning.errors import ConfigError
 
 SPEC_KEYS = ("name", "base", "base_config", "overrides", "grid", "seeds")
@@ -122,12 +129,8 @@ def cell_config(base: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
     of the two), and progress bars are off (one bar over cells is shown instead).
     """
     config = merge(base, {"train": {"progress": False}})
-    if "loss.beta" in values:
-        config = merge(config, {"loss": {"beta_bar": None}})
-    if "loss.beta_bar" in values:
-        config = merge(config, {"loss": {"beta": None}})
     for key, value in values.items():
-        config = merge(config, _nested(key, value))
+        config = merge_coupling(config, _nested(key, value))
     try:
         return config_from_dict(config).to_dict()
     except ConfigError as error:
@@ -195,10 +198,12 @@ def spec_from_dict(values: dict[str, Any], *, base_dir: str | Path = ".",
                    seeds: int | list[int] | None = None) -> SweepSpec:
     """A resolved, validated :class:`SweepSpec` from a sweep mapping.
 
-    ``base_dir`` resolves ``base_config``; ``overrides`` (``key=value``) are merged into the
-    base after the file's own; ``seeds`` replaces the file's seeds. Relative data paths are
-    made absolute against the current directory, so the cells do not depend on where a
-    later resume runs from.
+    ``base_dir`` (the sweep file's folder) resolves ``base_config``; ``overrides``
+    (``key=value``) are merged into the base after the file's own; ``seeds`` replaces the
+    file's seeds. Relative data paths are relative to the file that names them (the base
+    config file, or the sweep file for ``base:`` and ``overrides:``; command-line overrides:
+    the current directory) and stored absolute, so the cells do not depend on where a later
+    resume runs from.
     """
     if not isinstance(values, dict):
         raise ConfigError(f"a sweep file must hold a mapping, got {type(values).__name__}")
@@ -208,20 +213,18 @@ def spec_from_dict(values: dict[str, Any], *, base_dir: str | Path = ".",
     if "base" in values and "base_config" in values:
         raise ConfigError("give the sweep's base run config as `base:` or `base_config:`, "
                           "not both")
-    base = dict(values.get("base") or {})
+    base = resolve_paths(dict(values.get("base") or {}), base_dir)
     if "base_config" in values:
-        base = read_yaml(Path(base_dir) / values["base_config"])
+        config_file = Path(base_dir) / values["base_config"]
+        base = resolve_paths(read_yaml(config_file), config_file.parent)
     file_overrides = values.get("overrides") or {}
     if isinstance(file_overrides, list):
         file_overrides = parse_overrides([str(v) for v in file_overrides])
     if not isinstance(file_overrides, dict):
         raise ConfigError("sweep `overrides` must be a mapping or a list of key=value")
-    base = merge(base, file_overrides)
-    base = merge(base, parse_overrides(overrides or []))
+    base = merge(base, resolve_paths(file_overrides, base_dir))
+    base = merge(base, resolve_paths(parse_overrides(overrides or []), "."))
     base = config_from_dict(base).to_dict()
-    data_path = base["data"]["path"]
-    if data_path and not Path(data_path).expanduser().is_absolute():
-        base["data"]["path"] = str(Path(data_path).expanduser().absolute())
 
     raw_grid = values.get("grid") or {}
     if not isinstance(raw_grid, dict):

@@ -24,7 +24,6 @@ Parquet too when pyarrow is installed (``pip install colearning[parquet]``).
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import math
@@ -32,7 +31,11 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
+
 from colearning import rundir
+from colearning.errors import ConfigError
 from colearning.sweep.layout import CELL_ERROR, CELLS, cell_status, load_sweep_spec
 
 COUPLING_KEYS = ("loss.beta", "loss.beta_bar", "ensemble.n_members", "seed")
@@ -218,43 +221,33 @@ def summarize(rows: list[dict[str, Any]], facets: list[str] | None = None,
     return out
 
 
-def _csv_value(value: Any) -> Any:
-    if isinstance(value, float) and math.isnan(value):
-        return ""
-    return "" if value is None else value
+def frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """The rows as a pandas DataFrame, columns in first-seen order (missing values NaN/None)."""
+    columns: dict[str, None] = {}
+    for row in rows:
+        columns.update(dict.fromkeys(row))
+    return pd.DataFrame.from_records(rows, columns=list(columns))
 
 
 def to_csv(rows: list[dict[str, Any]]) -> str:
     """CSV text with the union of the rows' columns (first-seen order); None/NaN -> empty."""
-    columns: dict[str, None] = {}
-    for row in rows:
-        columns.update(dict.fromkeys(row))
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: _csv_value(v) for k, v in row.items()})
-    return buffer.getvalue()
+    return frame(rows).to_csv(index=False, lineterminator="\n")
 
 
 def write_parquet(rows: list[dict[str, Any]], path: str | Path) -> bool:
     """Write ``rows`` as Parquet when pyarrow is installed; False when it is not."""
     try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+        import pyarrow  # noqa: F401 - pandas' Parquet engine
     except ImportError:
         return False
-    columns: dict[str, None] = {}
-    for row in rows:
-        columns.update(dict.fromkeys(row))
-    data = {c: [row.get(c) for row in rows] for c in columns}
-    for column, values in data.items():
-        # one type per column: ints that share a column with floats become floats
-        if any(isinstance(v, float) for v in values):
-            data[column] = [float(v) if isinstance(v, (int, float)) else None for v in values]
-    table = pa.table(data) if rows else pa.table({})
+    table = frame(rows)
+    for column in table.columns:  # one type per column: ints sharing one with floats, floats
+        values = table[column].dropna()
+        if len(values) and values.map(lambda v: isinstance(v, (int, float))
+                                      and not isinstance(v, bool)).all():
+            table[column] = pd.to_numeric(table[column])
     buffer = io.BytesIO()
-    pq.write_table(table, buffer)
+    table.to_parquet(buffer, index=False)
     rundir.atomic_write_bytes(path, buffer.getvalue())
     return True
 
@@ -276,15 +269,35 @@ def write_tables(sweep_dir: str | Path) -> dict[str, Path]:
 
 def read_csv(path: str | Path) -> list[dict[str, Any]]:
     """A table written by :func:`to_csv` back as dicts (numbers parsed, empty -> None)."""
-    def parse(text: str) -> Any:
-        if text == "":
-            return None
-        for kind in (int, float):
-            try:
-                return kind(text)
-            except ValueError:
-                pass
-        return text
+    table = pd.read_csv(path)
+    return [{key: _plain(value) for key, value in row.items()}
+            for row in table.to_dict("records")]
 
-    with open(path, newline="") as handle:
-        return [{k: parse(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+
+def _plain(value: Any) -> Any:
+    """numpy scalars as Python numbers; NaN (an empty CSV field) as None."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    return value
+
+
+def load_results(sweep_dir: str | Path, table: str = RESULTS) -> pd.DataFrame:
+    """A sweep's table as a pandas DataFrame, computed afresh from its run directories:
+    ``results`` (a row per cell), ``summary`` (per facets, N and beta) or ``epochs`` (a row
+    per cell and epoch); the same columns as the CSV/Parquet files.
+
+    >>> df = load_results("sweeps/fig2c")                                # doctest: +SKIP
+    >>> df.groupby("beta")["test/ensemble_accuracy_mean"].mean()        # doctest: +SKIP
+    """
+    rows = cell_rows(sweep_dir)
+    if table == RESULTS:
+        return frame(rows)
+    if table == SUMMARY:
+        return frame(summarize(rows))
+    if table == EPOCHS:
+        return frame(epoch_rows(sweep_dir))
+    raise ConfigError(f"unknown sweep table {table!r}; valid: {RESULTS}, {SUMMARY}, {EPOCHS}")

@@ -12,6 +12,6 @@ points: ``train``, ``resume``, ``train_pack``).
 """
 
 from colearning.training.lifecycle import Interrupted, Run, load_run
-from colearning.training.run import resume, train, train_pack
+from colearning.training.run import load_ensemble, resume, train, train_pack
 
-__all__ = ["Interrupted", "Run", "load_run", "resume", "train", "train_pack"]
+__all__ = ["Interrupted", "Run", "load_ensemble", "load_run", "resume", "train", "train_pack"]

@@ -9,6 +9,8 @@ one copy of it, not K.
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -45,6 +47,10 @@ class CellData:
 
 
 def load_raw(config: Config) -> RawDataset:
+    # A testing hook only (like rundir's COLEARNING_KILL_DURING_WRITE): a data load slow
+    # enough for the tests to interrupt it.
+    if os.environ.get("COLEARNING_SLEEP_BEFORE_DATA"):
+        time.sleep(float(os.environ["COLEARNING_SLEEP_BEFORE_DATA"]))
     data = config.data
     return load_dataset(data.name, data.path, cache_dir=data.cache_dir,
                         progress=config.train.progress)

@@ -94,6 +94,10 @@ def check_source(config: Config) -> tuple[Path, Config]:
     source = config_from_dict(read_yaml(path / rundir.CONFIG))
     summary = path / rundir.SUMMARY
     status = json.loads(summary.read_text()).get("status") if summary.exists() else "running"
+    if status == "diverged":
+        raise RunDirError(f"source run {path} diverged; resuming it would diverge again. Grow "
+                          "a finished run instead, or train the source again with a weaker "
+                          "coupling, a lower optim.lr or optim.grad_clip")
     if status != "finished" or not (path / rundir.CHECKPOINT).is_file():
         raise RunDirError(f"source run {path} is {status}, not finished; finish it first "
                           f"(colearn train --resume {path})")

@@ -22,13 +22,22 @@ import numpy as np
 import torch
 
 from colearning import __version__, rundir
-from colearning.config import Config, config_from_dict, dump_yaml, merge, read_yaml
-from colearning.errors import RunDirError
+from colearning.config import (
+    DISPLAY_KEYS,
+    Config,
+    config_from_dict,
+    dump_yaml,
+    merge,
+    read_yaml,
+    without_display,
+)
+from colearning.errors import ConfigError, RunDirError
 from colearning.training.setup import resolve_device
 
 # 2: the optimizer state is StackedSGD's (per-member rows); 1 held torch.optim.SGD's.
 CHECKPOINT_FORMAT = 2
 PACKS = "packs.jsonl"  # one line per training session: the cells trained together
+CONFIG_HISTORY = "config_history.jsonl"  # one line per change of a run's config (extension)
 
 
 @dataclass
@@ -46,11 +55,15 @@ class Run:
 
 
 class Interrupted(Exception):
-    """SIGINT/SIGTERM arrived; the run was checkpointed mid-epoch and stopped cleanly."""
+    """SIGINT/SIGTERM arrived; the run was checkpointed mid-epoch and stopped cleanly.
 
-    def __init__(self, signum: int) -> None:
+    ``paths``: the run directories that stopped (each resumes with
+    ``colearn train --resume PATH``)."""
+
+    def __init__(self, signum: int, paths: tuple[Path, ...] = ()) -> None:
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
+        self.paths = paths
 
 
 # ------------------------------------------------------------------------- creating
@@ -65,11 +78,17 @@ def git_commit() -> str | None:
 
 
 def new_run_dir(config: Config, root: str | Path = "runs") -> Path:
-    """A fresh directory under ``root`` named after the time, model and coupling."""
-    beta = config.loss.beta_bar if config.loss.beta_bar is not None else config.loss.beta
-    tag = "matrix" if isinstance(beta, list) else f"{0.0 if beta is None else beta:g}"
+    """A fresh directory under ``root`` named after the time, model and coupling:
+    ``...-lenet5-N2-b-0.1`` (loss.beta), ``...-N4-bb-0.5`` (loss.beta_bar) or ``-bmatrix``."""
+    loss = config.loss
+    if isinstance(loss.beta, list):
+        tag = "bmatrix"
+    elif loss.beta_bar is not None:
+        tag = f"bb{loss.beta_bar:g}"
+    else:
+        tag = f"b{0.0 if loss.beta is None else loss.beta:g}"
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    base = Path(root) / f"{stamp}-{config.model.name}-N{config.ensemble.n_members}-b{tag}"
+    base = Path(root) / f"{stamp}-{config.model.name}-N{config.ensemble.n_members}-{tag}"
     path, k = base, 1
     while path.exists():
         path, k = Path(f"{base}-{k}"), k + 1
@@ -109,45 +128,92 @@ def resume_state(path: Path, overrides: dict[str, Any] | None = None
                  ) -> tuple[Config, dict[str, Any] | None, Run | None]:
     """(config, checkpoint or None, the finished Run or None) of the run in ``path``.
 
-    ``overrides`` (a nested dict) may only repeat the saved config; a changed value is an
-    error, because the resumed numbers would no longer match one uninterrupted run. Call
-    with the directory locked.
+    ``overrides`` (a nested dict) may repeat the saved config, change display-only keys
+    (``train.progress``: for this session, not saved) or raise ``train.epochs`` to extend
+    the run (see :func:`_extension`); any other change is an error, because the resumed
+    numbers would no longer match one uninterrupted run. Call with the directory locked.
     """
     saved = read_yaml(path / rundir.CONFIG)
     config = config_from_dict(saved)
+    display: dict[str, Any] = {}
     if overrides:
         changed = config_from_dict(merge(saved, overrides))
-        if changed != config:
-            diff = _diff(config.to_dict(), changed.to_dict())
+        display = changed.to_dict()
+        diff = _diff(without_display(config.to_dict()), without_display(changed.to_dict()))
+        if diff == ["train.epochs"] and changed.train.epochs > config.train.epochs:
+            config = _extension(path, config, changed)
+        elif diff:
+            details = _diff(config.to_dict(), changed.to_dict(), show=True)
             raise RunDirError(
-                f"cannot resume {path} with a changed config ({', '.join(diff)}); start a new "
-                "run instead"
+                f"cannot resume {path} with a changed config ({', '.join(details)}); only "
+                "train.epochs may grow (and display keys like train.progress change); start a "
+                "new run instead"
             )
     summary_path = path / rundir.SUMMARY
+    checkpoint = None
     if summary_path.exists():
         summary = read_json(summary_path)
-        if summary.get("status") == "finished":
-            return config, None, Run(path, config, rundir.read_jsonl(path / rundir.METRICS),
-                                     summary)
-    checkpoint = None
+        if summary.get("status") == "finished" and summary.get("epochs_completed", 0) >= \
+                config.train.epochs:
+            return (_with_display(config, display), None,
+                    Run(path, config, rundir.read_jsonl(path / rundir.METRICS), summary))
     if (path / rundir.CHECKPOINT).exists():
         checkpoint = rundir.load_checkpoint(path / rundir.CHECKPOINT)
-        # compared as Configs, so a config section added since then takes its default
-        if config_from_dict(checkpoint.get("config") or {}) != config:
+        # compared as Configs, so a config section added since then takes its default; an
+        # extended run's checkpoint holds the shorter train.epochs
+        written = config_from_dict(checkpoint.get("config") or {})
+        if _diff(without_display(written.to_dict()), without_display(config.to_dict())) \
+                not in ([], ["train.epochs"]):
             raise RunDirError(
                 f"the checkpoint in {path} was written with another config.yaml; restore "
                 "the original config.yaml or start a new run"
             )
-    return config, checkpoint, None
+    return _with_display(config, display), checkpoint, None
 
 
-def _diff(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+def _with_display(config: Config, changed: dict[str, Any]) -> Config:
+    """``config`` with the display-only keys of ``changed`` (for this session only)."""
+    if not changed:
+        return config
+    values = config.to_dict()
+    for dotted in DISPLAY_KEYS:
+        section, _, key = dotted.rpartition(".")
+        values[section][key] = changed[section][key]
+    return config_from_dict(values)
+
+
+def _extension(path: Path, config: Config, extended: Config) -> Config:
+    """Raise a run's train.epochs: allowed when the schedule does not depend on the total
+    (constant, step), so the continued run equals a straight run of the new length; saved
+    in config.yaml and recorded in config_history.jsonl."""
+    if config.optim.schedule == "cosine":
+        raise RunDirError(
+            f"cannot extend {path} from {config.train.epochs} to {extended.train.epochs} "
+            "epochs: its cosine learning-rate schedule is set by train.epochs, so the first "
+            f"{config.train.epochs} epochs already annealed to 0 and the extension would not "
+            "equal a straight run; start a new run with the longer train.epochs"
+        )
+    values = config.to_dict()
+    values["train"]["epochs"] = extended.train.epochs
+    longer = config_from_dict(values)
+    rundir.atomic_write_text(path / rundir.CONFIG, dump_yaml(longer))
+    rundir.append_jsonl(path / CONFIG_HISTORY, {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "changed": {"train.epochs": [config.train.epochs, extended.train.epochs]},
+    })
+    return longer
+
+
+def _diff(old: dict[str, Any], new: dict[str, Any], prefix: str = "", *,
+          show: bool = False) -> list[str]:
+    """The dotted keys whose values differ (``show``: with the two values)."""
     keys = []
     for key in old:
         if isinstance(old[key], dict) and isinstance(new.get(key), dict):
-            keys += _diff(old[key], new[key], f"{prefix}{key}.")
+            keys += _diff(old[key], new[key], f"{prefix}{key}.", show=show)
         elif old[key] != new.get(key):
-            keys.append(f"{prefix}{key}: {old[key]!r} -> {new.get(key)!r}")
+            keys.append(f"{prefix}{key}: {old[key]!r} -> {new.get(key)!r}" if show
+                        else f"{prefix}{key}")
     return keys
 
 
@@ -191,7 +257,9 @@ def restart_records(path: Path, start_epoch: int, fresh: bool) -> list[dict[str,
 def save_checkpoint(path: Path, config: Config, model: dict[str, torch.Tensor],
                     optimizer: dict[str, Any], epoch: int, step: int,
                     sums: dict[str, Any] | None, aug_state: torch.Tensor | None,
-                    elapsed: float) -> None:
+                    elapsed: float, inputs: dict[str, Any] | None = None) -> None:
+    """Write checkpoint.pt atomically. ``inputs``: what the members take (classes,
+    channels, image size, normalization), so the checkpoint alone rebuilds them."""
     rundir.atomic_torch_save(path / rundir.CHECKPOINT, {
         "format": CHECKPOINT_FORMAT,
         "epoch": epoch,  # position of the next step to run: (epoch, step), 0-based
@@ -204,6 +272,7 @@ def save_checkpoint(path: Path, config: Config, model: dict[str, torch.Tensor],
         "sums": sums,
         "elapsed": elapsed,
         "config": config.to_dict(),
+        "inputs": inputs,
     })
 
 
@@ -230,6 +299,47 @@ def summarize(records: list[dict[str, Any]], status: str, detail: str | None,
     collapsed = summary.get("test/member_collapsed", [])
     summary["collapsed_members"] = [i for i, c in enumerate(collapsed) if c]
     return summary
+
+
+class MetricLog:
+    """Optional copies of each metrics.jsonl record elsewhere (``train.log_to``): scalars
+    as they are, per-member lists as ``key/member_i``. TensorBoard files go to
+    ``RUN_DIR/tensorboard``; the run directory's own files stay the source of truth."""
+
+    def __init__(self, config: Config, path: Path) -> None:
+        self.writer = None
+        if config.train.log_to == "tensorboard":
+            self.writer = tensorboard_writer(path / "tensorboard")
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self.writer is None:
+            return
+        step = record["epoch"]
+        for key, value in record.items():
+            if isinstance(value, bool) or key == "epoch":
+                continue
+            if isinstance(value, (int, float)):
+                self.writer.add_scalar(key, value, step)
+            elif isinstance(value, list) and all(isinstance(v, (int, float)) and
+                                                 not isinstance(v, bool) for v in value):
+                for member, item in enumerate(value):
+                    self.writer.add_scalar(f"{key}/member_{member}", item, step)
+        self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def tensorboard_writer(folder: Path | None = None) -> Any:
+    """A TensorBoard SummaryWriter writing to ``folder`` (None: only check that TensorBoard
+    is installed), or a one-line ConfigError saying what to install."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise ConfigError("train.log_to=tensorboard needs TensorBoard: pip install "
+                          "'colearning[tensorboard]' (or drop train.log_to)") from None
+    return None if folder is None else SummaryWriter(log_dir=str(folder))
 
 
 def load_run(run_dir: str | Path) -> Run:

@@ -39,6 +39,7 @@ from colearning.seeding import derive_seed, generator
 from colearning.training.data import CellData, Pool, gather
 from colearning.training.lifecycle import (
     Interrupted,
+    MetricLog,
     Run,
     checkpoint_position,
     finish,
@@ -208,6 +209,15 @@ class Pack:
             return self.cells[0].plan.member_modules()
         return [self.trained.member(i) for i in range(self.rows[k].start, self.rows[k].stop)]
 
+    def inputs(self, k: int) -> dict[str, Any]:
+        """What cell k's members take: classes, channels, image size and the per-channel
+        normalization of its training split (None without data.normalize)."""
+        data = self.cells[k].data
+        return {"num_classes": self.pool.num_classes, "in_channels": self.pool.in_channels,
+                "image_size": self.pool.image_size,
+                "mean": None if data.mean is None else data.mean.tolist(),
+                "std": None if data.std is None else data.std.tolist()}
+
     def eval_rows(self, k: int) -> slice:
         return slice(0, self.members.n_members) if self.single else self.rows[k]
 
@@ -364,6 +374,7 @@ def fit(cells: list[Cell], pool: Pool, device: torch.device) -> list[Run]:
             rundir.append_jsonl(cell.path / rundir.ANALYSIS,
                                 _structure(pack, k, 0))
     labels = [pool.labels[cell.data.test].cpu() for cell in cells]
+    logs = [MetricLog(cell.config, cell.path) for cell in cells]
     epochs = config.train.epochs
     progress = config.train.progress
     epoch_bar = tqdm(range(start_epoch, epochs), desc="epochs", initial=start_epoch,
@@ -388,11 +399,12 @@ def fit(cells: list[Cell], pool: Pool, device: torch.device) -> list[Run]:
                         save_checkpoint(cells[k].path, cells[k].config, pack.cell_model(k),
                                         pack.cell_optimizer(k), epoch, stopped_at,
                                         pack.cell_sums(k),
-                                        pack.aug[k].get_state() if pack.aug else None, wall(k))
+                                        pack.aug[k].get_state() if pack.aug else None, wall(k),
+                                        inputs=pack.inputs(k))
                     raise Interrupted(stop["signal"])
                 pack.settle(epoch)
                 train_seconds = time.perf_counter() - epoch_start
-                _evaluate(pack, epoch, labels, train_seconds, epoch_start, wall)
+                _evaluate(pack, epoch, labels, train_seconds, epoch_start, wall, logs)
                 _show(epoch_bar, pack)
                 if stop["signal"] is not None:
                     raise Interrupted(stop["signal"])
@@ -406,6 +418,8 @@ def fit(cells: list[Cell], pool: Pool, device: torch.device) -> list[Run]:
                     cell.status, cell.detail = "interrupted", f"stopped by {stopped}"
         finally:
             epoch_bar.close()
+            for log in logs:
+                log.close()
 
     runs = []
     for k, cell in enumerate(cells):
@@ -414,7 +428,7 @@ def fit(cells: list[Cell], pool: Pool, device: torch.device) -> list[Run]:
         runs.append(finish(cell.path, cell.config, cell.records, cell.status, cell.detail,
                            wall(k), cell.log_probs, labels[k], cell.data.test_indices))
     if interrupted is not None:
-        raise interrupted
+        raise Interrupted(interrupted.signum, tuple(cell.path for cell in cells))
     return runs
 
 
@@ -441,7 +455,7 @@ def _train_epoch(pack: Pack, epoch: int, first_step: int, stop: dict[str, Any],
 
 
 def _evaluate(pack: Pack, epoch: int, labels: list[torch.Tensor], train_seconds: float,
-              epoch_start: float, wall: Any) -> None:
+              epoch_start: float, wall: Any, logs: list[MetricLog]) -> None:
     """Evaluate every cell still training, write its metrics line, analysis and checkpoint."""
     running = pack.running()
     if not running:
@@ -471,13 +485,14 @@ def _evaluate(pack: Pack, epoch: int, labels: list[torch.Tensor], train_seconds:
         record["time/pack_cells"] = len(pack.cells)
         cell.records.append(record)
         rundir.append_jsonl(cell.path / rundir.METRICS, record)
+        logs[k].write(record)
         every = config.train.save_probs_every
         if every and (epoch + 1) % every == 0:
             (cell.path / "probs").mkdir(exist_ok=True)
             rundir.atomic_savez(cell.path / "probs" / f"epoch_{epoch + 1}.npz",
                                 log_probs=cell.log_probs.numpy())
         save_checkpoint(cell.path, cell.config, pack.cell_model(k), pack.cell_optimizer(k),
-                        epoch + 1, 0, None, None, wall(k))
+                        epoch + 1, 0, None, None, wall(k), inputs=pack.inputs(k))
 
 
 def _structure(pack: Pack, k: int, epoch: int) -> dict[str, Any]:

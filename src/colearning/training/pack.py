@@ -17,14 +17,12 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from colearning.config import Config
+from colearning.config import DISPLAY_KEYS, Config
 from colearning.errors import ConfigError
 
 # Config keys in which the cells of one pack may differ.
 CELL_KEYS = ("seed", "ensemble.n_members", "loss.beta", "loss.beta_bar", "loss.kl_reduction",
              "optim.lr", "optim.weight_decay")
-# Keys that change nothing a run computes (display only): they may differ too.
-DISPLAY_KEYS = ("train.progress",)
 
 
 def pack_key(config: Config) -> str:

@@ -14,11 +14,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from colearning import rundir
-from colearning.config import Config, config_from_dict
+from colearning.config import Config, config_from_dict, read_yaml
 from colearning.data import DATASETS
+from colearning.engine import Ensemble
+from colearning.errors import ConfigError, RunDirError
 from colearning.models import MODELS
-from colearning.training.data import cell_data, load_raw, make_pool
+from colearning.training.data import Pool, cell_data, load_raw, make_pool
 from colearning.training.growth import check_source, growth_plan
 from colearning.training.lifecycle import (
     Run,
@@ -29,6 +33,7 @@ from colearning.training.lifecycle import (
     new_run_dir,
     record_pack,
     resume_state,
+    tensorboard_writer,
     write_new_run,
 )
 from colearning.training.loop import Cell, fit
@@ -42,6 +47,8 @@ def preflight(config: Config) -> None:
     MODELS.get(config.model.name)
     DATASETS.get(config.data.name)
     resolve_device(config.device)
+    if config.train.log_to == "tensorboard":
+        tensorboard_writer()
     if config.expand.source is not None:
         check_source(config)
 
@@ -105,6 +112,36 @@ def train_pack(cells: Sequence[tuple[Config | dict[str, Any], str | Path]]) -> l
             for (position, *_), run in zip(group, runs, strict=True):
                 results[position] = run
     return [results[k] for k in range(len(cells))]
+
+
+def load_ensemble(run_dir: str | Path, checkpoint: str = "final") -> tuple[Ensemble, Config]:
+    """The trained members of a run, ready for inference, and the run's config.
+
+    ``ensemble(x)`` gives logits [N, B, C] for images x [B, C, H, W] as the run saw them:
+    pixels in [0, 1], standardized by ``ensemble.inputs["mean"]`` / ``["std"]`` (per
+    channel) when the run had data.normalize. ``checkpoint``: ``"final"``, the run's last
+    checkpoint (the end of its last completed epoch). The ensemble is in eval mode.
+    """
+    if checkpoint != "final":
+        raise ConfigError(f"unknown checkpoint {checkpoint!r}; valid: final")
+    path = rundir.require_run_dir(run_dir)
+    config = config_from_dict(read_yaml(path / rundir.CONFIG))
+    saved = rundir.load_checkpoint(path / rundir.CHECKPOINT)
+    inputs = saved.get("inputs")
+    if inputs is None:  # a checkpoint from before 0.2: read the shapes off the dataset
+        raw = load_raw(config)
+        inputs = {"num_classes": raw.num_classes, "in_channels": raw.in_channels,
+                  "image_size": raw.image_size, "mean": None, "std": None}
+    shape = Pool(torch.empty(0), torch.empty(0), inputs["num_classes"], inputs["in_channels"],
+                 inputs["image_size"])
+    ensemble = build_members(config, shape, torch.device("cpu"))
+    try:
+        ensemble.load_state_dict(saved["model"])
+    except (RuntimeError, KeyError) as error:
+        raise RunDirError(f"{path / rundir.CHECKPOINT} does not match the run's model "
+                          f"({type(error).__name__}); restore the run's config.yaml") from None
+    ensemble.inputs = inputs
+    return ensemble.eval(), config
 
 
 def _mkdir(path: Path) -> Path:
