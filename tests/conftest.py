@@ -52,3 +52,50 @@ def _assert_close(a, b, rtol, key):
         assert math.isclose(a, b, rel_tol=rtol, abs_tol=1e-7), (key, a, b)
     else:
         assert a == b, (key, a, b)
+
+
+def _outside(fig):
+    """The drawn texts (titles, labels, tick labels, legends, notes) of a matplotlib figure
+    that reach beyond its edges by more than a pixel."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    width, height = fig.bbox.width, fig.bbox.height
+
+    def beyond(box):
+        return box.x0 < -1 or box.y0 < -1 or box.x1 > width + 1 or box.y1 > height + 1
+
+    if not beyond(fig.get_tightbbox(renderer).transformed(fig.dpi_scale_trans)):
+        return []
+    bad = [text.get_text()[:60] for text in fig.texts if text.get_visible()
+           and text.get_text().strip() and beyond(text.get_window_extent(renderer))]
+    for ax in fig.axes:
+        for artist in [ax.title, ax.xaxis.label, ax.yaxis.label, *ax.texts,
+                       *([ax.get_legend()] if ax.get_legend() else [])]:
+            if artist.get_visible() and beyond(artist.get_window_extent(renderer)):
+                bad.append(getattr(artist, "get_text", lambda: "legend")()[:60] or "legend")
+        for axis in (ax.xaxis, ax.yaxis):
+            if beyond(axis.get_tightbbox(renderer) or fig.bbox):
+                bad.append(f"{axis.axis_name}-axis tick labels")
+    return bad or ["(the figure's tight box)"]
+
+
+@pytest.fixture
+def checked(monkeypatch):
+    """{figure file: texts outside it} of every report figure saved during the test."""
+    from pathlib import Path
+
+    import colearning.report.figures as run_figures
+    import colearning.report.sweep as sweep_figures
+
+    problems = {}
+    for module in (run_figures, sweep_figures):
+        original = module._save
+
+        def save(fig, path, _original=original):
+            outside = _outside(fig)
+            if outside:
+                problems[Path(path).name] = outside
+            return _original(fig, path)
+
+        monkeypatch.setattr(module, "_save", save)
+    return problems

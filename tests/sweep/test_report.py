@@ -32,3 +32,8 @@ def test_optimal_beta_table_says_the_choice_was_made_on_test_without_validation(
     (table,) = section.tables
     assert "chosen on the TEST set" in table.caption and "not eligible" in table.caption
     assert table.rows[0][1] == "-0.1" and table.rows[0][-1] == "-0.2"  # -0.2: 1 of 2 finished
+
+
+def test_sweep_report_text_stays_inside_every_figure(tiny_sweep: Path, checked, tmp_path):
+    build_report(tiny_sweep, tmp_path / "report")
+    assert checked == {}

@@ -20,14 +20,24 @@ from .divergence import (
     kl_divergence,
     kl_to_target,
 )
-from .embedding import align_to, embedding_distance_correlation, mds_embed, mds_trajectory
 from .reliability import ReliabilityBins, reliability_bins
 from .statistics import accuracy_change, rescued_count, spearman
-from .trajectory import (
-    distance_matrix_with_ensemble,
-    distance_to_others,
-    trajectory_distance_correlation,
-)
+
+# The embedding (MDS: scikit-learn, scipy) is for reports only: imported on first use, so a
+# training run does not pay its ~1 s of imports.
+_LAZY = {name: "embedding" for name in ("align_to", "embedding_distance_correlation",
+                                         "mds_embed", "mds_trajectory")}
+_LAZY.update({name: "trajectory" for name in ("distance_matrix_with_ensemble",
+                                              "distance_to_others",
+                                              "trajectory_distance_correlation")})
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "kl_divergence",

@@ -9,6 +9,7 @@ the ensemble is black; accuracies are in %, KL/JS in nats.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -53,7 +54,15 @@ def _save(fig: Figure, path: str | Path) -> Path:
 
 def _title(fig: Figure, what: str, tag: str, detail: str = "") -> None:
     """Two lines: what the figure shows, then the run (N, β) and any headline number."""
-    fig.suptitle(f"{what}\n{tag}" + (f"; {detail}" if detail else ""), fontsize=11)
+    suptitle(fig, f"{what}\n{tag}" + (f"; {detail}" if detail else ""))
+
+
+def suptitle(fig: Figure, text: str, fontsize: float = 11) -> None:
+    """The figure's title, each line wrapped to the figure's width (no title cut off at the
+    edges)."""
+    width = fig.get_figwidth() * 72 / (0.6 * fontsize)  # characters that fit, roughly
+    lines = [textwrap.fill(line, max(20, int(width))) for line in text.split("\n")]
+    fig.suptitle("\n".join(lines), fontsize=fontsize)
 
 
 def _epoch_axis(ax: Axes) -> None:
@@ -96,6 +105,11 @@ def learning_curves(epochs: np.ndarray, member_accuracy: np.ndarray, ensemble_ac
     loss.axhline(0, color="0.7", lw=0.8)
     loss.set(xlabel="epoch", ylabel="training loss (nats)",
              title="training loss: task KL(q‖p_i), coupling Σβ KL(p_j‖p_i)")
+    finite = np.abs(np.concatenate([loss_task[np.isfinite(loss_task)],
+                                    loss_coupling[np.isfinite(loss_coupling)]]))
+    if finite.size and finite.max() > 100 * max(float(np.median(finite)), 1e-3):
+        # a run heading for divergence: losses over orders of magnitude, negative couplings
+        loss.set_yscale("symlog", linthresh=1.0)
     loss.legend(fontsize=7, ncols=2 if loss_task.shape[1] > 3 else 1)
     _title(fig, "Learning curves (paper Fig. 2a)", tag)
     return _save(fig, path)
@@ -247,11 +261,12 @@ def sample_agreement(p_first: np.ndarray, p_second: np.ndarray, p_ensemble: np.n
     right.set(xlabel=f"p(y_true|x): {names[0]} − {names[1]}", ylabel="p_ens(y_true|x)",
               xlim=(-1.02, 1.02), ylim=(-0.02, 1.02),
               title="specialization: edges = one member sure, the other not")
-    for ax in (left, right):
-        legend = ax.legend(fontsize=8, loc="upper center")
-        for handle in legend.legend_handles:
-            handle.set_sizes([30])
-            handle.set_alpha(1)
+    # one legend for both panels, below them: inside, it covered the dense corners
+    handles, labels = left.get_legend_handles_labels()
+    legend = fig.legend(handles, labels, fontsize=8, loc="outside lower center", ncols=2)
+    for handle in legend.legend_handles:
+        handle.set_sizes([30])
+        handle.set_alpha(1)
     _title(fig, "Per-sample agreement (paper Fig. 5a)", tag)
     return _save(fig, path)
 

@@ -10,6 +10,8 @@ run is a pack of one.
 
 from __future__ import annotations
 
+import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -144,6 +146,12 @@ def load_ensemble(run_dir: str | Path, checkpoint: str = "final") -> tuple[Ensem
     return ensemble.eval(), config
 
 
+def _say(config: Config, text: str) -> None:
+    """A start-up status line on stderr (with the progress bars), so a slow start shows."""
+    if config.train.progress:
+        print(f"colearn: {text}", file=sys.stderr, flush=True)
+
+
 def _mkdir(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     return path
@@ -159,9 +167,17 @@ def _fit(specs: list[tuple[Config, Path, dict[str, Any] | None]]) -> list[Run]:
     """Build the pack's data and member plans, then run the loop (in the runs' RNG scope)."""
     first = specs[0][0]
     device = resolve_device(first.device)
+    started = time.perf_counter()
     with isolated_rng(first):
+        _say(first, f"reading {first.data.name}" + (f" from {first.data.path}"
+                                                    if first.data.path else ""))
         raw = load_raw(first)
         pool = make_pool(raw, device)
+        members = sum(config.ensemble.n_members for config, _, _ in specs)
+        seconds = time.perf_counter() - started
+        _say(first, f"data ready ({len(pool.labels):,} images, {seconds:.1f} s); building "
+                    f"{members} members" + (f" of {len(specs)} runs" if len(specs) > 1 else "")
+                    + f" on {device}")
         cells = []
         for config, path, checkpoint in specs:
             data = cell_data(config, raw, device)
