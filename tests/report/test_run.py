@@ -253,3 +253,22 @@ def test_old_float16_predictions_still_load_with_a_note(run_copy: Path):
     np.testing.assert_allclose(np.exp(run.log_probs), np.exp(log_probs), atol=1e-3)
     html = build_report(run_copy).read_text()
     assert "float16" in html
+
+
+def test_mds_embeds_the_whole_trajectory_jointly_when_epochs_were_saved(tmp_path: Path):
+    from colearning.config import config_from_dict
+    from colearning.training import train
+    from tests.report.conftest import TINY_RUN
+
+    config = {**TINY_RUN, "train": {**TINY_RUN["train"], "save_probs_every": 1}}
+    run = train(config_from_dict(config), run_dir=tmp_path / "run")
+    page = build_report(run.run_dir).read_text()
+    assert "all 3 saved epochs" in page and "(member or ensemble, epoch) points embedded " \
+        "jointly" in page
+    assert (run.run_dir / "report" / "mds_trajectory.png").stat().st_size > 0
+
+
+def test_report_says_when_the_mds_could_not_be_joint(report: Path):
+    text = report.read_text()  # the tiny run saved epoch 2's predictions only
+    assert "saved the predictions of fewer than two epochs (train.save_probs_every)" in text
+    assert "Jensen-Shannon (JS) divergence" in text

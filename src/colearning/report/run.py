@@ -19,7 +19,7 @@ from colearning import metrics
 from colearning.combiners import combine
 from colearning.errors import ConfigError
 from colearning.report import figures, tables
-from colearning.report.artifacts import RunArtifacts, load_artifacts
+from colearning.report.artifacts import RunArtifacts, load_artifacts, read_predictions
 from colearning.report.html import Section, Table, render_page, write_page
 
 MAX_MDS_EPOCHS = 30  # MDS per epoch costs ~0.05 s; longer runs are subsampled evenly
@@ -164,31 +164,73 @@ def _section_distances(run: RunArtifacts, out: Path) -> Section:
                                        label, run.tag, out / "kl_distance_trajectory.png"),
         figures.js_heatmap(js[-1], run.tag, out / "js_matrix.png"),
     ]
-    keep = mds_epochs(len(epochs))
-    full = np.stack([metrics.distance_matrix_with_ensemble(js[t], to_ens[t]) for t in keep])
-    trajectory = metrics.mds_trajectory(full, seed=run.config.seed, n_init=MDS_RANDOM_STARTS)
-    try:
-        r, p = metrics.trajectory_distance_correlation(full, trajectory)
-    except ConfigError:  # fewer than 3 pooled distances (N=2 and a single epoch)
-        r, p = float("nan"), float("nan")
-    figs.append(figures.mds_trajectories(epochs[keep], trajectory, r, run.tag,
+    joint = _joint_trajectory(run)
+    if joint is not None:  # every (member or ensemble, epoch) point in one embedding
+        mds_epoch_list, trajectory, r, p = joint
+        how = (f"all {trajectory.shape[0]} saved epochs' (member or ensemble, epoch) points "
+               f"embedded jointly from their predictions (probs/epoch_K.npz, the first "
+               f"{JOINT_MDS_SAMPLES} test samples)")
+    else:
+        keep = mds_epochs(len(epochs))
+        full = np.stack([metrics.distance_matrix_with_ensemble(js[t], to_ens[t]) for t in keep])
+        trajectory = metrics.mds_trajectory(full, seed=run.config.seed,
+                                            n_init=MDS_RANDOM_STARTS)
+        try:
+            r, p = metrics.trajectory_distance_correlation(full, trajectory)
+        except ConfigError:  # fewer than 3 pooled distances (N=2 and a single epoch)
+            r, p = float("nan"), float("nan")
+        mds_epoch_list = epochs[keep]
+        how = ("each epoch embedded separately and aligned across epochs, because the run "
+               "saved the predictions of fewer than two epochs (train.save_probs_every); "
+               "with them the whole trajectory is embedded jointly, as in the paper"
+               + ("" if len(keep) == len(epochs) else
+                  f" ({len(keep)} of {len(epochs)} epochs shown)"))
+    figs.append(figures.mds_trajectories(mds_epoch_list, trajectory, r, run.tag,
                                          out / "mds_trajectory.png"))
-    sub = "" if len(keep) == len(epochs) else f" ({len(keep)} of {len(epochs)} epochs shown)"
+    sub = ""
     if n == 2 and to_ens[-1].sum() < js[-1, 0, 1]:
         # JS divergence is not a metric: the three points cannot form a triangle.
-        sub += ("; with N = 2, d(0, ens) + d(1, ens) < d(0, 1), so the three points lie on "
-                "a line")
+        sub = ("; with N = 2, d(0, ens) + d(1, ens) < d(0, 1), so the three points of an "
+               "epoch lie on a line")
     captions = [
         "Fig. 2b: each member's test KL(q‖p_i) against its functional distance to the others, "
         "one point per epoch, light (early) to dark (late).",
         f"Fig. 4a: pairwise functional distance d(n_i, n_j) (Eq. 5: the mean over test "
         f"samples of the Jensen-Shannon (JS) divergence between the two members' predicted "
         f"distributions, in nats, at most ln 2) at epoch {epochs[-1]}.",
-        f"Fig. 4b: metric MDS of the [N+1, N+1] JS distances among members and the ensemble, "
-        f"per epoch, aligned across epochs{sub}. Pearson r between d and embedded distances "
-        f"(pooled over epochs): r = {r:.3f}, {p_value(p)}.",
+        f"Fig. 4b: metric MDS of the Jensen-Shannon distances among members and the ensemble: "
+        f"{how}{sub}. Pearson r between d and embedded distances: r = {r:.3f}, "
+        f"{p_value(p)}.",
     ]
     return Section(title, figures=figs, captions=captions)
+
+
+# Test samples used for the joint MDS: the JS matrix of all (member, epoch) points costs
+# ((N+1) T)^2 x samples x classes.
+JOINT_MDS_SAMPLES = 2000
+
+
+def _joint_trajectory(run: RunArtifacts) -> tuple[np.ndarray, np.ndarray, float, float] | None:
+    """(epochs [T], coordinates [T, N+1, 2], r, p) of one MDS of every (member or ensemble,
+    epoch) point, from the saved per-epoch log-probabilities; None with fewer than 2 saved."""
+    saved = run.probs_epochs
+    if len(saved) < 2:
+        return None
+    chosen = [saved[k] for k in mds_epochs(len(saved))]
+    points = []
+    for epoch in chosen:
+        log_probs, _, _ = read_predictions(run.path / "probs" / f"epoch_{epoch}.npz")
+        lp = torch.from_numpy(log_probs[:, :JOINT_MDS_SAMPLES]).double()
+        ensemble = combine(lp, "mean", log=True).unsqueeze(0)
+        points.append(torch.cat([lp, ensemble]))  # [N+1, n, C], the ensemble last
+    stacked = torch.cat(points)  # [T (N+1), n, C]
+    distances = metrics.js_matrix(stacked, log=True).numpy()
+    coords = metrics.mds_embed(distances, seed=run.config.seed, n_init=MDS_RANDOM_STARTS)
+    try:
+        r, p = metrics.embedding_distance_correlation(distances, coords)
+    except ConfigError:
+        r, p = float("nan"), float("nan")
+    return np.array(chosen), coords.reshape(len(chosen), -1, 2), r, p
 
 
 def _matrix(value: Any, n: int) -> np.ndarray:
