@@ -51,3 +51,17 @@ def test_help_documents_every_option(capsys):
     text = capsys.readouterr().out
     for option in ["--config", "--run-dir", "--resume", "--device", "--no-progress"]:
         assert option in text
+
+
+def test_the_command_starts_without_importing_torch():
+    """Ctrl-C while torch loads must reach main()'s one-line message: nothing heavy is
+    imported before main() runs."""
+    import subprocess
+    import sys
+
+    code = "import sys, colearning.cli; print('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.stdout.strip() == "False"
+    version = subprocess.run([sys.executable, "-m", "colearning", "--version"],
+                             capture_output=True, text=True)
+    assert version.returncode == 0 and "0.1.0" in version.stdout + version.stderr

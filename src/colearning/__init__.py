@@ -3,34 +3,46 @@
 Network i of N minimizes KL(q||p_i) + sum_{j!=i} beta_ij KL(p_j||p_i); see the README.
 """
 
-from colearning.combiners import COMBINERS, combine, ensemble_predict
-from colearning.engine import Ensemble
+import importlib
+
 from colearning.errors import ColearningError, ConfigError, DataError, RunDirError
-from colearning.losses import CoupledKLLoss, CoupledLoss, beta_matrix, coupled_loss
-from colearning.models import MODELS, build_model
 
 __version__ = "0.1.0"
 
+# Every public name but the errors is imported on first use: ``import colearning`` (and the
+# ``colearn`` command's start) does not import torch until something needs it, so Ctrl-C
+# during start-up reaches the command's one-line message instead of a traceback.
+_LAZY = {
+    "COMBINERS": "combiners", "combine": "combiners", "ensemble_predict": "combiners",
+    "Ensemble": "engine",
+    "CoupledKLLoss": "losses", "CoupledLoss": "losses", "beta_matrix": "losses",
+    "coupled_loss": "losses",
+    "MODELS": "models", "build_model": "models",
+    "Run": "training", "load_ensemble": "training", "load_run": "training", "resume": "training",
+    "train": "training",
+}
+
 
 def __getattr__(name: str) -> object:
-    # colearning.train / colearning.resume / colearning.load_run come from the training module,
-    # imported on first use so that "import colearning" stays light (no data/report stack).
-    if name in ("train", "resume", "load_run", "load_ensemble", "Run"):
-        from colearning import training
-
-        return getattr(training, name)
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"colearning.{_LAZY[name]}"), name)
     raise AttributeError(f"module 'colearning' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "COMBINERS",
     "MODELS",
     "ColearningError",
     "ConfigError",
-    "Run",
     "CoupledKLLoss",
     "CoupledLoss",
     "DataError",
     "Ensemble",
+    "Run",
     "RunDirError",
     "__version__",
     "beta_matrix",
