@@ -36,6 +36,22 @@ def reference(ens, n, arch):
     return [ens.member(i) for i in range(n)]
 
 
+def assert_same_step(ens, members, out, want, labels, beta):
+    """Outputs, gradients of the coupled loss and BatchNorm statistics of the ensemble equal
+    those of the standalone members."""
+    torch.testing.assert_close(out, want, atol=2e-5, rtol=1e-4)
+    coupled_loss(out, labels, beta).total.sum().backward()
+    coupled_loss(want, labels, beta).total.sum().backward()
+    for name, stacked in ens.stacked_parameters().items():
+        for i, m in enumerate(members):
+            grad = dict(m.named_parameters())[name].grad
+            torch.testing.assert_close(stacked.grad[i], grad, atol=2e-5, rtol=1e-4)
+    # BatchNorm running statistics advance the same way.
+    for name, stacked in ens.stacked_buffers().items():
+        for i, m in enumerate(members):
+            torch.testing.assert_close(stacked[i], dict(m.named_buffers())[name])
+
+
 @pytest.mark.parametrize("arch", list(ARCHITECTURES))
 @pytest.mark.parametrize("strategy", STRATEGIES)
 @pytest.mark.parametrize("train", [True, False])
@@ -50,20 +66,7 @@ def test_matches_separate_modules(arch, strategy, train):
         m.train(train)
     x = torch.randn(6, *shape)
     labels = torch.randint(0, 4, (6,))
-    out = ens(x)
-    want = torch.stack([m(x) for m in members])
-    torch.testing.assert_close(out, want, atol=2e-5, rtol=1e-4)
-
-    coupled_loss(out, labels, -0.3).total.sum().backward()
-    coupled_loss(want, labels, -0.3).total.sum().backward()
-    for name, stacked in ens.stacked_parameters().items():
-        for i, m in enumerate(members):
-            grad = dict(m.named_parameters())[name].grad
-            torch.testing.assert_close(stacked.grad[i], grad, atol=2e-5, rtol=1e-4)
-    # BatchNorm running statistics advance the same way.
-    for name, stacked in ens.stacked_buffers().items():
-        for i, m in enumerate(members):
-            torch.testing.assert_close(stacked[i], dict(m.named_buffers())[name])
+    assert_same_step(ens, members, ens(x), torch.stack([m(x) for m in members]), labels, -0.3)
 
 
 def test_members_are_independent_and_seeded():
@@ -306,18 +309,8 @@ def test_member_inputs_run_each_member_on_its_own_batch(arch, strategy, inputs):
     x = torch.randn(3, 5, *shape)
     labels = torch.randint(0, 4, (3, 5))
     index = torch.tensor(inputs)
-    out = ens(x, member_inputs=index)
     want = torch.stack([m(x[k]) for m, k in zip(members, inputs, strict=True)])
-    torch.testing.assert_close(out, want, atol=2e-5, rtol=1e-4)
-    coupled_loss(out, labels[index], 0.0).total.sum().backward()
-    coupled_loss(want, labels[index], 0.0).total.sum().backward()
-    for name, stacked in ens.stacked_parameters().items():
-        for i, m in enumerate(members):
-            grad = dict(m.named_parameters())[name].grad
-            torch.testing.assert_close(stacked.grad[i], grad, atol=2e-5, rtol=1e-4)
-    for name, stacked in ens.stacked_buffers().items():
-        for i, m in enumerate(members):
-            torch.testing.assert_close(stacked[i], dict(m.named_buffers())[name])
+    assert_same_step(ens, members, ens(x, member_inputs=index), want, labels[index], 0.0)
 
 
 def test_member_inputs_shape_is_checked():
