@@ -64,4 +64,6 @@ def test_the_command_starts_without_importing_torch():
     assert done.stdout.strip() == "False"
     version = subprocess.run([sys.executable, "-m", "colearning", "--version"],
                              capture_output=True, text=True)
-    assert version.returncode == 0 and "0.1.0" in version.stdout + version.stderr
+    from colearning import __version__
+
+    assert version.returncode == 0 and __version__ in version.stdout + version.stderr

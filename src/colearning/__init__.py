@@ -7,7 +7,7 @@ import importlib
 
 from colearning.errors import ColearningError, ConfigError, DataError, RunDirError
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 # Every public name but the errors is imported on first use: ``import colearning`` (and the
 # ``colearn`` command's start) does not import torch until something needs it, so Ctrl-C
