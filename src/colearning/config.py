@@ -280,16 +280,35 @@ def merge_coupling(base: dict[str, Any], update: dict[str, Any]) -> dict[str, An
 DISPLAY_KEYS = ("train.progress", "train.log_to")
 
 
-def without_display(values: dict[str, Any]) -> dict[str, Any]:
-    """A (nested) config dict without the :data:`DISPLAY_KEYS`."""
+def without_keys(values: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    """A copy of a (nested) config dict without the dotted ``keys``."""
     out = {key: dict(value) if isinstance(value, dict) else value
            for key, value in values.items()}
-    for dotted in DISPLAY_KEYS:
+    for dotted in keys:
         section, _, key = dotted.rpartition(".")
         node = out.get(section) if section else out
         if isinstance(node, dict):
             node.pop(key, None)
     return out
+
+
+def without_display(values: dict[str, Any]) -> dict[str, Any]:
+    """A (nested) config dict without the :data:`DISPLAY_KEYS`."""
+    return without_keys(values, DISPLAY_KEYS)
+
+
+def config_diff(old: dict[str, Any], new: dict[str, Any], prefix: str = "", *,
+                show: bool = False) -> list[str]:
+    """The dotted keys whose values differ between two nested config dicts, in ``old``'s
+    order (``show``: with the two values, ``key: old -> new``)."""
+    keys = []
+    for key in old:
+        if isinstance(old[key], dict) and isinstance(new.get(key), dict):
+            keys += config_diff(old[key], new[key], f"{prefix}{key}.", show=show)
+        elif old[key] != new.get(key):
+            keys.append(f"{prefix}{key}: {old[key]!r} -> {new.get(key)!r}" if show
+                        else f"{prefix}{key}")
+    return keys
 
 
 CHOICES = {

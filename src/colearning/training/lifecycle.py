@@ -25,6 +25,7 @@ from colearning import __version__, rundir
 from colearning.config import (
     DISPLAY_KEYS,
     Config,
+    config_diff,
     config_from_dict,
     dump_yaml,
     merge,
@@ -139,11 +140,11 @@ def resume_state(path: Path, overrides: dict[str, Any] | None = None
     if overrides:
         changed = config_from_dict(merge(saved, overrides))
         display = changed.to_dict()
-        diff = _diff(without_display(config.to_dict()), without_display(changed.to_dict()))
+        diff = config_diff(without_display(config.to_dict()), without_display(changed.to_dict()))
         if diff == ["train.epochs"] and changed.train.epochs > config.train.epochs:
             config = _extension(path, config, changed)
         elif diff:
-            details = _diff(config.to_dict(), changed.to_dict(), show=True)
+            details = config_diff(config.to_dict(), changed.to_dict(), show=True)
             raise RunDirError(
                 f"cannot resume {path} with a changed config ({', '.join(details)}); only "
                 "train.epochs may grow (and display keys like train.progress change); start a "
@@ -162,7 +163,7 @@ def resume_state(path: Path, overrides: dict[str, Any] | None = None
         # compared as Configs, so a config section added since then takes its default; an
         # extended run's checkpoint holds the shorter train.epochs
         written = config_from_dict(checkpoint.get("config") or {})
-        if _diff(without_display(written.to_dict()), without_display(config.to_dict())) \
+        if config_diff(without_display(written.to_dict()), without_display(config.to_dict())) \
                 not in ([], ["train.epochs"]):
             raise RunDirError(
                 f"the checkpoint in {path} was written with another config.yaml; restore "
@@ -202,19 +203,6 @@ def _extension(path: Path, config: Config, extended: Config) -> Config:
         "changed": {"train.epochs": [config.train.epochs, extended.train.epochs]},
     })
     return longer
-
-
-def _diff(old: dict[str, Any], new: dict[str, Any], prefix: str = "", *,
-          show: bool = False) -> list[str]:
-    """The dotted keys whose values differ (``show``: with the two values)."""
-    keys = []
-    for key in old:
-        if isinstance(old[key], dict) and isinstance(new.get(key), dict):
-            keys += _diff(old[key], new[key], f"{prefix}{key}.", show=show)
-        elif old[key] != new.get(key):
-            keys.append(f"{prefix}{key}: {old[key]!r} -> {new.get(key)!r}" if show
-                        else f"{prefix}{key}")
-    return keys
 
 
 def read_json(path: Path) -> dict[str, Any]:

@@ -280,8 +280,7 @@ class Pack:
         for p in params:
             if p.grad is not None:
                 member_bad |= ~torch.isfinite(p.grad).flatten(1).all(1)
-        cell_bad = torch.zeros(len(self.cells), device=self.device).index_add_(
-            0, self.cell_of, member_bad.float()) > 0
+        cell_bad = self._any_member(member_bad)
         if self.config.train.on_nonfinite == "stop":
             self.bad_step.masked_fill_(cell_bad & self.alive, step)
             self.alive &= ~cell_bad
@@ -315,6 +314,11 @@ class Pack:
             couplings.append(coupling.flatten())
         return CoupledLoss(torch.cat(totals), torch.cat(tasks), torch.cat(couplings))
 
+    def _any_member(self, flags: torch.Tensor) -> torch.Tensor:
+        """Per cell [K]: whether any of its members' ``flags`` [M] is set (on the device)."""
+        counts = torch.zeros(len(self.cells), device=self.device)
+        return counts.index_add_(0, self.cell_of, flags.float()) > 0
+
     def settle(self, epoch: int) -> None:
         """Read the epoch's bad steps back (one sync) and mark those cells diverged; check
         that every training cell's parameters are still finite."""
@@ -322,8 +326,7 @@ class Pack:
         finite = torch.ones(self.trained.n_members, dtype=torch.bool, device=self.device)
         for p in self.optimizer.params:
             finite &= torch.isfinite(p.detach()).flatten(1).all(1)
-        cell_finite = (torch.zeros(len(self.cells), device=self.device).index_add_(
-            0, self.cell_of, (~finite).float()) == 0).tolist()
+        cell_finite = (~self._any_member(~finite)).tolist()
         for k, cell in enumerate(self.cells):
             if cell.status != "running":
                 continue

@@ -15,9 +15,8 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from typing import Any
 
-from colearning.config import DISPLAY_KEYS, Config
+from colearning.config import DISPLAY_KEYS, Config, config_diff, without_keys
 from colearning.errors import ConfigError
 
 # Config keys in which the cells of one pack may differ.
@@ -27,10 +26,7 @@ CELL_KEYS = ("seed", "ensemble.n_members", "loss.beta", "loss.beta_bar", "loss.k
 
 def pack_key(config: Config) -> str:
     """A text equal for two configs exactly when they may share a pack."""
-    values = config.to_dict()
-    for dotted in CELL_KEYS + DISPLAY_KEYS:
-        section, _, key = dotted.rpartition(".")
-        (values[section] if section else values).pop(key)
+    values = without_keys(config.to_dict(), CELL_KEYS + DISPLAY_KEYS)
     return json.dumps(values, sort_keys=True, default=str)
 
 
@@ -38,26 +34,12 @@ def check_packable(configs: Sequence[Config]) -> None:
     """ConfigError naming the first key in which ``configs`` may not differ, if any."""
     if len(configs) > 1 and any(c.expand.source is not None for c in configs):
         raise ConfigError("a grown run (expand.source) trains alone, not in a pack")
-    first = configs[0].to_dict()
+    first = without_keys(configs[0].to_dict(), CELL_KEYS + DISPLAY_KEYS)
     for config in configs[1:]:
-        if pack_key(config) != pack_key(configs[0]):
-            key = _first_difference(first, config.to_dict())
-            raise ConfigError(f"runs that differ in {key} cannot train in one pack (only "
+        differ = config_diff(first, without_keys(config.to_dict(), CELL_KEYS + DISPLAY_KEYS))
+        if differ:
+            raise ConfigError(f"runs that differ in {differ[0]} cannot train in one pack (only "
                               f"{', '.join(CELL_KEYS)} may differ)")
-
-
-def _first_difference(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> str:
-    for key in a:
-        dotted = f"{prefix}{key}"
-        if dotted in CELL_KEYS + DISPLAY_KEYS:
-            continue
-        if isinstance(a[key], dict) and isinstance(b.get(key), dict):
-            found = _first_difference(a[key], b[key], f"{dotted}.")
-            if found:
-                return found
-        elif a[key] != b.get(key):
-            return dotted
-    return ""
 
 
 def plan_packs(configs: Sequence[Config], max_cells: int | None = None,
