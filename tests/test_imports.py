@@ -12,8 +12,8 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "colearning"
 LAYERS = [
     ("colearning.errors", "colearning.registry", "colearning.config", "colearning.seeding",
      "colearning.rundir"),
-    ("colearning.models", "colearning.losses", "colearning.combiners", "colearning.metrics",
-     "colearning.data", "colearning.optim", "colearning.evaluation"),
+    ("colearning.models", "colearning.grouped", "colearning.losses", "colearning.combiners",
+     "colearning.metrics", "colearning.data", "colearning.optim", "colearning.evaluation"),
     ("colearning.engine",),
     ("colearning.training",),
     ("colearning.sweep", "colearning.expand", "colearning.bench"),

@@ -1,14 +1,17 @@
 """Member architectures, built by name: ``build_model("lenet5", num_classes=10)``.
 
-Every model is a plain ``nn.Sequential`` chain of standard layers, so the ensemble engine
-can run N of them as one wide network (grouped convolutions, batched matmuls). Weights
-are Xavier-initialized as in the paper (Supplementary, "training details").
+Every model is built from standard layers (a ``nn.Sequential`` chain, or residual blocks
+that torch.fx traces), so the ensemble engine can run N of them as one wide network
+(grouped convolutions, batched matmuls; :mod:`colearning.grouped`). Weights are
+Xavier-initialized as in the paper (Supplementary, "training details"), residual
+networks included, so every architecture starts from the same rule.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+import torch
 from torch import nn
 
 from colearning.errors import ConfigError
@@ -92,6 +95,83 @@ def vgg9(num_classes: int, in_channels: int, image_size: int) -> nn.Module:
     side = image_size // 32
     layers += [nn.Flatten(), nn.Linear(channels * side * side, num_classes)]
     return nn.Sequential(*layers)
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 conv-BN layers and a shortcut: relu(bn2(conv2(relu(bn1(conv1 x)))) + short x).
+
+    The shortcut is the identity, or a 1x1 convolution with BatchNorm where the block
+    changes the width or the resolution (He et al. 2016's "option B").
+    """
+
+    def __init__(self, in_channels: int, channels: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, channels, 3, stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(channels)
+        self.relu1 = nn.ReLU()
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(channels)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or in_channels != channels:
+            self.shortcut = nn.Sequential(nn.Conv2d(in_channels, channels, 1, stride, bias=False),
+                                          nn.BatchNorm2d(channels))
+        self.relu2 = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu1(self.bn1(self.conv1(x)))
+        return self.relu2(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+class ResNet(nn.Module):
+    """A CIFAR-style residual network: 3x3 stem (no max-pool), stages of basic blocks (the
+    first block of every stage after the first halves the resolution), global average
+    pooling, one linear layer."""
+
+    def __init__(self, stages: Sequence[tuple[int, int]], num_classes: int,
+                 in_channels: int) -> None:
+        super().__init__()
+        width = stages[0][0]
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, padding=1, bias=False),
+                                  nn.BatchNorm2d(width), nn.ReLU())
+        blocks: list[nn.Module] = []
+        for stage, (channels, n_blocks) in enumerate(stages):
+            for index in range(n_blocks):
+                stride = 2 if stage > 0 and index == 0 else 1
+                blocks.append(BasicBlock(width, channels, stride))
+                width = channels
+        self.blocks = nn.Sequential(*blocks)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                  nn.Linear(width, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.blocks(self.stem(x)))
+
+
+def _resnet_stages(name: str, image_size: int, width: int, depths: Sequence[int]
+                   ) -> list[tuple[int, int]]:
+    if not isinstance(width, int) or width < 1:
+        raise ConfigError(f"{name} width must be a positive integer, got {width!r}")
+    if image_size < 2 ** (len(depths) - 1):
+        raise ConfigError(f"{name} needs images of at least {2 ** (len(depths) - 1)} pixels "
+                          f"(it halves them {len(depths) - 1} times), got {image_size}")
+    return [(width * 2 ** k, depth) for k, depth in enumerate(depths)]
+
+
+@MODELS.register("resnet20")
+def resnet20(num_classes: int, in_channels: int, image_size: int, width: int = 16) -> nn.Module:
+    """ResNet-20 for CIFAR (He et al. 2016, Sec. 4.2): 3 stages of 3 basic blocks with
+    16-32-64 channels (``width`` sets the first), 0.27M parameters at width 16; projection
+    shortcuts where the shape changes."""
+    return ResNet(_resnet_stages("resnet20", image_size, width, (3, 3, 3)), num_classes,
+                  in_channels)
+
+
+@MODELS.register("resnet18")
+def resnet18(num_classes: int, in_channels: int, image_size: int, width: int = 64) -> nn.Module:
+    """ResNet-18, CIFAR variant: 3x3 stem without max-pooling, 4 stages of 2 basic blocks
+    with 64-128-256-512 channels (``width`` sets the first), 11.2M parameters."""
+    return ResNet(_resnet_stages("resnet18", image_size, width, (2, 2, 2, 2)), num_classes,
+                  in_channels)
 
 
 @MODELS.register("small_cnn")

@@ -4,12 +4,43 @@ import copy
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from colearning import ConfigError, Ensemble, build_model, coupled_loss
-from colearning.engine import _chunk_sizes
+from colearning.grouped import chunk_sizes as _chunk_sizes
 
 STRATEGIES = ["loop", "grouped", "vmap"]
+
+
+class UserResidual(nn.Module):
+    """A user-written residual network using every graph operation the grouped strategy
+    supports: a residual on the input itself, channel concatenation, residual add, scalar
+    arithmetic, an SE-style gate from a functional pooling, spatial mean, view(size(0), -1)
+    and x.shape[0]."""
+
+    def __init__(self):
+        super().__init__()
+        self.pre = nn.Conv2d(3, 3, 3, padding=1)
+        self.conv = nn.Conv2d(3, 6, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(6)
+        self.branch = nn.Conv2d(3, 2, 1, stride=1)
+        self.mix = nn.Conv2d(8, 8, 3, padding=1, groups=2)
+        self.drop = nn.Dropout(0.0)
+        self.proj = nn.Linear(8 * 4 * 4, 5)
+        self.norm = nn.BatchNorm1d(13)
+        self.fc = nn.Linear(13, 4)
+
+    def forward(self, x):
+        x = x + self.pre(x)
+        a = F.relu(self.bn(self.conv(x)))
+        h = torch.cat([a, self.branch(x)], dim=1)
+        h = h + self.mix(h) * 0.5
+        h = h * torch.sigmoid(F.adaptive_avg_pool2d(h, 1))
+        h = self.drop(F.max_pool2d(h, 2))
+        flat = h.view(h.size(0), -1).reshape(x.shape[0], -1)
+        features = torch.cat([h.mean((2, 3)), self.proj(flat)], 1)
+        return self.fc(self.norm(features).relu())
 
 ARCHITECTURES = {
     "lenet5": (lambda: build_model("lenet5", image_size=32), (3, 32, 32)),
@@ -28,6 +59,14 @@ ARCHITECTURES = {
                               groups=2), nn.Flatten(), nn.Linear(4 * 4 * 4, 4)),
         (3, 8, 8),
     ),
+    # residual networks, traced with torch.fx. Widths keep every strided 1x1 convolution
+    # at >= 16 input channels: the standalone reference members would otherwise hit
+    # oneDNN's wrong strided 1x1 weight gradient (see test_strided_pointwise_conv_gradient).
+    "resnet20": (lambda: build_model("resnet20", width=16, num_classes=4, image_size=8),
+                 (3, 8, 8)),
+    "resnet18": (lambda: build_model("resnet18", width=16, num_classes=4, image_size=8),
+                 (3, 8, 8)),
+    "user_residual": (UserResidual, (3, 8, 8)),
 }
 
 
@@ -118,28 +157,43 @@ class Custom(nn.Module):
         return self.b(torch.relu(self.a(x)) + x)
 
 
-def test_custom_architecture_loop_and_vmap():
-    ens = Ensemble(Custom, 4, strategy="loop", seed=0)
+class Branchy(Custom):
+    """Control flow on values: torch.fx cannot trace it, so grouped cannot run it."""
+
+    def forward(self, x):
+        return self.b(self.a(x)) if x.sum() > 0 else self.b(x)
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_custom_architecture_every_strategy(strategy):
+    ens = Ensemble(Custom, 4, strategy=strategy, seed=0)
     x = torch.randn(3, 5)
     want = torch.stack([ens.member(i)(x) for i in range(4)])
     torch.testing.assert_close(ens(x), want)
-    ens.strategy = "vmap"
+
+
+def test_untraceable_member_runs_loop_and_vmap_only():
+    ens = Ensemble(Branchy, 4, strategy="loop", seed=0)
+    x = torch.randn(3, 5)
+    want = torch.stack([ens.member(i)(x) for i in range(4)])
     torch.testing.assert_close(ens(x), want)
     ens.strategy = "grouped"
     with pytest.raises(ConfigError, match="grouped"):
         ens(x)
-    with pytest.raises(ConfigError, match="Custom"):  # refused when built, not at forward
-        Ensemble(Custom, 4, strategy="grouped")
-    assert ens.resolved_strategy(torch.device("cuda")) == "vmap" or ens.strategy != "auto"
+    with pytest.raises(ConfigError, match="torch.fx cannot trace"):  # refused when built
+        Ensemble(Branchy, 4, strategy="grouped")
+    ens.strategy = "auto"
+    assert ens.resolved_strategy(torch.device("cpu")) == "loop"
+    assert ens.resolved_strategy(torch.device("cuda")) == "vmap"
+    torch.testing.assert_close(ens(x), want)
 
 
 def test_auto_strategy_resolution():
     ens = Ensemble(lambda: build_model("lenet5"), 2)
     assert ens.resolved_strategy(torch.device("cpu")) == "grouped"
     assert ens.resolved_strategy(torch.device("cuda")) == "grouped"
-    custom = Ensemble(Custom, 2)
-    assert custom.resolved_strategy(torch.device("cpu")) == "loop"
-    assert custom.resolved_strategy(torch.device("cuda")) == "vmap"
+    custom = Ensemble(Custom, 2)  # residual: traced, so grouped too
+    assert custom.resolved_strategy(torch.device("cpu")) == "grouped"
 
 
 def spanning_net():
@@ -151,7 +205,8 @@ def spanning_net():
     )
 
 
-@pytest.mark.parametrize("arch", ["lenet5", "vgg9", "mlp_bn", "spanning"])
+@pytest.mark.parametrize("arch", ["lenet5", "vgg9", "mlp_bn", "spanning", "resnet20",
+                                  "user_residual"])
 @pytest.mark.parametrize("train", [True, False])
 def test_grouped_in_chunks_matches_separate_modules(arch, train):
     """Members in chunks of 2 (as on CPUs with large batches) give the same numbers."""
@@ -172,7 +227,9 @@ def test_grouped_in_chunks_matches_separate_modules(arch, train):
     out = ens(x)
     # The engine feeds CPU convolutions channels-last; so does the reference, because
     # max-pooling can pick the other of two values that tie to rounding in another layout.
-    x_cl = x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
+    # (Not for a member whose .view() needs contiguous maps: the engine keeps those.)
+    x_cl = (x.contiguous(memory_format=torch.channels_last)
+            if x.dim() == 4 and ens._channels_last else x)
     want = torch.stack([m(x_cl) for m in members])
     torch.testing.assert_close(out, want, atol=2e-5, rtol=1e-4)
     coupled_loss(out, labels, -0.3).total.sum().backward()
@@ -194,7 +251,7 @@ def test_grouped_dropout_follows_eval_mode():
 
 def test_grouped_plan_pools_before_relu():
     ens = Ensemble(lambda: build_model("lenet5"), 2)
-    kinds = [type(layer).__name__ for _, layer in ens._plan]
+    kinds = ens._program.layers()
     assert kinds[:6] == ["Conv2d", "MaxPool2d", "ReLU", "Conv2d", "MaxPool2d", "ReLU"]
 
 
@@ -211,6 +268,8 @@ def test_chunk_sizes_on_cpu():
     assert ens._members_per_chunk(torch.zeros(512, 3, 32, 32)) == 7
     vgg = Ensemble(lambda: build_model("vgg9"), 4)  # 64+ channels everywhere: one by one
     assert vgg._members_per_chunk(torch.zeros(8, 3, 32, 32)) == 1
+    resnet = Ensemble(lambda: build_model("resnet20"), 4)  # 16+ channels: one by one
+    assert resnet._members_per_chunk(torch.zeros(8, 3, 32, 32)) == 1
     mlp = Ensemble(lambda: build_model("mlp", in_channels=1, image_size=8), 50)
     assert mlp._members_per_chunk(torch.zeros(512, 1, 8, 8)) == 50
 
@@ -269,7 +328,7 @@ UNGROUPABLE = {
     "linear without flatten": (
         lambda: nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Linear(6, 4)), (3, 8, 8)),
     "unsupported layer": (
-        lambda: nn.Sequential(nn.Linear(12, 8), nn.GELU(), nn.Linear(8, 4)), (12,)),
+        lambda: nn.Sequential(nn.Linear(12, 8), nn.LayerNorm(8), nn.Linear(8, 4)), (12,)),
 }
 
 
@@ -297,7 +356,8 @@ def test_member_keeps_the_ensemble_dtype():
     torch.testing.assert_close(ens(x)[1], member(x))
 
 
-@pytest.mark.parametrize("arch", ["lenet5", "small_cnn", "mlp", "mlp_bn", "grouped_first_conv"])
+@pytest.mark.parametrize("arch", ["lenet5", "small_cnn", "mlp", "mlp_bn", "grouped_first_conv",
+                                  "resnet20", "user_residual"])
 @pytest.mark.parametrize("strategy", STRATEGIES)
 @pytest.mark.parametrize("inputs", [[0, 0, 1, 1, 2, 2], [0, 0, 0, 1, 2, 2], [2, 0, 1, 1, 0, 0]])
 def test_member_inputs_run_each_member_on_its_own_batch(arch, strategy, inputs):
@@ -327,3 +387,36 @@ def test_from_members_and_repr():
     assert "n_members=3" in repr(ens) and "grouped" in repr(ens) and "loop" in repr(again)
     with pytest.raises(ConfigError, match="one architecture"):
         Ensemble.from_members([nn.Linear(2, 2), nn.Linear(2, 3, bias=False)])
+
+
+@pytest.mark.parametrize("strategy, chunk", [("grouped", None), ("grouped", 1), ("loop", None)])
+def test_strided_pointwise_conv_gradient(strategy, chunk):
+    """A strided 1x1 convolution with 4 input channels (a narrow ResNet shortcut) gets the
+    gradient of a float64 reference, although oneDNN's strided 1x1 kernel computes a wrong
+    one on channels-last maps (on some CPUs and thread counts): the grouped strategy
+    subsamples first, and such members run channels-first in the loop."""
+    def factory():
+        return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(),
+                             nn.Conv2d(4, 8, 1, stride=2), nn.Flatten(), nn.Linear(8 * 16, 3))
+
+    ens = Ensemble(factory, 3, strategy=strategy, seed=0)
+    ens.chunk_members = chunk  # 1: an ungrouped 1x1 convolution per member
+    members = [m.double() for m in ens.members()]  # float64: PyTorch's own exact kernels
+    x = torch.randn(5, 3, 8, 8)
+    labels = torch.randint(0, 3, (5,))
+    coupled_loss(ens(x), labels, -0.2).total.sum().backward()
+    out = torch.stack([m(x.double()) for m in members])
+    coupled_loss(out, labels, -0.2).total.sum().backward()
+    for name, stacked in ens.stacked_parameters().items():
+        grads = torch.stack([dict(m.named_parameters())[name].grad for m in members])
+        torch.testing.assert_close(stacked.grad.double(), grads, atol=1e-4, rtol=1e-4)
+
+
+def test_engine_note_says_how_members_run_and_why_not_grouped():
+    from colearning.training.run import engine_note
+
+    cpu = torch.device("cpu")
+    assert "one wide network" in engine_note(Ensemble(Custom, 2), cpu)
+    note = engine_note(Ensemble(Branchy, 2), cpu)
+    assert "one after another" in note and "torch.fx cannot trace" in note
+    assert "\n" not in note

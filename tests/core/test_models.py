@@ -41,9 +41,28 @@ def test_xavier_init_and_zero_bias():
 
 
 def test_bad_names_and_sizes():
-    with pytest.raises(ConfigError, match="valid: lenet5, mlp, small_cnn, vgg9"):
+    valid = "valid: lenet5, mlp, resnet18, resnet20, small_cnn, vgg9"
+    with pytest.raises(ConfigError, match=valid):
         build_model("resnet")
+    with pytest.raises(ConfigError, match="at least 8 pixels"):
+        build_model("resnet18", image_size=2)
+    with pytest.raises(ConfigError, match="width must be a positive integer"):
+        build_model("resnet20", width=0)
     with pytest.raises(ConfigError, match="small_cnn or mlp"):
         build_model("lenet5", image_size=8)
     with pytest.raises(ConfigError, match="positive integer"):
         build_model("mlp", num_classes=0)
+
+
+@pytest.mark.parametrize("name, parameters", [("resnet20", 272_474), ("resnet18", 11_173_962)])
+def test_residual_networks(name, parameters):
+    """ResNet-20 (He et al.'s 0.27M, with projection shortcuts) and the CIFAR ResNet-18
+    (11.2M): sizes, output shape, and the grouped strategy picked by auto."""
+    from colearning import Ensemble
+
+    model = build_model(name)
+    assert sum(p.numel() for p in model.parameters()) == parameters
+    assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+    ens = Ensemble(lambda: build_model(name, width=4, image_size=8), 2)
+    assert ens.resolved_strategy(torch.device("cpu")) == "grouped"
+    assert ens.resolved_strategy(torch.device("cuda")) == "grouped"

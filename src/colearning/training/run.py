@@ -152,6 +152,16 @@ def _say(config: Config, text: str) -> None:
         print(f"colearn: {text}", file=sys.stderr, flush=True)
 
 
+def engine_note(ensemble: Ensemble, device: torch.device) -> str:
+    """One line saying how the members run, and why not as one wide network if not."""
+    strategy = ensemble.resolved_strategy(device)
+    if strategy == "grouped":
+        return "members run as one wide network (strategy grouped)"
+    how = "one after another" if strategy == "loop" else "through torch.func.vmap"
+    why = f"; not grouped: {ensemble.grouped_problem}" if ensemble.grouped_problem else ""
+    return f"members run {how} (strategy {strategy}{why})"
+
+
 def _mkdir(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     return path
@@ -186,6 +196,7 @@ def _fit(specs: list[tuple[Config, Path, dict[str, Any] | None]]) -> list[Run]:
             else:
                 plan = plain_plan(config, build_members(config, pool, device))
             cells.append(Cell(config, path, data, plan, checkpoint))
+        _say(first, engine_note(cells[0].plan.trained, device))
         if len(cells) > 1:
             record_pack([cell.path for cell in cells], device)
         # fit returns the runs in its own (size-sorted) order: give them back in ours
