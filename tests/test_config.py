@@ -51,6 +51,15 @@ def test_int_is_accepted_for_float_but_not_bool_for_int():
         ({"loss": {"beta": [[0.0, float("inf")], [0.0, 0.0]]}}, "finite"),
         ({"data": {"test_size": 0}}, "data.test_size must be >= 1"),
         ({"train": "fast"}, "train must be a mapping"),
+        ({"loss": {"objective": "ncl"}}, "valid: colearning, joint, interpolated"),
+        ({"loss": {"objective": "interpolated"}}, r"needs loss.joint_weight in \[0, 1\]"),
+        ({"loss": {"objective": "interpolated", "joint_weight": 1.5}}, r"in \[0, 1\]"),
+        ({"loss": {"joint_weight": 0.5}}, "applies to loss.objective=interpolated only"),
+        ({"loss": {"objective": "joint", "joint_weight": 0.5}}, "joint is lambda = 1"),
+        ({"loss": {"objective": "joint", "beta": -0.2}}, "apply to loss.objective=colearning"),
+        ({"loss": {"objective": "joint"}, "expand": {"source": "runs/a", "mode": "add-freeze",
+                                                     "add": 1}, "ensemble": {"n_members": 3}},
+         "growing an ensemble"),
     ],
 )
 def test_bad_configs(values, match):
@@ -116,3 +125,29 @@ def test_relative_data_paths_in_a_config_file_are_relative_to_it(tmp_path, monke
     assert config.data.path == str(tmp_path / "configs" / ".." / "data" / "x.tar")
     assert config.data.cache_dir == str(tmp_path / "configs" / "cache")
     assert load_config(path, ["data.path=y"]).data.path == "/y"  # overrides: the cwd
+
+
+def test_objective_choices_are_the_registered_objectives():
+    from colearning.config import CHOICES
+    from colearning.losses import OBJECTIVES
+
+    assert sorted(CHOICES["loss.objective"]) == OBJECTIVES.names()
+
+
+def test_shipped_sweeps_point_at_the_shared_data():
+    """A data path in a shipped sweep is relative to its file: with ../shared beside the
+    repository (as in CI), every one names a file that exists."""
+    from colearning.sweep.spec import load_spec
+
+    root = Path(__file__).resolve().parents[1]
+    if not (root.parent / "shared" / "data").is_dir():
+        pytest.skip("../shared/data is not beside this checkout")
+    checked = 0
+    for path in sorted((root / "configs").rglob("*.yaml")):
+        text = path.read_text()
+        if "path:" not in text or "grid:" not in text:
+            continue
+        for cell in load_spec(path).cells()[:1]:
+            assert Path(cell.config["data"]["path"]).exists(), path
+            checked += 1
+    assert checked >= 3

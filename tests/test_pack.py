@@ -62,6 +62,28 @@ def test_packed_cells_equal_lone_cells(tmp_path, strategy):
     assert len(lines) == 1 and len(lines[0]["cells"]) == 3
 
 
+OBJECTIVE_CELLS = [
+    {"seed": 3, "ensemble": {"n_members": 2},
+     "loss": {"objective": "interpolated", "joint_weight": 0.5}},
+    {"seed": 4, "ensemble": {"n_members": 3}, "loss": {"objective": "joint"}},
+    {"seed": 5, "ensemble": {"n_members": 2}, "loss": {"objective": "joint"}},
+    CELLS[0],
+]
+
+
+def test_cells_of_other_objectives_pack_with_colearning_cells(tmp_path):
+    configs = [config(c) for c in OBJECTIVE_CELLS]
+    alone = [train(c, tmp_path / f"alone{k}") for k, c in enumerate(configs)]
+    packed = train_pack([(c, tmp_path / f"pack{k}") for k, c in enumerate(configs)])
+    for lone, cell in zip(alone, packed, strict=True):
+        assert cell.status == lone.status == "finished"
+        assert_records_close(_without_pack_size(cell.metrics), _without_pack_size(lone.metrics),
+                             rtol=RTOL)
+    # the objectives' parts are logged: the joint cells' coupling is KL(q||p_ens) - KL(q||p_i)
+    last = alone[1].metrics[-1]
+    assert all(c != 0 for c in last["train/loss_coupling"])
+
+
 def _without_pack_size(records):
     return [{k: v for k, v in r.items() if k != "time/pack_cells"} for r in records]
 
@@ -87,19 +109,19 @@ def test_interrupted_pack_resumes_per_cell_and_as_a_pack(tmp_path, monkeypatch):
     configs = [config(c) for c in CELLS]
     reference = train_pack([(c, tmp_path / f"ref{k}") for k, c in enumerate(configs)])
     calls = {"n": 0}
-    original = loop_module.coupled_loss
+    original = loop_module.Pack._loss
 
-    def interrupting(*args, **kwargs):
+    def interrupting(self, *args, **kwargs):
         calls["n"] += 1
-        if calls["n"] == 2 * 8:  # two loss calls per step (N=2 and N=3 blocks): the 8th
+        if calls["n"] == 8:  # one loss per step: the 8th
             os.kill(os.getpid(), signal.SIGTERM)
-        return original(*args, **kwargs)
+        return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(loop_module, "coupled_loss", interrupting)
+    monkeypatch.setattr(loop_module.Pack, "_loss", interrupting)
     paths = [tmp_path / f"cell{k}" for k in range(3)]
     with pytest.raises(Interrupted):
         train_pack(list(zip(configs, paths, strict=True)))
-    monkeypatch.setattr(loop_module, "coupled_loss", original)
+    monkeypatch.setattr(loop_module.Pack, "_loss", original)
     for path in paths:
         assert json.loads((path / "summary.json").read_text())["status"] == "interrupted"
         checkpoint = rundir.load_checkpoint(path / "checkpoint.pt")

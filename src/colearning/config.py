@@ -52,6 +52,9 @@ class LossConfig:
     beta_bar: float | None = None  # size-normalized coupling: beta = beta_bar / N
     peers: str = "detached"  # detached: p_j constant in L_i; joint: gradients through p_j
     kl_reduction: str = "batchmean"  # batchmean: Eq. 1 as written; mean: also / classes
+    objective: str = "colearning"  # colearning (Eq. 1), joint (KL(q||p_ens)), interpolated
+    joint_weight: float | None = None  # interpolated's lambda in [0, 1]: lambda KL(q||p_ens)
+    # + (1 - lambda) KL(q||p_i); unset for the other objectives
 
 
 @dataclass
@@ -316,6 +319,7 @@ CHOICES = {
     "ensemble.strategy": ("auto", "loop", "grouped", "vmap"),
     "loss.peers": ("detached", "joint"),
     "loss.kl_reduction": ("batchmean", "mean"),
+    "loss.objective": ("colearning", "joint", "interpolated"),  # colearning.losses.OBJECTIVES
     "optim.schedule": ("constant", "step", "cosine"),
     "train.on_nonfinite": ("stop", "skip"),
     "train.precision": ("fp32", "bf16"),
@@ -357,9 +361,29 @@ def validate(config: Config) -> None:
     values += [config.loss.beta_bar] if config.loss.beta_bar is not None else []
     if any(v != v or v in (float("inf"), float("-inf")) for v in values):
         raise ConfigError("loss.beta / loss.beta_bar must be finite numbers")
+    _validate_objective(config)
     if config.optim.grad_clip is not None and config.optim.grad_clip <= 0:
         raise ConfigError(f"optim.grad_clip must be > 0 or null, got {config.optim.grad_clip}")
     _validate_expand(config)
+
+
+def _validate_objective(config: Config) -> None:
+    loss = config.loss
+    weight = loss.joint_weight
+    if loss.objective == "interpolated":
+        if weight is None or not 0.0 <= weight <= 1.0:
+            raise ConfigError(f"loss.objective=interpolated needs loss.joint_weight in [0, 1] "
+                              f"(lambda), got {weight!r}")
+    elif weight is not None:
+        raise ConfigError(f"loss.joint_weight applies to loss.objective=interpolated only, not "
+                          f"{loss.objective} (joint is lambda = 1); remove it")
+    if loss.objective != "colearning":
+        if loss.beta is not None or loss.beta_bar is not None:
+            raise ConfigError(f"loss.beta / loss.beta_bar apply to loss.objective=colearning "
+                              f"only; remove them for {loss.objective}")
+        if config.expand.source is not None:
+            raise ConfigError(f"growing an ensemble trains with loss.objective=colearning; "
+                              f"{loss.objective} is not supported there")
 
 
 def _validate_expand(config: Config) -> None:

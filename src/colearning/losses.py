@@ -1,22 +1,35 @@
-"""The co-learning loss of the paper (Eq. 1-3) for N members at once.
+"""The co-learning loss of the paper (Eq. 1-3) for N members at once, and the related
+ensemble objectives, as one registry (``loss.objective``).
 
 For member i and sample x (q the label distribution, p_i the member's softmax):
 
-    L_i(x) = KL(q || p_i) + sum_{j != i} beta_ij * KL(p_j || p_i)
+    colearning:    L_i(x) = KL(q || p_i) + sum_{j != i} beta_ij * KL(p_j || p_i)
 
 beta < 0 pushes members apart (diversity), beta > 0 pulls them together (mutual
-learning), beta = 0 is independent training with cross-entropy.
+learning, as Deep Mutual Learning does), beta = 0 is independent training with
+cross-entropy. The related objectives train the ensemble p_ens = mean_i p_i itself:
+
+    interpolated:  L_i(x) = lambda * KL(q || p_ens) + (1 - lambda) * KL(q || p_i)
+    joint:         interpolated at lambda = 1: KL(q || p_ens), end-to-end joint training
+
+(lambda = ``loss.joint_weight``). The trainer sums the members' losses, so it descends
+N * [lambda * KL(q || p_ens) + (1 - lambda) * mean_i KL(q || p_i)]: each member's gradient
+has the scale of its own cross-entropy, lambda = 0 is independent training exactly and
+lambda = 1 joint training (Webb et al. 2019; Jeffares et al. 2023, "learner collusion").
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import math
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from colearning.errors import ConfigError
+from colearning.registry import Registry
 
 PEERS = ("detached", "joint")
 KL_REDUCTIONS = ("batchmean", "mean")
@@ -71,7 +84,7 @@ def beta_matrix(
             )
         if not torch.isfinite(matrix).all():
             raise ConfigError("beta matrix contains NaN or inf; give finite couplings")
-    return matrix * (1 - torch.eye(n_members, dtype=dtype, device=device))
+    return matrix.masked_fill(torch.eye(n_members, dtype=torch.bool, device=device), 0.0)
 
 
 def _coupling_weights(
@@ -253,6 +266,80 @@ def coupled_loss(
     if kl_reduction == "mean":
         coupling = coupling / classes
     return CoupledLoss(task + coupling, task, coupling)
+
+
+def interpolated_loss(logits: torch.Tensor, target: torch.Tensor,
+                      joint_weight: float | torch.Tensor) -> CoupledLoss:
+    """The interpolated ensemble objective from member logits [N, B, C] ([K, N, B, C] for a
+    pack); returns :class:`CoupledLoss` of [N] ([K, N]) tensors.
+
+    ``total[i]`` is the batch mean of lambda * KL(q || p_ens) + (1 - lambda) * KL(q || p_i),
+    with p_ens = mean_j p_j and lambda = ``joint_weight`` in [0, 1] (a float, or a tensor
+    broadcastable to the parts, e.g. [K, 1], one per ensemble of a pack); ``task[i]`` is
+    KL(q || p_i), the member's own loss, and ``coupling[i] = total[i] - task[i]``.
+    ``total.sum().backward()`` descends N times the objective: gradients flow through
+    p_ens into every member (there are no detached peers). With hard labels, KL(q || p) is
+    the cross-entropy. ``target`` as in :func:`coupled_loss`.
+
+    >>> parts = interpolated_loss(torch.zeros(2, 4, 3), torch.tensor([0, 1, 2, 0]), 0.5)
+    >>> [round(float(v), 4) for v in parts.total]
+    [1.0986, 1.0986]
+    """
+    if logits.dim() not in (3, 4):
+        raise ConfigError(f"logits must be [N, B, C] (member axis first) or [K, N, B, C] (a "
+                          f"pack of ensembles), got {list(logits.shape)}")
+    if isinstance(joint_weight, (int, float)) and not 0.0 <= joint_weight <= 1.0:
+        raise ConfigError(f"joint_weight (lambda) must be in [0, 1], got {joint_weight}")
+    dtype = torch.promote_types(logits.dtype, torch.float32)
+    q = _target_distribution(target.to(logits.device), logits, dtype)
+    log_p = F.log_softmax(logits.to(dtype), dim=-1)  # [..., N, B, C]
+    n_members = logits.shape[-3]
+    # log p_ens = log mean_j p_j, computed from log-probabilities (no underflow).
+    log_ens = torch.logsumexp(log_p, dim=-3, keepdim=True) - math.log(n_members)
+    entropy_q = torch.special.xlogy(q, q).sum(-1)  # sum_c q log q, 0 for hard labels
+    task = (entropy_q - (q * log_p).sum(-1)).mean(-1)  # [..., N]
+    joint = (entropy_q - (q * log_ens).sum(-1)).mean(-1)  # [..., 1] or [..., N]
+    total = joint_weight * joint + (1 - joint_weight) * task
+    total = total.expand_as(task)
+    return CoupledLoss(total, task, total - task)
+
+
+ObjectiveLoss = Callable[..., CoupledLoss]
+OBJECTIVES: Registry[ObjectiveLoss] = Registry("objective")
+
+
+@OBJECTIVES.register("colearning")
+def _colearning(logits: torch.Tensor, target: torch.Tensor, **options: Any) -> CoupledLoss:
+    """The paper's Eq. 1 (:func:`coupled_loss`); options: beta, beta_bar, peers,
+    kl_reduction, frozen."""
+    return coupled_loss(logits, target, options.get("beta"), beta_bar=options.get("beta_bar"),
+                        peers=options.get("peers", "detached"),
+                        kl_reduction=options.get("kl_reduction", "batchmean"),
+                        frozen=options.get("frozen"))
+
+
+@OBJECTIVES.register("interpolated")
+def _interpolated(logits: torch.Tensor, target: torch.Tensor, **options: Any) -> CoupledLoss:
+    """lambda * KL(q || p_ens) + (1 - lambda) * KL(q || p_i); option: joint_weight."""
+    return interpolated_loss(logits, target, options["joint_weight"])
+
+
+@OBJECTIVES.register("joint")
+def _joint(logits: torch.Tensor, target: torch.Tensor, **options: Any) -> CoupledLoss:
+    """KL(q || p_ens): the ensemble's own loss, trained end to end."""
+    return interpolated_loss(logits, target, 1.0)
+
+
+def objective_loss(objective: str, logits: torch.Tensor, target: torch.Tensor,
+                   **options: Any) -> CoupledLoss:
+    """The per-member parts of the named objective (see the module docstring); ``options``
+    are the objective's own (beta, peers, ... for colearning; joint_weight for
+    interpolated). Unknown names list the valid ones.
+
+    >>> objective_loss("joint", torch.zeros(3, 2, 4), torch.tensor([0, 1])).total.shape
+    torch.Size([3])
+    """
+    return OBJECTIVES.get(objective)(logits, target, **options)
 
 
 class CoupledKLLoss(torch.nn.Module):

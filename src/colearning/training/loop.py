@@ -33,7 +33,7 @@ from colearning.config import Config
 from colearning.data import augment_batch
 from colearning.engine import Ensemble
 from colearning.evaluation import evaluate_log_probs
-from colearning.losses import CoupledLoss, coupled_loss
+from colearning.losses import OBJECTIVES, CoupledLoss
 from colearning.optim import StackedSGD
 from colearning.seeding import derive_seed, generator
 from colearning.training.data import CellData, Pool, gather
@@ -90,21 +90,31 @@ class Cell:
 
 @dataclass
 class _Block:
-    """Cells of one ensemble size N: their trained members are rows ``rows`` of the pack,
-    cell by cell, so the loss of all of them is one [K_n, N, B, C] call."""
+    """Cells of one ensemble size N and objective: their trained members are rows ``rows``
+    of the pack, cell by cell, so the loss of all of them is one [K_n, N, B, C] call."""
 
     cells: torch.Tensor  # [K_n] cell positions in the pack
     rows: slice
     n: int
+    objective: str
     beta: torch.Tensor  # [K_n, N, N]
     divisor: torch.Tensor  # [K_n, 1]: C for kl_reduction=mean cells (coupling / C), else 1
+    weight: torch.Tensor  # [K_n, 1]: the interpolated objective's lambda (joint: 1)
+
+
+def joint_weight(config: Config) -> float:
+    """The interpolated objective's lambda of a run (joint: 1; unused by colearning)."""
+    if config.loss.objective == "joint":
+        return 1.0
+    return float(config.loss.joint_weight or 0.0)
 
 
 class Pack:
     """The engine, optimizer and device-side state of cells that train together."""
 
     def __init__(self, cells: list[Cell], pool: Pool, device: torch.device) -> None:
-        cells = sorted(cells, key=lambda cell: cell.n_trained)  # ensemble sizes contiguous
+        # ensemble sizes and objectives contiguous: one loss call per (N, objective)
+        cells = sorted(cells, key=lambda cell: (cell.n_trained, cell.config.loss.objective))
         self.cells = cells
         self.pool = pool
         self.device = device
@@ -120,7 +130,8 @@ class Pack:
             self.members = self.trained
         mode = self.config.train.compile
         self.forward = compiled(self.trained, mode, "the members' forward")
-        self.loss_fn = compiled(coupled_loss, mode, "the coupled loss")
+        self.loss_fns = {name: compiled(OBJECTIVES.get(name), mode, f"the {name} loss")
+                         for name in {cell.config.loss.objective for cell in cells}}
         sizes = [cell.n_trained for cell in cells]
         starts = np.cumsum([0, *sizes])
         self.rows = [slice(int(a), int(b)) for a, b in zip(starts[:-1], starts[1:], strict=True)]
@@ -146,18 +157,22 @@ class Pack:
     def _blocks(self) -> list[_Block]:
         blocks, start = [], 0
         classes = self.pool.num_classes
-        for n in sorted({cell.n_trained for cell in self.cells}):
-            members = [k for k, cell in enumerate(self.cells) if cell.n_trained == n]
+        for n, objective in sorted({(cell.n_trained, cell.config.loss.objective)
+                                    for cell in self.cells}):
+            members = [k for k, cell in enumerate(self.cells)
+                       if (cell.n_trained, cell.config.loss.objective) == (n, objective)]
             if self.rows[members[0]].start != start or any(
                     self.rows[a].stop != self.rows[b].start
                     for a, b in zip(members[:-1], members[1:], strict=True)):
-                raise AssertionError("the pack's cells are ordered by ensemble size")
+                raise AssertionError("the pack's cells are ordered by size and objective")
             stop = self.rows[members[-1]].stop
             beta = torch.stack([self.cells[k].plan.beta for k in members])
             divisor = torch.tensor([[classes if self.cells[k].config.loss.kl_reduction == "mean"
                                      else 1.0] for k in members], device=self.device)
+            weight = torch.tensor([[joint_weight(self.cells[k].config)] for k in members],
+                                  device=self.device)
             blocks.append(_Block(torch.tensor(members, device=self.device), slice(start, stop),
-                                 n, beta, divisor))
+                                 n, objective, beta, divisor, weight))
             start = stop
         return blocks
 
@@ -302,13 +317,22 @@ class Pack:
         loss = self.config.loss
         if self.single:
             plan = self.cells[0].plan
-            return self.loss_fn(logits, labels[0], plan.beta, peers=loss.peers,
-                                kl_reduction=loss.kl_reduction, frozen=plan.peers(images[0]))
+            if loss.objective != "colearning":
+                return self.loss_fns[loss.objective](logits, labels[0],
+                                                     joint_weight=joint_weight(self.config))
+            return self.loss_fns["colearning"](logits, labels[0], beta=plan.beta,
+                                               peers=loss.peers, kl_reduction=loss.kl_reduction,
+                                               frozen=plan.peers(images[0]))
         totals, tasks, couplings = [], [], []
         for block in self.blocks:
             chunk = logits[block.rows].unflatten(0, (len(block.cells), block.n))
-            parts = self.loss_fn(chunk, labels[block.cells], block.beta, peers=loss.peers)
-            coupling = parts.coupling / block.divisor
+            fn = self.loss_fns[block.objective]
+            if block.objective == "colearning":
+                parts = fn(chunk, labels[block.cells], beta=block.beta, peers=loss.peers)
+                coupling = parts.coupling / block.divisor
+            else:
+                parts = fn(chunk, labels[block.cells], joint_weight=block.weight)
+                coupling = parts.coupling
             totals.append((parts.task + coupling).flatten())
             tasks.append(parts.task.flatten())
             couplings.append(coupling.flatten())

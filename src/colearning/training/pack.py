@@ -2,7 +2,8 @@
 
 The cells of a pack are distinct experiments: each has its own seed (so its own data
 split, batch order, augmentation stream and member initializations), its own ensemble
-size and coupling (``loss.beta`` / ``loss.beta_bar`` / ``loss.kl_reduction``), and its own
+size, objective and coupling (``loss.objective``, ``loss.joint_weight``, ``loss.beta`` /
+``loss.beta_bar`` / ``loss.kl_reduction``), and its own
 learning rate and weight decay. Everything else is shared, because the members of all
 cells take each step together in one engine: architecture and model options, dataset
 and path, split kind and sizes, batch size, epochs, schedule kind, momentum,
@@ -21,7 +22,7 @@ from colearning.errors import ConfigError
 
 # Config keys in which the cells of one pack may differ.
 CELL_KEYS = ("seed", "ensemble.n_members", "loss.beta", "loss.beta_bar", "loss.kl_reduction",
-             "optim.lr", "optim.weight_decay")
+             "loss.objective", "loss.joint_weight", "optim.lr", "optim.weight_decay")
 
 
 def pack_key(config: Config) -> str:
