@@ -144,6 +144,23 @@ def _add_expand_table(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
+def _add_compare(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "compare", help="compare the configurations of several sweeps, seed-paired",
+        description="Read finished (or stopped) sweep directories and print one Markdown "
+                    "table row per configuration (objective and its knob, N): cells "
+                    "finished and collapsed, test ensemble and member accuracy (mean +/- std "
+                    "over seeds) and JS distance at each cell's validation-selected epoch, "
+                    "and the seed-paired difference to the reference configuration with a "
+                    "Wilcoxon signed-rank p. Reads saved files only; never trains.",
+        epilog=EPILOG)
+    p.add_argument("sweeps", nargs="+", metavar="SWEEP_DIR", help="sweep directories")
+    p.add_argument("--reference", default="independent",
+                   help="the configuration differences are taken against (default: "
+                        "independent, the colearning cells at beta = 0)")
+    p.add_argument("--out", "-o", metavar="FILE.csv", help="also write the table as CSV")
+
+
 def _add_bench(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "bench", help="measure training throughput of every strategy against a member loop",
@@ -202,6 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_report(sub)
     _add_expand(sub)
     _add_expand_table(sub)
+    _add_compare(sub)
     _add_bench(sub)
     return parser
 
@@ -297,6 +315,21 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from colearning import rundir
+    from colearning.sweep.compare import compare_sweeps, markdown
+    from colearning.sweep.table import to_csv
+
+    rows = compare_sweeps(args.sweeps, reference=args.reference)
+    print(markdown(rows))
+    if args.out:
+        rundir.atomic_write_text(Path(args.out), to_csv(rows))
+        print(f"table: {args.out}")
+    return 0
+
+
 def cmd_expand(args: argparse.Namespace) -> int:
     from colearning.console import format_summary
     from colearning.expand import expand
@@ -355,7 +388,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"train": cmd_train, "sweep": cmd_sweep, "report": cmd_report, "expand": cmd_expand,
-            "expand-table": cmd_expand_table, "bench": cmd_bench}
+            "expand-table": cmd_expand_table, "compare": cmd_compare, "bench": cmd_bench}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

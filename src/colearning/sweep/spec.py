@@ -14,11 +14,11 @@ A sweep file (YAML)::
     spec = load_spec("configs/sweeps/fig2c_cpu_jpeg.yaml")
     [cell.name for cell in spec.cells()][:2]    # ['klbatchmean_beta-0.4_seed0', ...]
 
-Grid keys may use the short names ``beta``, ``beta_bar``, ``N``, ``kl_reduction`` and
-``seed``. Every cell's config is validated like a run's (unknown keys, wrong types and bad
-values are :class:`ConfigError`). Cells are ordered seed-major (all cells of seed 0 first,
-so a sweep stopped early already has whole curves) and named from their grid values with
-the seed last, e.g. ``N2_beta-0.4_seed0``.
+Grid keys may use the short names ``beta``, ``beta_bar``, ``N``, ``kl_reduction``,
+``objective``, ``joint_weight`` and ``seed``. Every cell's config is validated like a run's
+(unknown keys, wrong types and bad values are :class:`ConfigError`). Cells are ordered
+seed-major (all cells of seed 0 first, so a sweep stopped early already has whole curves)
+and named from their grid values with the seed last, e.g. ``N2_beta-0.4_seed0``.
 """
 
 from __future__ import annotations
@@ -51,6 +51,8 @@ ALIASES = {
     "N": "ensemble.n_members",
     "n_members": "ensemble.n_members",
     "kl_reduction": "loss.kl_reduction",
+    "objective": "loss.objective",
+    "joint_weight": "loss.joint_weight",
     "seeds": "seed",
 }
 # Short labels of grid keys in cell names; other keys use their last dotted part.
@@ -59,6 +61,8 @@ LABELS = {
     "loss.beta": "beta",
     "loss.beta_bar": "betabar",
     "loss.kl_reduction": "kl",
+    "loss.objective": "",
+    "loss.joint_weight": "lambda",
     "seed": "seed",
 }
 

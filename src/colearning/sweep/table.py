@@ -11,7 +11,8 @@ set), ``seed``, the final-epoch metrics (``test/...``, and ``val/ensemble_accura
 when the runs hold out a validation split; ``test/member_accuracy_mean`` is the mean over
 members, ``n_collapsed`` the number of collapsed members) and the best epoch: chosen on the
 validation split when there is one (``best/selected_on`` = ``val``), else on the test set
-(``test``, an optimistic choice), with the test accuracy at that epoch.
+(``test``, an optimistic choice), with the test ensemble accuracy, mean member accuracy
+and JS distance at that epoch (``best/...``).
 
 The summary groups cells by the other grid keys plus (N, beta). It says how complete each
 group is (``n_cells``, ``n_finished``, ``n_diverged``, ``n_failed``, and ``n_collapsed``,
@@ -39,7 +40,8 @@ from colearning.errors import ConfigError
 from colearning.sweep.layout import CELL_ERROR, CELLS, cell_status, load_sweep_spec
 
 COUPLING_KEYS = ("loss.beta", "loss.beta_bar", "ensemble.n_members", "seed")
-CONFIG_COLUMNS = ("model.name", "data.name", "train.epochs", "loss.kl_reduction")
+CONFIG_COLUMNS = ("model.name", "data.name", "train.epochs", "loss.kl_reduction",
+                  "loss.objective", "loss.joint_weight")
 METRICS = (
     "test/ensemble_accuracy_mean",
     "test/ensemble_accuracy_geometric",
@@ -63,6 +65,9 @@ EPOCH_METRICS = (
     "test/member_accuracy_mean",
     "test/js_mean",
 )
+# The best epoch's numbers (see best_epoch).
+BEST_COLUMNS = ("best/epoch", "best/ensemble_accuracy_mean", "best/val_ensemble_accuracy_mean",
+                "best/member_accuracy_mean", "best/js_mean", "best/selected_on")
 RESULTS, SUMMARY, EPOCHS = "results", "summary", "epochs"
 TEST, VAL = "test/ensemble_accuracy_mean", "val/ensemble_accuracy_mean"
 
@@ -139,13 +144,15 @@ def best_epoch(records: list[dict[str, Any]]) -> dict[str, Any]:
     the test accuracy at that epoch. Ties go to the earliest epoch."""
     selected_on = "val" if any(VAL in r for r in records) else "test"
     if not records:
-        return {"best/epoch": None, "best/ensemble_accuracy_mean": None,
-                "best/val_ensemble_accuracy_mean": None, "best/selected_on": None}
+        return dict.fromkeys(BEST_COLUMNS)
     scores = [_number(r.get(f"{selected_on}/ensemble_accuracy_mean")) for r in records]
     best = max(range(len(scores)), key=lambda k: (scores[k], -k))
+    final = _final_metrics(records[best])
     return {"best/epoch": records[best]["epoch"],
             "best/ensemble_accuracy_mean": records[best].get(TEST),
             "best/val_ensemble_accuracy_mean": records[best].get(VAL),
+            "best/member_accuracy_mean": final.get("test/member_accuracy_mean"),
+            "best/js_mean": records[best].get("test/js_mean"),
             "best/selected_on": selected_on}
 
 
@@ -174,8 +181,7 @@ def facet_keys(rows: list[dict[str, Any]]) -> list[str]:
     if not rows:
         return []
     fixed = {"cell", "status", "error", "N", "beta", "beta_bar", "seed", "epochs_completed",
-             "wall_seconds", *METRICS, "best/ensemble_accuracy_mean", "best/epoch",
-             "best/val_ensemble_accuracy_mean", "best/selected_on", *CONFIG_COLUMNS}
+             "wall_seconds", *METRICS, *BEST_COLUMNS, *CONFIG_COLUMNS}
     keys = [k for k in rows[0] if k not in fixed]
     # a config column varied by the grid is a facet too
     keys += [k for k in CONFIG_COLUMNS if len({r.get(k) for r in rows}) > 1]

@@ -1,0 +1,81 @@
+"""colearn compare: configurations of several sweeps side by side, paired by seed."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+from scipy import stats
+
+from colearning.cli import main
+from colearning.sweep.compare import compare_sweeps, label
+from colearning.sweep.table import cell_rows
+from tests.sweep.conftest import TINY_BASE, write_sweep
+
+INTERPOLATED = {"name": "tiny_interpolated",
+                "base": {**TINY_BASE, "loss": {"objective": "interpolated", "joint_weight": 0.5}},
+                "grid": {"N": [2, 3], "joint_weight": [0.5, 1.0]}, "seeds": 2}
+
+
+@pytest.fixture(scope="module")
+def interpolated_sweep(tmp_path_factory):
+    root = tmp_path_factory.mktemp("interpolated")
+    out = root / "out"
+    assert main(["sweep", "--config", str(write_sweep(root / "s.yaml", INTERPOLATED)), "--out",
+                 str(out), "--no-progress"]) == 0
+    return out
+
+
+def test_labels():
+    assert label({"loss.objective": "colearning", "beta": 0.0, "beta_bar": 0.0}) == "independent"
+    assert label({"loss.objective": "colearning", "beta": -0.25, "beta_bar": -0.5}) == \
+        "colearning beta_bar=-0.5"
+    assert label({"loss.objective": "interpolated", "loss.joint_weight": 0.25}) == \
+        "interpolated lambda=0.25"
+    assert label({"loss.objective": "joint", "loss.kl_reduction": "mean"},
+                 ["loss.kl_reduction"]) == "joint kl_reduction=mean"
+
+
+def test_compare_two_sweeps(tiny_sweep, interpolated_sweep):
+    rows = compare_sweeps([tiny_sweep, interpolated_sweep])
+    names = {(r["configuration"], r["N"]) for r in rows}
+    assert names == {(name, n) for n in (2, 3) for name in (
+        "independent", "colearning beta_bar=-0.6" if n == 2 else "colearning beta_bar=-0.9",
+        "interpolated lambda=0.5", "interpolated lambda=1")}
+    cells = {(r["cell"], r["N"]): r for r in cell_rows(tiny_sweep) + cell_rows(interpolated_sweep)}
+    for row in rows:
+        assert row["n_cells"] == row["n_finished"] == 2
+        assert row["selected_on"] == "val"
+    # the numbers, recomputed from the cell rows by hand
+    reference = {c["seed"]: c["best/ensemble_accuracy_mean"]
+                 for c in cell_rows(tiny_sweep) if c["N"] == 2 and c["beta"] == 0}
+    mine = {c["seed"]: c["best/ensemble_accuracy_mean"] for c in cell_rows(interpolated_sweep)
+            if c["N"] == 2 and c["loss.joint_weight"] == 1.0}
+    row = next(r for r in rows if r["configuration"] == "interpolated lambda=1" and r["N"] == 2)
+    assert row["ensemble:mean"] == pytest.approx(sum(mine.values()) / 2)
+    assert row["ensemble:std"] == pytest.approx(pd.Series(list(mine.values())).std())
+    diff = [mine[s] - reference[s] for s in (0, 1)]
+    assert row["diff:mean"] == pytest.approx(sum(diff) / 2)
+    if any(diff):
+        assert row["p"] == pytest.approx(stats.wilcoxon(diff).pvalue)
+    independent = next(r for r in rows if r["configuration"] == "independent" and r["N"] == 2)
+    assert independent["diff:mean"] == 0 and math.isnan(independent["p"])
+    # one selected configuration per family and N, chosen on validation
+    for n in (2, 3):
+        chosen = [r for r in rows if r["N"] == n and r["objective"] == "interpolated"
+                  and r["selected"]]
+        assert len(chosen) == 1
+        assert chosen[0]["val:mean"] == max(r["val:mean"] for r in rows if r["N"] == n
+                                            and r["objective"] == "interpolated")
+    assert len(cells) == 16
+
+
+def test_compare_cli(tiny_sweep, interpolated_sweep, tmp_path, capsys):
+    out = tmp_path / "table.csv"
+    assert main(["compare", str(tiny_sweep), str(interpolated_sweep), "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "| interpolated lambda=0.5 | 2 | 2/2 |" in printed
+    assert len(pd.read_csv(out)) == 8
+    assert main(["compare", str(tmp_path)]) == 4
+    assert "no sweep.yaml" in capsys.readouterr().err
