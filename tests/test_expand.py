@@ -179,7 +179,7 @@ def test_boost_trains_on_exactly_the_border_subset(source, tmp_path, monkeypatch
 def test_grown_run_resumes_to_the_uninterrupted_numbers(source, frozen_coupled, tmp_path,
                                                         monkeypatch):
     calls = {"n": 0}
-    original = train_module.coupled_loss
+    original = train_module.Pack._loss
 
     def interrupting(*args, **kwargs):
         calls["n"] += 1
@@ -187,11 +187,11 @@ def test_grown_run_resumes_to_the_uninterrupted_numbers(source, frozen_coupled, 
             os.kill(os.getpid(), signal.SIGTERM)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(train_module, "coupled_loss", interrupting)
+    monkeypatch.setattr(train_module.Pack, "_loss", interrupting)
     path = tmp_path / "g"
     with pytest.raises(Interrupted):
         expand(source.run_dir, 1, "add-freeze", run_dir=path)
-    monkeypatch.setattr(train_module, "coupled_loss", original)
+    monkeypatch.setattr(train_module.Pack, "_loss", original)
     resumed = resume(path)
     assert resumed.status == "finished"
     assert comparable(resumed.metrics) == comparable(frozen_coupled.metrics)
@@ -289,7 +289,8 @@ def test_table_s5_on_digits(tmp_path):
     config = yaml.safe_load((cells / "scratch2x_seed0" / "config.yaml").read_text())
     assert (config["ensemble"]["n_members"], config["train"]["epochs"]) == (3, 2)
     assert yaml.safe_load((cells / "freeze0_seed0" / "config.yaml").read_text())["loss"] == {
-        "beta": 0.0, "beta_bar": None, "peers": "detached", "kl_reduction": "batchmean"}
+        "beta": 0.0, "beta_bar": None, "peers": "detached", "kl_reduction": "batchmean",
+        "objective": "colearning", "joint_weight": None}
     rows = table_s5(tmp_path / "t")
     assert [r["label"] for r in rows] == [
         "2 networks ensemble", "add-freeze β=0", "add-freeze β=-0.2", "add-retrain",

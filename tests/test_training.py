@@ -102,7 +102,7 @@ def test_dropout_run_resumes_exactly(tmp_path, tiny_config, monkeypatch):
     tiny_config["model"]["options"]["dropout"] = 0.3
     reference = train(tiny_config, run_dir=tmp_path / "reference")
     calls = {"n": 0}
-    original = train_module.coupled_loss
+    original = train_module.Pack._loss
 
     def interrupting(*args, **kwargs):
         calls["n"] += 1
@@ -110,17 +110,17 @@ def test_dropout_run_resumes_exactly(tmp_path, tiny_config, monkeypatch):
             os.kill(os.getpid(), signal.SIGTERM)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(train_module, "coupled_loss", interrupting)
+    monkeypatch.setattr(train_module.Pack, "_loss", interrupting)
     with pytest.raises(Interrupted):
         train(tiny_config, run_dir=tmp_path / "r")
-    monkeypatch.setattr(train_module, "coupled_loss", original)
+    monkeypatch.setattr(train_module.Pack, "_loss", original)
     torch.rand(1000)  # the resuming process has its own history
     assert comparable(resume(tmp_path / "r").metrics) == comparable(reference.metrics)
 
 
 def test_resume_after_sigterm_mid_epoch_matches(finished, tmp_path, tiny_config, monkeypatch):
     calls = {"n": 0}
-    original = train_module.coupled_loss
+    original = train_module.Pack._loss
 
     def interrupting(*args, **kwargs):
         calls["n"] += 1
@@ -128,14 +128,14 @@ def test_resume_after_sigterm_mid_epoch_matches(finished, tmp_path, tiny_config,
             os.kill(os.getpid(), signal.SIGTERM)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(train_module, "coupled_loss", interrupting)
+    monkeypatch.setattr(train_module.Pack, "_loss", interrupting)
     path = tmp_path / "r"
     with pytest.raises(Interrupted):
         train(tiny_config, run_dir=path)
     checkpoint = rundir.load_checkpoint(path / "checkpoint.pt")
     assert (checkpoint["epoch"], checkpoint["step"]) == (1, 2)
     assert json.loads((path / "summary.json").read_text())["status"] == "interrupted"
-    monkeypatch.setattr(train_module, "coupled_loss", original)
+    monkeypatch.setattr(train_module.Pack, "_loss", original)
     resumed = resume(path)
     assert resumed.status == "finished"
     assert comparable(resumed.metrics) == comparable(finished.metrics)
@@ -188,7 +188,7 @@ def test_refuses_existing_run_and_locked_run(finished, tiny_config):
 
 
 def test_divergence_stops_cleanly_and_keeps_last_checkpoint(tmp_path, tiny_config, monkeypatch):
-    original = train_module.coupled_loss
+    original = train_module.Pack._loss
     calls = {"n": 0}
 
     def poisoned(*args, **kwargs):
@@ -198,7 +198,7 @@ def test_divergence_stops_cleanly_and_keeps_last_checkpoint(tmp_path, tiny_confi
             return parts._replace(total=parts.total * float("nan"))
         return parts
 
-    monkeypatch.setattr(train_module, "coupled_loss", poisoned)
+    monkeypatch.setattr(train_module.Pack, "_loss", poisoned)
     run = train(tiny_config, run_dir=tmp_path / "d")
     assert run.status == "diverged"
     assert run.summary["status_detail"].startswith("diverged at epoch 2, step 3")
@@ -217,13 +217,13 @@ def test_divergence_stops_cleanly_and_keeps_last_checkpoint(tmp_path, tiny_confi
 
 def test_epoch_with_every_step_skipped_logs_nan_not_zero(tmp_path, tiny_config, monkeypatch,
                                                          capsys):
-    original = train_module.coupled_loss
+    original = train_module.Pack._loss
 
     def poisoned(*args, **kwargs):
         parts = original(*args, **kwargs)
         return parts._replace(total=parts.total * float("nan"))
 
-    monkeypatch.setattr(train_module, "coupled_loss", poisoned)
+    monkeypatch.setattr(train_module.Pack, "_loss", poisoned)
     tiny_config["train"]["on_nonfinite"] = "skip"
     tiny_config["train"]["epochs"] = 1
     run = train(tiny_config, run_dir=tmp_path / "s")
@@ -336,15 +336,15 @@ def test_validation_split_gets_its_own_metrics(tmp_path, tiny_config):
 def test_bf16_precision_runs_the_members_in_bf16_and_the_loss_in_fp32(tmp_path, tiny_config,
                                                                       monkeypatch):
     seen = []
-    original = train_module.coupled_loss
+    original = train_module.Pack._loss
 
-    def spy(logits, *args, **kwargs):
+    def spy(pack, logits, *args, **kwargs):
         seen.append(logits.dtype)
-        parts = original(logits, *args, **kwargs)
+        parts = original(pack, logits, *args, **kwargs)
         seen.append(parts.total.dtype)
         return parts
 
-    monkeypatch.setattr(train_module, "coupled_loss", spy)
+    monkeypatch.setattr(train_module.Pack, "_loss", spy)
     tiny_config["train"].update(precision="bf16", epochs=1)
     run = train(tiny_config, run_dir=tmp_path / "bf16")
     assert run.status == "finished" and seen[:2] == [torch.bfloat16, torch.float32]

@@ -8,10 +8,11 @@ import sys
 from collections.abc import Sequence
 
 from colearning import __version__
-from colearning.errors import ColearningError
+from colearning.errors import ColearningError, ConfigError
 
 EPILOG = "Exit codes: 0 ok, 2 bad config/arguments, 3 bad data, 4 run-directory problem, " \
-         "5 diverged, 130/143 interrupted (SIGINT/SIGTERM), 1 crash."
+         "5 diverged, 6 another process of a distributed run failed, 130/143 interrupted " \
+         "(SIGINT/SIGTERM), 1 crash."
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -31,6 +32,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"],
                    help="training device (same as device=...); default: config's, i.e. auto")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--nproc", type=int, metavar="K",
+                   help="split the members over K processes on this machine (torchrun "
+                        "--standalone --nproc-per-node K -m colearning train ...): gloo on "
+                        "CPU, NCCL with one GPU per process; rank 0 writes the run directory")
 
 
 def _add_sweep(sub: argparse._SubParsersAction) -> None:
@@ -246,7 +251,45 @@ def _config_xor_resume(args: argparse.Namespace, config_name: str, dir_name: str
     return False
 
 
+def _launch(args: argparse.Namespace) -> int:
+    """``colearn train --nproc K ...``: the same command as K processes of one job."""
+    from colearning.training.launch import launch
+
+    if args.nproc < 1:
+        raise ConfigError(f"--nproc must be >= 1, got {args.nproc}")
+    argv, skip = [], False
+    for item in args.argv:
+        if skip:
+            skip = False
+        elif item == "--nproc":
+            skip = True
+        elif not item.startswith("--nproc="):
+            argv.append(item)
+    code, message = launch([sys.executable, "-m", "colearning", *argv], args.nproc)
+    if message:
+        where = args.resume or args.run_dir
+        hint = (f"; continue with: colearn train --resume {where} --nproc {args.nproc}"
+                if where else "")
+        print(f"colearn: error: {message}{hint}", file=sys.stderr)
+    return code
+
+
 def cmd_train(args: argparse.Namespace) -> int:
+    import os
+
+    if args.nproc is not None and "WORLD_SIZE" not in os.environ:
+        return _launch(args)
+    from colearning.training.shard import finish_distributed, init_from_environment
+
+    sharded = init_from_environment(args.device or "auto")
+    try:
+        return _train(args, quiet=sharded and os.environ.get("RANK", "0") != "0")
+    finally:
+        if sharded:
+            finish_distributed()
+
+
+def _train(args: argparse.Namespace, quiet: bool) -> int:
     from colearning.config import load_config, parse_overrides
     from colearning.console import format_summary
     from colearning.training import resume, train
@@ -266,7 +309,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         run_dir = args.run_dir or new_run_dir(config)
         args.continue_with = f"colearn train --resume {run_dir}"
         run = train(config, run_dir=run_dir)
-    print(format_summary(run.summary, title=f"run: {run.run_dir}"))
+    if not quiet:  # ranks > 0 of a distributed run: rank 0 shows the summary
+        print(format_summary(run.summary, title=f"run: {run.run_dir}"))
     return 0 if run.status == "finished" else 5
 
 
@@ -402,6 +446,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if extra:
         args.overrides += extra
     args.continue_with = None  # a command sets it once it knows where its results go
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         from colearning.training import Interrupted
 

@@ -38,3 +38,9 @@ class DivergedError(ColearningError):
     """Training produced non-finite losses, gradients or parameters."""
 
     exit_code = 5
+
+
+class RankFailed(ColearningError):
+    """Another process of a distributed run died or stopped answering."""
+
+    exit_code = 6

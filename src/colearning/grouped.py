@@ -276,9 +276,9 @@ def _graph_problem(graph: fx.Graph, modules: dict[str, nn.Module]) -> str:
             continue
         if node.op == "output":
             value = node.args[0]
-            if not isinstance(value, fx.Node) or layouts.get(value) not in ("spatial",
-                                                                              "features"):
-                return "the member's output is not one tensor computed by its layers"
+            if not isinstance(value, fx.Node) or layouts.get(value) != "features":
+                return ("the member's output is not one [B, C] tensor computed by its layers "
+                        "(a feature map needs a flatten or pooling to [B, C])")
             break
         if node.op == "get_attr":
             return (f"the member reads {node.target} directly in forward (parameters and "

@@ -329,7 +329,40 @@ UNGROUPABLE = {
         lambda: nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Linear(6, 4)), (3, 8, 8)),
     "unsupported layer": (
         lambda: nn.Sequential(nn.Linear(12, 8), nn.LayerNorm(8), nn.Linear(8, 4)), (12,)),
+    "feature-map output": (lambda: nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()), (3, 8, 8)),
+    "functional dropout": (lambda: FunctionalDropout(), (12,)),
+    "parameter outside a layer": (lambda: ScaledOutput(), (12,)),
+    "cat along width": (lambda: WidthCat(), (3, 8, 8)),
 }
+
+
+class FunctionalDropout(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(12, 4)
+
+    def forward(self, x):
+        return self.fc(F.dropout(x, 0.0, self.training))
+
+
+class ScaledOutput(FunctionalDropout):
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(4))
+
+    def forward(self, x):
+        return self.fc(x) * self.scale
+
+
+class WidthCat(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 2, 3, padding=1)
+        self.fc = nn.Linear(2 * 8 * 16, 4)
+
+    def forward(self, x):
+        h = self.conv(x)
+        return self.fc(torch.flatten(torch.cat([h, h], dim=3), 1))
 
 
 @pytest.mark.parametrize("arch", list(UNGROUPABLE))

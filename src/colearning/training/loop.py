@@ -18,6 +18,7 @@ uninterrupted one draws, packed or alone.
 from __future__ import annotations
 
 import math
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -60,6 +61,7 @@ from colearning.training.setup import (
     structure_record,
     use_augmentation,
 )
+from colearning.training.shard import Shard, ShardedEnsemble
 
 # Steps between host reads of "is any cell still training?" (one device sync each): a pack
 # whose every cell diverged stops within this many steps instead of at the epoch's end.
@@ -112,7 +114,8 @@ def joint_weight(config: Config) -> float:
 class Pack:
     """The engine, optimizer and device-side state of cells that train together."""
 
-    def __init__(self, cells: list[Cell], pool: Pool, device: torch.device) -> None:
+    def __init__(self, cells: list[Cell], pool: Pool, device: torch.device,
+                 shard: Shard | None = None) -> None:
         # ensemble sizes and objectives contiguous: one loss call per (N, objective)
         cells = sorted(cells, key=lambda cell: (cell.n_trained, cell.config.loss.objective))
         self.cells = cells
@@ -125,9 +128,21 @@ class Pack:
             self.members = cells[0].plan.members
         else:
             modules = [m for cell in cells for m in cell.plan.trained.members()]
-            self.trained = Ensemble.from_members(modules, self.config.ensemble.strategy)
-            self.trained.to(device)
+            if shard is not None and shard.distributed:  # this process's rows of the pack
+                local = Ensemble.from_members(modules[shard.local],
+                                              self.config.ensemble.strategy)
+                self.trained = ShardedEnsemble(local.to(device), shard)
+            else:
+                self.trained = Ensemble.from_members(modules, self.config.ensemble.strategy)
+                self.trained.to(device)
             self.members = self.trained
+        # The members this process trains (all of them unless the run is sharded over
+        # processes: colearning.training.shard); every other method of Shard is then an
+        # identity.
+        self.shard: Shard = getattr(self.trained, "shard", None) or Shard(
+            0, 1, self.trained.n_members)
+        self.local = self.shard.local
+        self.engine = getattr(self.trained, "local", self.trained)  # this process's members
         mode = self.config.train.compile
         self.forward = compiled(self.trained, mode, "the members' forward")
         self.loss_fns = {name: compiled(OBJECTIVES.get(name), mode, f"the {name} loss")
@@ -140,9 +155,8 @@ class Pack:
         self.cell_of = cell_of.to(device)
         self.optimizer = StackedSGD(
             self.trained.parameters(),
-            lr=[cell.config.optim.lr for cell in cells for _ in range(cell.n_trained)],
-            weight_decay=[cell.config.optim.weight_decay for cell in cells
-                          for _ in range(cell.n_trained)],
+            lr=self._per_member(lambda config: config.optim.lr),
+            weight_decay=self._per_member(lambda config: config.optim.weight_decay),
             momentum=self.config.optim.momentum)
         self.blocks = [] if self.single else self._blocks()
         self.augment = use_augmentation(self.config)
@@ -153,6 +167,11 @@ class Pack:
         self.val_index = (torch.stack([cell.data.val for cell in cells])
                           if cells[0].data.val is not None else None)
         self.sums: dict[str, torch.Tensor] = {}
+
+    def _per_member(self, value: Any) -> list[float]:
+        """``value(config)`` of each trained member's cell, for the members of this process."""
+        return [value(cell.config) for cell in self.cells
+                for _ in range(cell.n_trained)][self.local]
 
     def _blocks(self) -> list[_Block]:
         blocks, start = [], 0
@@ -197,13 +216,22 @@ class Pack:
                 continue
             if self.single:
                 self.members.load_state_dict(checkpoint["model"])
-                self.optimizer.load_state_dict(optimizer_state(checkpoint, names))
-            else:
-                state = self.trained.state_dict()
+                state = optimizer_state(checkpoint, names)
+                self.optimizer.load_state_dict(
+                    {**state, "buffers": [b[self.local] for b in state.get("buffers") or []]})
+            else:  # the cell's rows that are this process's
+                start, stop = max(rows.start, self.local.start), min(rows.stop, self.local.stop)
+                if start >= stop:
+                    continue
+                mine = slice(start - self.local.start, stop - self.local.start)
+                theirs = slice(start - rows.start, stop - rows.start)
+                state = self.engine.state_dict()
                 with torch.no_grad():
                     for key, value in checkpoint["model"].items():
-                        state[key][rows].copy_(value)
-                self.optimizer.load_member_state(rows, optimizer_state(checkpoint, names))
+                        state[key][mine].copy_(value[theirs])
+                saved = optimizer_state(checkpoint, names)
+                self.optimizer.load_member_state(mine, {
+                    **saved, "buffers": [b[theirs] for b in saved.get("buffers") or []]})
         first = self.cells[0].checkpoint
         if first is not None:
             restore_rng(first["rng"])
@@ -215,13 +243,16 @@ class Pack:
         return {key: value[rows].clone() for key, value in self.trained.state_dict().items()}
 
     def cell_optimizer(self, k: int) -> dict[str, Any]:
-        if self.single:
-            return self.optimizer.state_dict()
-        return self.optimizer.member_state(self.rows[k])
+        state = self.optimizer.state_dict()
+        buffers = [self.shard.gather_rows(b) for b in state["buffers"]]
+        rows = slice(None) if self.single else self.rows[k]
+        return {**state, "buffers": [b[rows] for b in buffers]}
 
     def cell_members(self, k: int) -> list[torch.nn.Module]:
         if self.single:
             return self.cells[0].plan.member_modules()
+        if self.shard.distributed:  # one gather of the pack's members
+            return self.trained.members()[self.rows[k]]
         return [self.trained.member(i) for i in range(self.rows[k].start, self.rows[k].stop)]
 
     def inputs(self, k: int) -> dict[str, Any]:
@@ -241,8 +272,7 @@ class Pack:
         """Learning rates, batch orders and augmentation streams of ``epoch``; the loss sums
         (restored from the checkpoints when resuming mid-epoch)."""
         factor = schedule_factor(self.config, epoch)
-        self.optimizer.set_lr([cell.config.optim.lr * factor for cell in self.cells
-                               for _ in range(cell.n_trained)])
+        self.optimizer.set_lr(self._per_member(lambda config: config.optim.lr * factor))
         orders = []
         for cell in self.cells:
             subset = cell.plan.subset
@@ -292,10 +322,10 @@ class Pack:
         if self.config.optim.grad_clip is not None:
             clip_member_gradients(params, self.config.optim.grad_clip)
         member_bad = ~torch.isfinite(parts.total.detach())
-        for p in params:
+        for p in params:  # this process's members: rows self.local
             if p.grad is not None:
-                member_bad |= ~torch.isfinite(p.grad).flatten(1).all(1)
-        cell_bad = self._any_member(member_bad)
+                member_bad[self.local] |= ~torch.isfinite(p.grad).flatten(1).all(1)
+        cell_bad = self.shard.any(self._any_member(member_bad))
         if self.config.train.on_nonfinite == "stop":
             self.bad_step.masked_fill_(cell_bad & self.alive, step)
             self.alive &= ~cell_bad
@@ -304,7 +334,7 @@ class Pack:
             self.sums["skipped"] += (cell_bad & self.alive).long()
             cell_ok = self.alive & ~cell_bad
         member_ok = cell_ok[self.cell_of]
-        self.optimizer.step(member_ok)
+        self.optimizer.step(member_ok[self.local])
         count = labels.shape[1]
         for key in ("total", "task", "coupling"):
             value = getattr(parts, key).detach()
@@ -349,8 +379,8 @@ class Pack:
         bad = self.bad_step.tolist()
         finite = torch.ones(self.trained.n_members, dtype=torch.bool, device=self.device)
         for p in self.optimizer.params:
-            finite &= torch.isfinite(p.detach()).flatten(1).all(1)
-        cell_finite = (~self._any_member(~finite)).tolist()
+            finite[self.local] &= torch.isfinite(p.detach()).flatten(1).all(1)
+        cell_finite = (~self.shard.any(self._any_member(~finite))).tolist()
         for k, cell in enumerate(self.cells):
             if cell.status != "running":
                 continue
@@ -378,7 +408,8 @@ class Pack:
 
 
 # ------------------------------------------------------------------------- the loop
-def fit(cells: list[Cell], pool: Pool, device: torch.device) -> list[Run]:
+def fit(cells: list[Cell], pool: Pool, device: torch.device,
+        shard: Shard | None = None) -> list[Run]:
     """Train ``cells`` (all at the same checkpoint position) to their last epoch or a clean
     stop; every cell's run directory ends with its summary. Raises Interrupted after
     writing when SIGINT/SIGTERM arrived."""
@@ -387,7 +418,7 @@ def fit(cells: list[Cell], pool: Pool, device: torch.device) -> list[Run]:
     # fewer threads on a busy machine and so change float summation order between runs.
     torch.set_num_threads(torch.get_num_threads())
     started = time.perf_counter()
-    pack = Pack(cells, pool, device)
+    pack = Pack(cells, pool, device, shard)
     cells = pack.cells  # in the pack's order
     start_epoch, start_step = checkpoint_position(cells[0].checkpoint)
     elapsed = [(cell.checkpoint or {}).get("elapsed", 0.0) for cell in cells]
@@ -433,8 +464,8 @@ def fit(cells: list[Cell], pool: Pool, device: torch.device) -> list[Run]:
                 train_seconds = time.perf_counter() - epoch_start
                 _evaluate(pack, epoch, labels, train_seconds, epoch_start, wall, logs)
                 _show(epoch_bar, pack)
-                if stop["signal"] is not None:
-                    raise Interrupted(stop["signal"])
+                if pack.shard.any_host(stop["signal"] is not None):
+                    raise Interrupted(stop["signal"] or signal.SIGTERM)
             for cell in cells:
                 if cell.status == "running":
                     cell.status = "finished"
@@ -472,7 +503,8 @@ def _train_epoch(pack: Pack, epoch: int, first_step: int, stop: dict[str, Any],
             if shown is not None:
                 bar.set_postfix(loss=f"{float(shown):.3f}")
             shown = parts.total.detach().mean().to("cpu", non_blocking=True)
-        if stop["signal"] is not None:
+        if pack.shard.any_host(stop["signal"] is not None):  # every process stops here
+            stop["signal"] = stop["signal"] or signal.SIGTERM
             stopped_at = step + 1
             break
         if (step + 1) % CHECK_ALIVE_EVERY == 0 and not bool(pack.alive.any()):

@@ -94,6 +94,8 @@ class MemberPlan:
 
     def member_modules(self) -> list[nn.Module]:
         """Every member of the cell as a standalone module (analysis statistics)."""
+        if hasattr(self.members, "members"):  # an Ensemble or a sharded one: all at once
+            return self.members.members()
         return [self.members.member(i) for i in range(self.members.n_members)]
 
 

@@ -10,9 +10,14 @@ run is a pack of one.
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import shutil
 import sys
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +27,7 @@ from colearning import rundir
 from colearning.config import Config, config_from_dict, read_yaml
 from colearning.data import DATASETS
 from colearning.engine import Ensemble
-from colearning.errors import ConfigError, RunDirError
+from colearning.errors import ColearningError, ConfigError, RunDirError
 from colearning.models import MODELS
 from colearning.training.data import Pool, cell_data, load_raw, make_pool
 from colearning.training.growth import check_source, growth_plan
@@ -42,6 +47,7 @@ from colearning.training.loop import Cell, fit
 from colearning.training.pack import check_packable
 from colearning.training.plan import plain_plan
 from colearning.training.setup import build_members, resolve_device
+from colearning.training.shard import Shard, ShardedEnsemble, current_shard
 
 
 def preflight(config: Config) -> None:
@@ -60,23 +66,35 @@ def train(config: Config | dict[str, Any], run_dir: str | Path | None = None) ->
     if isinstance(config, dict):
         config = config_from_dict(config)
     preflight(config)
-    path = Path(run_dir) if run_dir is not None else new_run_dir(config)
-    check_new_run_dir(path)
-    path.mkdir(parents=True, exist_ok=True)
-    with rundir.locked(path):
+    shard = current_shard()
+    path = Path(shard.broadcast(str(run_dir if run_dir is not None else new_run_dir(config))))
+
+    def prepare() -> None:
+        check_new_run_dir(path)
+        path.mkdir(parents=True, exist_ok=True)
+
+    def start() -> list[_Entry]:
         write_new_run(path, config)
-        return _fit([(config, path, None)])[0]
+        return [_Entry(0, config, path)]
+
+    with _run_directories([path], shard, start, prepare) as entries:
+        return _fit([entries[0].spec()], shard)[0]
 
 
 def resume(run_dir: str | Path, overrides: dict[str, Any] | None = None) -> Run:
     """Continue the run in ``run_dir`` from its last checkpoint (a finished run is returned
     as it is). ``overrides`` may only repeat the saved config."""
     path = rundir.require_run_dir(run_dir)
-    with rundir.locked(path):
+
+    def start() -> list[_Entry]:
         config, checkpoint, finished = resume_state(path, overrides)
-        if finished is not None:
-            return finished
-        return _fit([(config, path, checkpoint)])[0]
+        return [_Entry(0, config, path, checkpoint, finished)]
+
+    shard = current_shard()
+    with _run_directories([path], shard, start) as entries:
+        if entries[0].finished is not None:
+            return entries[0].finished
+        return _fit([entries[0].spec()], shard)[0]
 
 
 def train_pack(cells: Sequence[tuple[Config | dict[str, Any], str | Path]]) -> list[Run]:
@@ -87,33 +105,100 @@ def train_pack(cells: Sequence[tuple[Config | dict[str, Any], str | Path]]) -> l
     run resumes from its checkpoint (with the config it was started with, which must equal
     the given one); an empty or absent one starts fresh. Cells at different checkpoint
     positions train as separate packs, one after the other. Returns the runs in the order
-    given; raises Interrupted (after every cell checkpointed) on SIGINT/SIGTERM.
+    given; raises Interrupted (after every cell checkpointed) on SIGINT/SIGTERM. Under
+    torchrun, the pack's members are split over the processes.
     """
     configs = [c if isinstance(c, Config) else config_from_dict(c) for c, _ in cells]
     paths = [Path(p) for _, p in cells]
     check_packable(configs)
     for config in configs:
         preflight(config)
-    results: dict[int, Run] = {}
-    todo: dict[tuple[int, int], list[tuple[int, Config, Path, dict[str, Any] | None]]] = {}
-    with locked_all([_mkdir(p) for p in paths]):
+
+    def prepare() -> None:
+        for path in paths:
+            _mkdir(path)
+
+    def start() -> list[_Entry]:
+        entries = []
         for position, (config, path) in enumerate(zip(configs, paths, strict=True)):
             if rundir.is_run_dir(path):
                 saved, checkpoint, finished = resume_state(path, config.to_dict())
-                if finished is not None:
-                    results[position] = finished
-                    continue
-                entry = (position, saved, path, checkpoint)
+                entries.append(_Entry(position, saved, path, checkpoint, finished))
             else:
                 check_new_run_dir_contents(path)
                 write_new_run(path, config)
-                entry = (position, config, path, None)
-            todo.setdefault(checkpoint_position(entry[3]), []).append(entry)
+                entries.append(_Entry(position, config, path))
+        return entries
+
+    shard = current_shard()
+    results: dict[int, Run] = {}
+    with _run_directories(paths, shard, start, prepare) as entries:
+        todo: dict[tuple[int, int], list[_Entry]] = {}
+        for entry in entries:
+            if entry.finished is not None:
+                results[entry.position] = entry.finished
+            else:
+                todo.setdefault(checkpoint_position(entry.checkpoint), []).append(entry)
         for group in todo.values():
-            runs = _fit([(config, path, checkpoint) for _, config, path, checkpoint in group])
-            for (position, *_), run in zip(group, runs, strict=True):
-                results[position] = run
+            runs = _fit([entry.spec() for entry in group], shard)
+            for entry, run in zip(group, runs, strict=True):
+                results[entry.position] = run
     return [results[k] for k in range(len(cells))]
+
+
+@dataclass
+class _Entry:
+    """One run directory about to train: its config, checkpoint (None: fresh) or, when it
+    already finished, its Run."""
+
+    position: int
+    config: Config
+    path: Path
+    checkpoint: dict[str, Any] | None = None
+    finished: Run | None = None
+
+    def spec(self) -> tuple[Config, Path, dict[str, Any] | None]:
+        return self.config, self.path, self.checkpoint
+
+
+@contextlib.contextmanager
+def _run_directories(paths: list[Path], shard: Shard, start: Callable[[], list[_Entry]],
+                     prepare: Callable[[], None] | None = None) -> Iterator[list[_Entry]]:
+    """What ``start`` says about each run directory, with the directories locked.
+
+    In one process: ``prepare()`` (which makes the directories), then ``start()`` and the
+    training with all of them locked. Sharded over processes: rank 0 does the same and
+    sends the other ranks ``start``'s entries (or its error, which they raise too); they
+    train quietly on scratch copies of the run directories, removed afterwards, so every
+    run directory holds exactly what one process writes.
+    """
+    if not shard.writer:
+        entries = shard.broadcast(None)
+        if isinstance(entries, BaseException):
+            raise entries
+        with tempfile.TemporaryDirectory(prefix=f"colearning-rank{shard.rank}-") as scratch:
+            for k, entry in enumerate(entries):
+                where = Path(scratch) / str(k)
+                where.mkdir()
+                for name in (rundir.CONFIG, rundir.METRICS, rundir.ANALYSIS):
+                    if (entry.path / name).exists():
+                        shutil.copy(entry.path / name, where / name)
+                entry.config = copy.deepcopy(entry.config)
+                entry.config.train.progress = False  # rank 0 shows the progress
+                entry.path = where
+            yield entries
+        return
+    with contextlib.ExitStack() as stack:
+        try:
+            if prepare is not None:
+                prepare()
+            stack.enter_context(locked_all(paths))
+            entries = start()
+        except ColearningError as error:
+            shard.broadcast(error)
+            raise
+        shard.broadcast(entries)
+        yield entries
 
 
 def load_ensemble(run_dir: str | Path, checkpoint: str = "final") -> tuple[Ensemble, Config]:
@@ -173,9 +258,20 @@ def check_new_run_dir_contents(path: Path) -> None:
         check_new_run_dir(path)
 
 
-def _fit(specs: list[tuple[Config, Path, dict[str, Any] | None]]) -> list[Run]:
-    """Build the pack's data and member plans, then run the loop (in the runs' RNG scope)."""
+def _fit(specs: list[tuple[Config, Path, dict[str, Any] | None]],
+         shard: Shard | None = None) -> list[Run]:
+    """Build the pack's data and member plans, then run the loop (in the runs' RNG scope).
+    ``shard``: this process's place among the processes of a sharded run or pack."""
     first = specs[0][0]
+    shard = shard or Shard()
+    total = sum(config.ensemble.n_members for config, _, _ in specs)
+    if shard.distributed:
+        if any(config.expand.source is not None for config, _, _ in specs):
+            raise ConfigError("a grown ensemble (expand.source) trains in one process")
+        if first.train.compile != "off":
+            raise ConfigError("train.compile works in one process; set train.compile=off for "
+                              "a run sharded over processes")
+        shard = shard.for_members(total)
     device = resolve_device(first.device)
     started = time.perf_counter()
     with isolated_rng(first):
@@ -183,22 +279,29 @@ def _fit(specs: list[tuple[Config, Path, dict[str, Any] | None]]) -> list[Run]:
                                                     if first.data.path else ""))
         raw = load_raw(first)
         pool = make_pool(raw, device)
-        members = sum(config.ensemble.n_members for config, _, _ in specs)
         seconds = time.perf_counter() - started
         _say(first, f"data ready ({len(pool.labels):,} images, {seconds:.1f} s); building "
-                    f"{members} members" + (f" of {len(specs)} runs" if len(specs) > 1 else "")
+                    f"{total} members" + (f" of {len(specs)} runs" if len(specs) > 1 else "")
                     + f" on {device}")
         cells = []
         for config, path, checkpoint in specs:
             data = cell_data(config, raw, device)
             if config.expand.source is not None:
                 plan = growth_plan(config, pool, data, device, path)
-            else:
+            elif shard.distributed and len(specs) == 1:  # build this process's members only
+                rows = shard.local
+                local = build_members(config, pool, device, n_members=rows.stop - rows.start,
+                                      first_index=rows.start)
+                plan = plain_plan(config, ShardedEnsemble(local, shard))
+            else:  # (a sharded pack takes its rows of the stacked members: loop.Pack)
                 plan = plain_plan(config, build_members(config, pool, device))
             cells.append(Cell(config, path, data, plan, checkpoint))
-        _say(first, engine_note(cells[0].plan.trained, device))
+        rows = shard.local
+        _say(first, engine_note(cells[0].plan.trained, device) + (
+            f"; members {rows.start}-{rows.stop - 1} of {total} on rank {shard.rank} of "
+            f"{shard.world}" if shard.distributed else ""))
         if len(cells) > 1:
             record_pack([cell.path for cell in cells], device)
         # fit returns the runs in its own (size-sorted) order: give them back in ours
-        by_path = {run.run_dir: run for run in fit(cells, pool, device)}
+        by_path = {run.run_dir: run for run in fit(cells, pool, device, shard)}
         return [by_path[cell.path] for cell in cells]
