@@ -33,10 +33,11 @@ def _measure(members: list[int], batch: int, classes: int, repeats: int, device:
         local = torch.randn(shard.local.stop - shard.local.start, batch, classes, device=where)
         flags = torch.zeros(1, dtype=torch.bool, device=where)
         timings: dict[str, list[float]] = {"gather": [], "flags": [], "stop": []}
+        calls = (("gather", lambda s=shard, x=local: s.gather_rows(x)),
+                 ("flags", lambda s=shard, f=flags: s.any(f)),
+                 ("stop", lambda s=shard: s.any_host(False)))
         for k in range(repeats + 5):
-            for name, call in (("gather", lambda: shard.gather_rows(local)),
-                               ("flags", lambda: shard.any(flags)),
-                               ("stop", lambda: shard.any_host(False))):
+            for name, call in calls:
                 if where.type == "cuda":
                     torch.cuda.synchronize()
                 start = time.perf_counter()
