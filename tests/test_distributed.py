@@ -243,3 +243,10 @@ def test_the_communication_cost_script_runs(tmp_path):
     assert result.returncode == 0, result.stderr
     row = json.loads(result.stdout.strip().splitlines()[-1])
     assert row["n_members"] == 3 and row["bytes"] == 3 * 8 * 10 * 4 and row["total_us"] > 0
+
+
+def test_rank_zeros_error_is_said_once(tmp_path, reference):
+    result = colearn("train", "--config", str(write_config(tmp_path / "c.yaml")), "--run-dir",
+                     str(reference), "--nproc", "2")
+    assert result.returncode == 4
+    assert result.stderr.count("already holds a run") == 1, result.stderr

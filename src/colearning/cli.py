@@ -435,6 +435,14 @@ COMMANDS = {"train": cmd_train, "sweep": cmd_sweep, "report": cmd_report, "expan
             "expand-table": cmd_expand_table, "compare": cmd_compare, "bench": cmd_bench}
 
 
+def _rank_label() -> str:
+    """" (rank R)" in a process of a distributed run other than rank 0, else ""."""
+    import os
+
+    rank = os.environ.get("RANK", "0") if "WORLD_SIZE" in os.environ else "0"
+    return "" if rank == "0" else f" (rank {rank})"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -453,11 +461,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             return COMMANDS[args.command](args)
         except ColearningError as error:
-            print(f"colearn: error: {error}", file=sys.stderr)
+            if not getattr(error, "echo", False):  # rank 0's error, said once by rank 0
+                print(f"colearn: error{_rank_label()}: {error}", file=sys.stderr)
             return error.exit_code
         except Interrupted as stop:
-            print(f"colearn: stopped by {stop}: checkpoint written; continue with: "
-                  f"{args.continue_with or _resume_command(stop)}", file=sys.stderr)
+            if not _rank_label():  # the ranks of a distributed run stop together: one line
+                print(f"colearn: stopped by {stop}: checkpoint written; continue with: "
+                      f"{args.continue_with or _resume_command(stop)}", file=sys.stderr)
             return 128 + stop.signum
     except KeyboardInterrupt:  # Ctrl-C outside a training loop: start-up, data loading
         where = (f"; continue with: {args.continue_with}" if args.continue_with

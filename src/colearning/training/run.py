@@ -175,6 +175,7 @@ def _run_directories(paths: list[Path], shard: Shard, start: Callable[[], list[_
     if not shard.writer:
         entries = shard.broadcast(None)
         if isinstance(entries, BaseException):
+            entries.echo = True  # rank 0 says it; this rank exits with its code
             raise entries
         with tempfile.TemporaryDirectory(prefix=f"colearning-rank{shard.rank}-") as scratch:
             for k, entry in enumerate(entries):
