@@ -151,3 +151,33 @@ def test_shipped_sweeps_point_at_the_shared_data():
             assert Path(cell.config["data"]["path"]).exists(), path
             checked += 1
     assert checked >= 3
+
+
+def test_hostile_config_files_fail_with_one_line(tmp_path):
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"seed: 1\n\x00\x01\x02")
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes("model: {name: l\xe9net}\n".encode("latin-1"))
+    bomb = tmp_path / "bomb.yaml"  # a "billion laughs" inside model.options
+    lines = ['a0: &a0 ["x", "x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+    lines += [f"a{k}: &a{k} [" + ", ".join([f"*a{k - 1}"] * 10) + "]" for k in range(1, 9)]
+    bomb.write_text("model:\n  name: mlp\n  options:\n" + "".join(
+        f"    {line}\n" for line in lines))
+    huge = tmp_path / "huge.yaml"
+    huge.write_text("seed: 0\n" + "# padding\n" * (5 * 2**20 // 10))
+    cases = {binary: "is binary", latin: "not UTF-8 text", bomb: r"YAML aliases \(\*a0\)",
+             huge: "MB; a config is a few KB"}
+    for path, message in cases.items():  # refused before anything expands or parses
+        with pytest.raises(ConfigError, match=message):
+            load_config(path)
+
+
+def test_hostile_config_files_on_the_command_line(tmp_path, capsys):
+    from colearning.cli import main
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_bytes(b"\xff\xfe\x00garbage")
+    assert main(["train", "--config", str(bad), "--run-dir", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("colearn: error: config file") and err.count("\n") == 1
+    assert not (tmp_path / "r").exists()

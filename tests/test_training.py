@@ -460,3 +460,20 @@ def test_tensorboard_missing_is_a_one_line_error(tmp_path, tiny_config, monkeypa
     with pytest.raises(ConfigError, match=r"pip install 'colearning\[tensorboard\]'"):
         train(tiny_config, run_dir=tmp_path / "x")
     assert not (tmp_path / "x").exists()  # refused before anything was written
+
+
+def test_metrics_that_do_not_cover_the_checkpoint_stop_a_resume(tmp_path, tiny_config, capsys):
+    from colearning.cli import main
+
+    tiny_config["train"]["epochs"] = 2
+    path = tmp_path / "r"
+    train(tiny_config, run_dir=path)
+    (path / "metrics.jsonl").unlink()  # a user cleaning up, a sync tool, a bad copy
+    before = {p.name: p.read_bytes() for p in path.iterdir() if p.is_file()}
+    assert main(["train", "--resume", str(path), "train.epochs=4"]) == 4
+    err = capsys.readouterr().err
+    assert "holds 0 epoch(s) but the checkpoint is at epoch 2: the metrics of epochs 1-2 " \
+           "are gone" in err and err.count("\n") == 1
+    # nothing was changed: not the config (the extension is refused), not the checkpoint
+    after = {p.name: p.read_bytes() for p in path.iterdir() if p.is_file()}
+    assert after == before

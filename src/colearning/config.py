@@ -196,8 +196,8 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
         if not sep or not key:
             raise ConfigError(f"override {item!r} must look like key=value, e.g. loss.beta=-0.2")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else None
-        except yaml.YAMLError:
+            value = load_yaml(raw) if raw.strip() else None
+        except ConfigError:
             value = raw
         node = nested
         parts = key.strip().split(".")
@@ -220,17 +220,53 @@ def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+# A config, sweep or run file is a few KB; anything this large is some other file.
+MAX_YAML_BYTES = 4 * 2**20
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """YAML without aliases: ``*name`` could expand a few lines into gigabytes (a "billion
+    laughs" file), which every later copy or dump of the config would then expand."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise ConfigError(f"YAML aliases (*{event.anchor}) are not allowed in config files "
+                              f"(line {event.start_mark.line + 1}); write the values out")
+        return super().compose_node(parent, index)
+
+
+def load_yaml(text: str, source: str = "config") -> Any:
+    """A YAML document from ``text`` (no aliases); ConfigError naming ``source`` when it is
+    not valid YAML."""
+    try:
+        return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{source} is not valid YAML{where}") from None
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    """A YAML mapping from ``path`` with a one-line error for a missing or malformed file."""
+    """A YAML mapping from ``path`` with a one-line error for a missing, unreadable, binary,
+    oversized or malformed file."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:
-        values = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"config file {path} is not valid YAML{where}") from None
+        size = path.stat().st_size
+        if size > MAX_YAML_BYTES:
+            raise ConfigError(f"config file {path} is {size / 2**20:.1f} MB; a config is a few "
+                              "KB of YAML (is this the right file?)")
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not UTF-8 text (is this the right file?)"
+                          ) from None
+    except OSError as error:
+        raise ConfigError(f"cannot read config file {path}: {error.strerror}") from None
+    if "\0" in text:
+        raise ConfigError(f"config file {path} is binary, not YAML (is this the right file?)")
+    values = load_yaml(text, f"config file {path}") or {}
     if not isinstance(values, dict):
         raise ConfigError(f"config file {path} must hold a mapping of keys, got {type(values)}")
     return values

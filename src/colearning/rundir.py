@@ -20,6 +20,7 @@ on read and cut on resume.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import io
 import json
@@ -68,21 +69,63 @@ def _kill_requested(name: str) -> bool:
     return _write_counts[name] == int(spec.rpartition(":")[2])
 
 
+_OS_HINTS = {
+    errno.ENOSPC: "the disk is full: free some space and run the command again (a run "
+                  "resumes from its last checkpoint, which is intact)",
+    errno.EDQUOT: "the disk quota is used up: free some space and run the command again",
+    errno.EROFS: "the file system is read-only: pick a writable directory",
+    errno.EACCES: "permission denied: pick a directory you can write to",
+    errno.EPERM: "the file is protected (immutable or owned by another user): pick another "
+                 "directory or lift the protection",
+    errno.ENOTDIR: "a path component is a file, not a directory: pick another directory",
+    errno.EISDIR: "it is a directory, not a file: move it away or pick another directory",
+    errno.ENOENT: "a directory on the way does not exist (or cannot hold files)",
+}
+
+
+def os_error(path: str | Path, error: OSError, action: str = "write") -> RunDirError:
+    """A one-line RunDirError for an operating-system error on ``path``: what failed and
+    what to do."""
+    hint = _OS_HINTS.get(error.errno or 0, error.strerror or type(error).__name__)
+    return RunDirError(f"cannot {action} {path}: {hint}")
+
+
+@contextlib.contextmanager
+def os_errors(path: str | Path, action: str = "write") -> Iterator[None]:
+    """Turn an OSError inside the block into :func:`os_error`'s one-line RunDirError."""
+    try:
+        yield
+    except OSError as error:
+        raise os_error(getattr(error, "filename", None) or path, error, action) from None
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` atomically (temp file, fsync, rename, fsync dir)."""
+    """Replace ``path`` with ``data`` atomically (temp file, fsync, rename, fsync dir).
+
+    On any failure (a full disk, a read-only or protected file, an interrupt) the temporary
+    file is removed and ``path`` keeps its old contents; OS errors become a one-line
+    RunDirError naming the path and what to do."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as handle:
-        if _kill_requested(path.name):
-            # Fault injection for the crash tests: die by SIGKILL halfway through the write.
-            handle.write(data[: len(data) // 2])
+    try:
+        with open(tmp, "wb") as handle:
+            if _kill_requested(path.name):
+                # Fault injection for the crash tests: die by SIGKILL halfway through.
+                handle.write(data[: len(data) // 2])
+                handle.flush()
+                os.kill(os.getpid(), signal.SIGKILL)
+            handle.write(data)
             handle.flush()
-            os.kill(os.getpid(), signal.SIGKILL)
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException as error:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if isinstance(error, OSError):
+            raise os_error(path, error) from None
+        raise
+    with contextlib.suppress(OSError):  # the rename is done; a directory fsync is a nicety
+        _fsync_dir(path.parent)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -118,7 +161,7 @@ def _json_default(obj: Any) -> Any:
 def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:
     """Append one JSON line and fsync it (NaN/inf are written as null)."""
     line = json.dumps(_finite(record), default=_json_default) + "\n"
-    with open(path, "a") as handle:
+    with os_errors(path, "append to"), open(path, "a") as handle:
         handle.write(line)
         handle.flush()
         os.fsync(handle.fileno())
@@ -159,29 +202,34 @@ def truncate_jsonl(path: str | Path, keep: int) -> None:
 
 
 @contextlib.contextmanager
-def locked(run_dir: str | Path) -> Iterator[None]:
-    """Hold an exclusive lock on a run directory; a second process gets RunDirError.
+def locked(run_dir: str | Path, what: str = "run directory",
+           instead: str = "pick another --run-dir") -> Iterator[None]:
+    """Hold an exclusive lock on a run (or sweep) directory; a second process gets
+    RunDirError ("``what`` ... is in use ...; wait for it or ``instead``").
 
     The lock is an fcntl lock on ``.lock``: the kernel drops it when the process dies,
     even by SIGKILL, so a killed run never leaves a stale lock behind.
     """
     path = Path(run_dir) / LOCK
-    with open(path, "a+") as handle:
+    with os_errors(path, "lock"):
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise RunDirError(
-                f"run directory {run_dir} is in use by another process; wait for it or pick "
-                "another --run-dir"
-            ) from None
+            raise RunDirError(f"{what} {run_dir} is in use by another process; wait for it or "
+                              f"{instead}") from None
+        # The holder's pid, for a human wondering who holds it: a note, so a full disk
+        # does not fail here (the run's own writes will say so).
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         try:
-            handle.seek(0)
-            handle.truncate()
-            handle.write(f"{os.getpid()}\n")
-            handle.flush()
             yield
         finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
 
 
 def is_run_dir(path: str | Path) -> bool:

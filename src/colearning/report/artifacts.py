@@ -18,11 +18,10 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 
 from colearning import rundir
-from colearning.config import Config, config_from_dict
-from colearning.errors import ColearningError, RunDirError
+from colearning.config import Config, config_from_dict, read_yaml
+from colearning.errors import ColearningError, ConfigError, RunDirError
 from colearning.metrics.structure import weight_layers
 from colearning.models import build_model
 
@@ -98,11 +97,11 @@ def coupling_label(config: Config) -> str:
 def load_artifacts(path: str | Path) -> RunArtifacts:
     """Read a run directory; RunDirError when it is not one or a file is corrupt."""
     path = rundir.require_run_dir(path)
-    config_text = (path / rundir.CONFIG).read_text()
+    config_text = (path / rundir.CONFIG).read_text(errors="replace")
     try:
-        config = config_from_dict(yaml.safe_load(config_text))
-    except yaml.YAMLError:
-        raise RunDirError(f"{path / rundir.CONFIG} is not valid YAML") from None
+        config = config_from_dict(read_yaml(path / rundir.CONFIG))
+    except ConfigError as error:
+        raise RunDirError(f"{path / rundir.CONFIG}: {error}") from None
     run = RunArtifacts(
         path=path,
         config=config,

@@ -14,9 +14,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import yaml
-
 from colearning import rundir
+from colearning.config import read_yaml
 from colearning.errors import RunDirError
 from colearning.sweep.spec import SweepSpec, spec_from_dict
 
@@ -32,15 +31,18 @@ def cell_status(cell_dir: str | Path) -> str:
     ``started``: a run directory without a final summary (running now, or killed hard).
     """
     path = Path(cell_dir)
-    if (path / CELL_ERROR).exists():
-        return "failed"
+    status = None
     summary = path / rundir.SUMMARY
     if summary.exists():
         try:
-            return json.loads(summary.read_text()).get("status", "unknown")
-        except json.JSONDecodeError:
-            return "interrupted"
-    return "started" if rundir.is_run_dir(path) else "pending"
+            status = json.loads(summary.read_text()).get("status", "unknown")
+        except (json.JSONDecodeError, OSError):
+            status = "interrupted"
+    if status in DONE:  # a result on disk wins over an error file left by an older attempt
+        return status
+    if (path / CELL_ERROR).exists():
+        return "failed"
+    return status or ("started" if rundir.is_run_dir(path) else "pending")
 
 
 def load_sweep_spec(sweep_dir: str | Path) -> SweepSpec:
@@ -48,7 +50,7 @@ def load_sweep_spec(sweep_dir: str | Path) -> SweepSpec:
     path = Path(sweep_dir)
     if not (path / SPEC_FILE).is_file():
         raise RunDirError(f"{path} is not a sweep directory (it has no {SPEC_FILE})")
-    values = yaml.safe_load((path / SPEC_FILE).read_text()) or {}
+    values = read_yaml(path / SPEC_FILE)
     grid = dict(values.get("grid") or {})
     return spec_from_dict({"name": values.get("name"), "base": values.get("base"),
                            "grid": grid})

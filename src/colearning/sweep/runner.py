@@ -27,12 +27,13 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from colearning import rundir
-from colearning.config import config_from_dict
+from colearning.config import config_from_dict, read_yaml
 from colearning.errors import ConfigError, RunDirError
 from colearning.sweep.cell import CellOutcome, available_cores, run_pack
 from colearning.sweep.layout import CELLS, DONE, SPEC_FILE, cell_status
 from colearning.sweep.spec import Cell, SweepSpec, dump_spec
 from colearning.sweep.table import write_tables
+from colearning.training.launch import watch_parent
 from colearning.training.pack import plan_packs
 
 # --pack auto: members per pack, by device (None: do not pack). On a GPU one pack holds what
@@ -73,6 +74,9 @@ def _on_signal(signum: int, _frame: object) -> None:
 def _worker_init(threads: int, stop: Any) -> None:
     global _STOP
     _STOP = stop
+    # A sweep whose parent died (SIGKILL, a closed terminal) must not go on training and
+    # starting cells: the running cell checkpoints and the worker exits.
+    watch_parent()
     # Inside a cell's training loop its own handlers take over (checkpoint, then stop);
     # elsewhere a signal must stop the cell, or just the worker's next cells, and never
     # kill the worker (that breaks the whole pool).
@@ -111,9 +115,7 @@ def prepare(spec: SweepSpec, sweep_dir: str | Path) -> tuple[Path, list[Cell]]:
     spec_path = path / SPEC_FILE
     cells = spec.cells()
     if spec_path.exists():
-        import yaml
-
-        saved = yaml.safe_load(spec_path.read_text()) or {}
+        saved = read_yaml(spec_path)
         # resolved again, so a config section added since then takes its default
         if config_from_dict(saved.get("base") or {}).to_dict() != spec.base:
             raise RunDirError(
@@ -186,6 +188,16 @@ def run_sweep(spec: SweepSpec, sweep_dir: str | Path, *, backend: str = "local",
     if workers is not None and workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {workers}")
     path, cells = prepare(spec, sweep_dir)
+    with rundir.locked(path, "sweep directory", "let it finish (colearn sweep --resume DIR "
+                                                "continues a stopped one)"):
+        return _run_cells(spec, path, cells, backend, workers, address, cpus_per_cell,
+                          gpus_per_cell, pack, pack_members, progress, aggregate)
+
+
+def _run_cells(spec: SweepSpec, path: Path, cells: list[Cell], backend: str,
+               workers: int | None, address: str | None, cpus_per_cell: float,
+               gpus_per_cell: float, pack: str | int, pack_members: int | None,
+               progress: bool, aggregate: bool) -> SweepResult:
     status = {c.name: cell_status(path / CELLS / c.name) for c in cells}
     todo = [c for c in cells if status[c.name] not in DONE]
     groups = packs(todo, pack, pack_members, _device_kind(todo))

@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 
@@ -29,6 +30,23 @@ _PR_SET_PDEATHSIG = 1
 def _die_with_parent() -> None:  # runs in the child between fork and exec
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def watch_parent(grace: float = 60.0, every: float = 0.5) -> None:
+    """End this process when its parent dies: a daemon thread notices the new parent, sends
+    SIGTERM to this process (a training loop then checkpoints and stops) and exits it after
+    ``grace`` seconds if it is still alive. Works wherever prctl does not (any thread may
+    have started this process)."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(grace)
+        os._exit(128 + signal.SIGTERM)
+
+    threading.Thread(target=watch, name="colearning-parent-watch", daemon=True).start()
 
 
 def _free_port() -> int:

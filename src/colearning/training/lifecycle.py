@@ -97,7 +97,9 @@ def new_run_dir(config: Config, root: str | Path = "runs") -> Path:
 
 
 def check_new_run_dir(path: Path) -> None:
-    if path.exists() and any(path.iterdir()):
+    """A fresh run may go into ``path``: absent, empty, or holding only the lock file a
+    failed start left behind."""
+    if path.exists() and any(p.name != rundir.LOCK for p in path.iterdir()):
         if rundir.is_run_dir(path):
             raise RunDirError(
                 f"{path} already holds a run; resume it with --resume {path} or pick another "
@@ -137,12 +139,13 @@ def resume_state(path: Path, overrides: dict[str, Any] | None = None
     saved = read_yaml(path / rundir.CONFIG)
     config = config_from_dict(saved)
     display: dict[str, Any] = {}
+    extended: Config | None = None  # written once the run directory checked out
     if overrides:
         changed = config_from_dict(merge(saved, overrides))
         display = changed.to_dict()
         diff = config_diff(without_display(config.to_dict()), without_display(changed.to_dict()))
         if diff == ["train.epochs"] and changed.train.epochs > config.train.epochs:
-            config = _extension(path, config, changed)
+            extended = changed
         elif diff:
             details = config_diff(config.to_dict(), changed.to_dict(), show=True)
             raise RunDirError(
@@ -155,7 +158,7 @@ def resume_state(path: Path, overrides: dict[str, Any] | None = None
     if summary_path.exists():
         summary = read_json(summary_path)
         if summary.get("status") == "finished" and summary.get("epochs_completed", 0) >= \
-                config.train.epochs:
+                (extended or config).train.epochs:
             return (_with_display(config, display), None,
                     Run(path, config, rundir.read_jsonl(path / rundir.METRICS), summary))
     if (path / rundir.CHECKPOINT).exists():
@@ -169,6 +172,16 @@ def resume_state(path: Path, overrides: dict[str, Any] | None = None
                 f"the checkpoint in {path} was written with another config.yaml; restore "
                 "the original config.yaml or start a new run"
             )
+        covered = len(rundir.read_jsonl(path / rundir.METRICS))
+        if covered < checkpoint["epoch"]:
+            missing = (f"epoch {checkpoint['epoch']}" if covered + 1 == checkpoint["epoch"]
+                       else f"epochs {covered + 1}-{checkpoint['epoch']}")
+            raise RunDirError(
+                f"{path / rundir.METRICS} holds {covered} epoch(s) but the checkpoint is at "
+                f"epoch {checkpoint['epoch']}: the metrics of {missing} are gone, and a resumed "
+                "run would have a gap; restore metrics.jsonl or start a new run")
+    if extended is not None:
+        config = _extension(path, config, extended)
     return _with_display(config, display), checkpoint, None
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import errno
 import shutil
 import sys
 import tempfile
@@ -70,11 +71,20 @@ def train(config: Config | dict[str, Any], run_dir: str | Path | None = None) ->
     path = Path(shard.broadcast(str(run_dir if run_dir is not None else new_run_dir(config))))
 
     def prepare() -> None:
-        check_new_run_dir(path)
-        path.mkdir(parents=True, exist_ok=True)
+        with rundir.os_errors(path, "create the run directory"):
+            if path.exists() and not path.is_dir():
+                raise NotADirectoryError(errno.ENOTDIR, "not a directory", str(path))
+            check_new_run_dir(path)
+            path.mkdir(parents=True, exist_ok=True)
 
     def start() -> list[_Entry]:
-        write_new_run(path, config)
+        try:
+            write_new_run(path, config)
+        except BaseException:  # a full disk, an interrupt: leave the directory as it was
+            for name in (rundir.CONFIG, rundir.META):
+                with contextlib.suppress(OSError):
+                    (path / name).unlink()
+            raise
         return [_Entry(0, config, path)]
 
     with _run_directories([path], shard, start, prepare) as entries:
@@ -125,7 +135,7 @@ def train_pack(cells: Sequence[tuple[Config | dict[str, Any], str | Path]]) -> l
                 saved, checkpoint, finished = resume_state(path, config.to_dict())
                 entries.append(_Entry(position, saved, path, checkpoint, finished))
             else:
-                check_new_run_dir_contents(path)
+                check_new_run_dir(path)
                 write_new_run(path, config)
                 entries.append(_Entry(position, config, path))
         return entries
@@ -251,12 +261,6 @@ def engine_note(ensemble: Ensemble, device: torch.device) -> str:
 def _mkdir(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-def check_new_run_dir_contents(path: Path) -> None:
-    """A pack cell's fresh directory may hold only the lock file the pack just took."""
-    if any(p.name != rundir.LOCK for p in path.iterdir()):
-        check_new_run_dir(path)
 
 
 def _fit(specs: list[tuple[Config, Path, dict[str, Any] | None]],

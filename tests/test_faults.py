@@ -1,0 +1,105 @@
+"""Operating-system faults, made for real: a full disk (a small tmpfs), a read-only file
+system (the tmpfs remounted read-only), paths that are devices or pseudo files.
+
+Each checks the exit code, the one-line message, that no temporary file is left and that
+what was written before is intact. The tmpfs tests need mount rights (root in CI's
+container); elsewhere they skip.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from colearning import rundir
+from colearning.cli import main
+
+SMALL = ["--no-progress", "device=cpu", "data.name=digits", "model.name=small_cnn",
+         "model.options={width: 4}", "train.batch_size=256", "train.analysis_every=0"]
+
+
+def one_line_error(capsys: pytest.CaptureFixture, *fragments: str) -> str:
+    err = capsys.readouterr().err
+    assert err.startswith("colearn: error: ") and err.count("\n") == 1, err
+    assert "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in err, err
+    return err
+
+
+def no_temporary_files(path: Path) -> None:
+    assert not [p for p in path.rglob("*") if ".tmp" in p.name], list(path.rglob("*"))
+
+
+@pytest.mark.parametrize("where, message", [
+    ("/dev/null", "is a file, not a directory"),
+    ("/proc/colearning-test/run", "does not exist (or cannot hold files)"),
+])
+def test_run_dir_that_cannot_be_one(where, message, capsys):
+    assert main(["train", "--run-dir", where, "train.epochs=1", *SMALL]) == 4
+    one_line_error(capsys, "cannot create the run directory", message)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 2 MiB tmpfs, unmounted afterwards."""
+    mount = tmp_path / f"disk-{uuid.uuid4().hex[:6]}"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
+                          capture_output=True, check=False)
+    if made.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill(disk: Path, leave: int) -> Path:
+    """Fill the disk until about ``leave`` bytes are free."""
+    filler = disk / "filler"
+    stat = os.statvfs(disk)
+    free = stat.f_bavail * stat.f_frsize
+    with open(filler, "wb") as handle:
+        handle.write(b"\0" * max(0, free - leave))
+    return filler
+
+
+def test_full_disk_during_a_checkpoint_write(small_disk, capsys):
+    run = small_disk / "run"
+    assert main(["train", "--run-dir", str(run), "train.epochs=1", *SMALL]) == 0
+    capsys.readouterr()
+    before = {name: (run / name).read_bytes() for name in ("checkpoint.pt", "config.yaml")}
+    size = len(before["checkpoint.pt"])
+    fill(small_disk, leave=size // 2)  # room for the metrics line, not the checkpoint
+    assert main(["train", "--resume", str(run), "train.epochs=2", "--no-progress"]) == 4
+    one_line_error(capsys, "cannot write", "checkpoint.pt", "the disk is full")
+    no_temporary_files(run)
+    assert (run / "checkpoint.pt").read_bytes() == before["checkpoint.pt"]
+    assert rundir.load_checkpoint(run / "checkpoint.pt")["epoch"] == 1
+
+
+def test_full_disk_on_a_fresh_run_leaves_a_directory_the_retry_accepts(small_disk, capsys):
+    filler = fill(small_disk, leave=0)
+    run = small_disk / "run"
+    assert main(["train", "--run-dir", str(run), "train.epochs=1", *SMALL]) == 4
+    one_line_error(capsys, "the disk is full")
+    no_temporary_files(small_disk)
+    filler.unlink()
+    assert main(["train", "--run-dir", str(run), "train.epochs=1", *SMALL]) == 0
+
+
+def test_read_only_file_system(small_disk, capsys):
+    run = small_disk / "run"
+    assert main(["train", "--run-dir", str(run), "train.epochs=1", *SMALL]) == 0
+    capsys.readouterr()
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    assert main(["train", "--resume", str(run), "train.epochs=2", "--no-progress"]) == 4
+    one_line_error(capsys, "cannot lock", "the file system is read-only")
+    assert main(["train", "--run-dir", str(small_disk / "new"), "train.epochs=1", *SMALL]) == 4
+    one_line_error(capsys, "read-only")
