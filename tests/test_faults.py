@@ -103,3 +103,42 @@ def test_read_only_file_system(small_disk, capsys):
     one_line_error(capsys, "cannot lock", "the file system is read-only")
     assert main(["train", "--run-dir", str(small_disk / "new"), "train.epochs=1", *SMALL]) == 4
     one_line_error(capsys, "read-only")
+
+
+def _run_until_first_epoch(tmp_path: Path) -> tuple[subprocess.Popen, Path]:
+    import sys
+    import time
+
+    run = tmp_path / "run"
+    job = subprocess.Popen([sys.executable, "-m", "colearning", "train", "--run-dir", str(run),
+                            "train.epochs=200", *SMALL], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not rundir.read_jsonl(run / "metrics.jsonl") and time.monotonic() < deadline:
+        assert job.poll() is None, job.communicate()
+        time.sleep(0.02)
+    return job, run
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("burst, code", [(("SIGINT",) * 10, 130), (("SIGHUP",), 129)])
+def test_signals_stop_cleanly(tmp_path, burst, code):
+    """Ten SIGINTs within 100 ms, or a closed terminal (SIGHUP): one line, a summary with
+    status interrupted, predictions, a checkpoint, no temporary files."""
+    import json
+    import signal
+    import time
+
+    job, run = _run_until_first_epoch(tmp_path)
+    for name in burst:
+        job.send_signal(getattr(signal, name))
+        time.sleep(0.01)
+    _, err = job.communicate(timeout=120)
+    assert job.returncode == code, err
+    assert err.strip().splitlines()[-1] == (f"colearn: stopped by {burst[0]}: checkpoint "
+                                            f"written; continue with: colearn train --resume "
+                                            f"{run}")
+    assert "Traceback" not in err
+    assert json.loads((run / "summary.json").read_text())["status"] == "interrupted"
+    assert (run / "predictions.npz").exists() and (run / "checkpoint.pt").exists()
+    no_temporary_files(run)

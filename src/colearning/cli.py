@@ -11,8 +11,8 @@ from colearning import __version__
 from colearning.errors import ColearningError, ConfigError
 
 EPILOG = "Exit codes: 0 ok, 2 bad config/arguments, 3 bad data, 4 run-directory problem, " \
-         "5 diverged, 6 another process of a distributed run failed, 130/143 interrupted " \
-         "(SIGINT/SIGTERM), 1 crash."
+         "5 diverged, 6 another process of a distributed run failed, 130/143/129 interrupted " \
+         "(SIGINT/SIGTERM/SIGHUP), 1 crash."
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -465,6 +465,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"colearn: error{_rank_label()}: {error}", file=sys.stderr)
             return error.exit_code
         except Interrupted as stop:
+            if argv is None:  # the process's entry point: it is ending, and more signals
+                # of a burst must not turn the interpreter's exit into a traceback
+                for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                    signal.signal(signum, signal.SIG_IGN)
             if not _rank_label():  # the ranks of a distributed run stop together: one line
                 print(f"colearn: stopped by {stop}: checkpoint written; continue with: "
                       f"{args.continue_with or _resume_command(stop)}", file=sys.stderr)

@@ -272,3 +272,20 @@ def test_report_says_when_the_mds_could_not_be_joint(report: Path):
     text = report.read_text()  # the tiny run saved epoch 2's predictions only
     assert "saved the predictions of fewer than two epochs (train.save_probs_every)" in text
     assert "Jensen-Shannon (JS) divergence" in text
+
+
+def test_a_member_of_nan_probabilities_is_a_warning_box(run_copy: Path):
+    import numpy as np
+
+    with np.load(run_copy / "predictions.npz") as saved:
+        arrays = dict(saved)
+    arrays["log_probs"][1] = np.nan  # the whole of member 1
+    arrays["log_probs"][2, :5] = np.inf  # five samples of member 2
+    rundir.atomic_savez(run_copy / "predictions.npz", **arrays)
+    run = load_artifacts(run_copy)
+    lines = collapse_warnings(run)
+    assert any(line.startswith("member 1 has no finite probability") for line in lines)
+    assert any("member 2 has non-finite probabilities on 5 of" in line for line in lines)
+    page = build_report(run_copy, run_copy / "out").read_text()
+    warning = re.search(r'<div class="warning">(.*?)</div>', page).group(1)
+    assert "member 1 has no finite probability" in warning

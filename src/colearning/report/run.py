@@ -60,7 +60,8 @@ def _unavailable(title: str, why: str) -> Section:
 
 # ------------------------------------------------------------------ status
 def collapse_warnings(run: RunArtifacts) -> list[str]:
-    """One line per member that collapsed at the last epoch or has a dead ReLU layer."""
+    """One line per member that collapsed at the last epoch, has non-finite predictions or
+    a dead ReLU layer."""
     lines = []
     final = run.final
     collapsed = final.get("test/member_collapsed") or []
@@ -70,6 +71,16 @@ def collapse_warnings(run: RunArtifacts) -> list[str]:
                           if (r.get("test/member_collapsed") or [False] * (i + 1))[i]), None)
             lines.append(f"member {i} collapsed (output ignores the input) since epoch "
                          f"{since}.")
+    if run.log_probs is not None:
+        for i, member in enumerate(run.log_probs):
+            bad = ~np.isfinite(member).all(-1)  # a sample whose probabilities are not numbers
+            if bad.all():
+                lines.append(f"member {i} has no finite probability in predictions.npz (all "
+                             "NaN/inf): it diverged; its accuracy and every ensemble number "
+                             "that includes it are meaningless.")
+            elif bad.any():
+                lines.append(f"member {i} has non-finite probabilities on {int(bad.sum())} of "
+                             f"{bad.size} test samples in predictions.npz.")
     if run.analysis:
         last = run.analysis[-1]
         for i, member in enumerate(last["members"]):

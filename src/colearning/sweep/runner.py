@@ -34,6 +34,7 @@ from colearning.sweep.layout import CELLS, DONE, SPEC_FILE, cell_status
 from colearning.sweep.spec import Cell, SweepSpec, dump_spec
 from colearning.sweep.table import write_tables
 from colearning.training.launch import watch_parent
+from colearning.training.lifecycle import STOP_SIGNALS
 from colearning.training.pack import plan_packs
 
 # --pack auto: members per pack, by device (None: do not pack). On a GPU one pack holds what
@@ -80,7 +81,7 @@ def _worker_init(threads: int, stop: Any) -> None:
     # Inside a cell's training loop its own handlers take over (checkpoint, then stop);
     # elsewhere a signal must stop the cell, or just the worker's next cells, and never
     # kill the worker (that breaks the whole pool).
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in STOP_SIGNALS:
         signal.signal(signum, _on_signal)
     import torch
 

@@ -91,6 +91,6 @@ def launch(command: Sequence[str], nproc: int) -> tuple[int, str | None]:
         name = signal.Signals(-code).name
         return 6, (f"process rank {r} of {nproc} was killed by {name}; the job stopped (the "
                    "run directory keeps its last checkpoint)")
-    if code in (130, 143):
+    if code in (129, 130, 143):
         return code, None  # stopped by a signal: the ranks said where to continue
     return code, None if code < 6 else f"process rank {r} of {nproc} failed (exit {code})"

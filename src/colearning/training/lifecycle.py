@@ -55,8 +55,12 @@ class Run:
         return self.summary.get("status", "unknown")
 
 
+# Signals that stop a run cleanly (checkpoint, summary, exit 128 + signal).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 class Interrupted(Exception):
-    """SIGINT/SIGTERM arrived; the run was checkpointed mid-epoch and stopped cleanly.
+    """SIGINT/SIGTERM/SIGHUP arrived; the run was checkpointed mid-epoch and stopped cleanly.
 
     ``paths``: the run directories that stopped (each resumes with
     ``colearn train --resume PATH``)."""
@@ -375,14 +379,15 @@ def restore_rng(states: dict[str, Any]) -> None:
 
 @contextlib.contextmanager
 def stop_signals() -> Iterator[dict[str, Any]]:
-    """SIGINT/SIGTERM set ``stop["signal"]``; the loop finishes its step, checkpoints and
+    """SIGINT, SIGTERM and SIGHUP (a closed terminal) set ``stop["signal"]`` (the first
+    one; a burst of them changes nothing); the loop finishes its step, checkpoints and
     stops. The previous handlers are back afterwards."""
     stop: dict[str, Any] = {"signal": None}
     previous: dict[int, Any] = {}
     if threading.current_thread() is threading.main_thread():
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in STOP_SIGNALS:
             def handler(received: int, _frame: object) -> None:
-                stop["signal"] = received
+                stop["signal"] = stop["signal"] or received
 
             previous[signum] = signal.signal(signum, handler)
     try:

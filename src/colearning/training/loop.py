@@ -478,13 +478,14 @@ def fit(cells: list[Cell], pool: Pool, device: torch.device,
             epoch_bar.close()
             for log in logs:
                 log.close()
-
-    runs = []
-    for k, cell in enumerate(cells):
-        if cell.log_probs is None and cell.status == "finished":  # killed after the last
-            cell.log_probs = pack.predict(pack.test_index)[pack.eval_rows(k)]
-        runs.append(finish(cell.path, cell.config, cell.records, cell.status, cell.detail,
-                           wall(k), cell.log_probs, labels[k], cell.data.test_indices))
+        # Still under the stop handlers: more signals (a burst of Ctrl-C) cannot cut the
+        # summaries and predictions short.
+        runs = []
+        for k, cell in enumerate(cells):
+            if cell.log_probs is None and cell.status == "finished":  # killed after the last
+                cell.log_probs = pack.predict(pack.test_index)[pack.eval_rows(k)]
+            runs.append(finish(cell.path, cell.config, cell.records, cell.status, cell.detail,
+                               wall(k), cell.log_probs, labels[k], cell.data.test_indices))
     if interrupted is not None:
         raise Interrupted(interrupted.signum, tuple(cell.path for cell in cells))
     return runs
