@@ -142,3 +142,18 @@ def test_signals_stop_cleanly(tmp_path, burst, code):
     assert json.loads((run / "summary.json").read_text())["status"] == "interrupted"
     assert (run / "predictions.npz").exists() and (run / "checkpoint.pt").exists()
     no_temporary_files(run)
+
+
+def test_report_on_a_run_it_cannot_write_into(small_disk, capsys, tmp_path):
+    run = small_disk / "run"
+    assert main(["train", "--run-dir", str(run), "train.epochs=1", *SMALL]) == 0
+    capsys.readouterr()
+    assert main(["report", str(run), "--out", str(tmp_path / "first")]) == 0
+    figures = {p.name: p.read_bytes() for p in (tmp_path / "first").glob("*.png")}
+    assert figures and all(figures.values())
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    assert main(["report", str(run)]) == 4
+    one_line_error(capsys, f"cannot write the report into {run / 'report'}", "read-only",
+                   "write the report elsewhere with --out DIR")
+    assert main(["report", str(run), "--out", str(tmp_path / "elsewhere")]) == 0
+    assert (tmp_path / "elsewhere" / "report.html").exists()

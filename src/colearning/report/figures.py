@@ -9,6 +9,8 @@ the ensemble is black; accuracies are in %, KL/JS in nats.
 
 from __future__ import annotations
 
+import io
+import os
 import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -22,6 +24,9 @@ from matplotlib.colors import ListedColormap, Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, MaxNLocator
+
+from colearning import rundir
+from colearning.errors import RunDirError
 
 DPI = 110
 ENSEMBLE = "black"
@@ -44,10 +49,36 @@ def _figure(ncols: int = 1, nrows: int = 1, width: float = 6.4,
     return fig, list(axes.ravel())
 
 
-def _save(fig: Figure, path: str | Path) -> Path:
+def save_figure(fig: Figure, path: str | Path) -> Path:
+    """Write ``fig`` as a PNG atomically: an interrupted or failed write never leaves a
+    0-byte or half figure in place of a good one."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=DPI, format="png")
+    with rundir.os_errors(path.parent, "create the report folder"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    rundir.atomic_write_bytes(path, buffer.getvalue())
+    return path
+
+
+def report_folder(out: Path, chosen: bool) -> Path:
+    """``out`` created, or a one-line error saying it cannot be written (and, when it is
+    the default folder inside a run or sweep, to pick one with --out)."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        message = str(rundir.os_error(out, error, "write the report into"))
+        if not chosen:
+            message += "; write the report elsewhere with --out DIR"
+        raise RunDirError(message) from None
+    return out
+
+
+def _save(fig: Figure, path: str | Path) -> Path:
+    path = save_figure(fig, path)
     fig.clear()
     return path
 

@@ -20,6 +20,7 @@ from colearning.combiners import combine
 from colearning.errors import ConfigError
 from colearning.report import figures, tables
 from colearning.report.artifacts import RunArtifacts, load_artifacts, read_predictions
+from colearning.report.figures import report_folder
 from colearning.report.html import Section, Table, render_page, write_page
 
 MAX_MDS_EPOCHS = 30  # MDS per epoch costs ~0.05 s; longer runs are subsampled evenly
@@ -30,8 +31,7 @@ COMBINERS = ("mean", "geometric", "vote")
 def build_run_report(path: str | Path, out: str | Path | None = None) -> Path:
     """Write the PNG figures and report.html of the run in ``path``; returns report.html."""
     run = load_artifacts(path)
-    out = Path(out) if out is not None else run.path / "report"
-    out.mkdir(parents=True, exist_ok=True)
+    out = report_folder(Path(out) if out is not None else run.path / "report", out is not None)
     sections = [
         status_section(run),
         _section_performance(run, out),

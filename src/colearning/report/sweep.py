@@ -27,13 +27,12 @@ from matplotlib.colors import TwoSlopeNorm
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, NullFormatter, ScalarFormatter
 
-from colearning.report.figures import suptitle
+from colearning.report.figures import report_folder, save_figure, suptitle
 from colearning.report.html import Section, Table, render_page, write_page
 from colearning.sweep import analysis
 from colearning.sweep.layout import load_sweep_spec
 from colearning.sweep.table import cell_rows, epoch_rows, facet_keys, summarize, write_tables
 
-DPI = 110
 COMBINER_TITLES = {"mean": "mean of probabilities (Eq. 4)", "geometric": "geometric mean",
                    "vote": "majority vote"}
 MEMBERS = "test/member_accuracy_mean"
@@ -49,9 +48,7 @@ def _figure(ncols: int = 1, nrows: int = 1, width: float = 5.6,
 
 
 def _save(fig: Figure, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI)
-    return path
+    return save_figure(fig, path)
 
 
 def facet_label(facets: Sequence[str], values: Sequence[Any]) -> str:
@@ -488,9 +485,8 @@ def build_sweep_report(path: str | Path, out: str | Path | None = None, *,
     ``allow_incomplete``: let a coupling whose cells did not all finish be the optimal one.
     """
     path = Path(path)
-    out = Path(out) if out is not None else path / "report"
-    out.mkdir(parents=True, exist_ok=True)
     spec = load_sweep_spec(path)
+    out = report_folder(Path(out) if out is not None else path / "report", out is not None)
     write_tables(path)
     rows = cell_rows(path)
     facets = facet_keys(rows)
