@@ -157,3 +157,9 @@ def test_report_on_a_run_it_cannot_write_into(small_disk, capsys, tmp_path):
                    "write the report elsewhere with --out DIR")
     assert main(["report", str(run), "--out", str(tmp_path / "elsewhere")]) == 0
     assert (tmp_path / "elsewhere" / "report.html").exists()
+
+
+def test_data_paths_that_are_not_data(tmp_path, capsys):
+    assert main(["train", "--run-dir", str(tmp_path / "r"), "data.name=imagefolder",
+                 "data.path=/dev/zero", *SMALL[:1], "train.epochs=1"]) == 3
+    one_line_error(capsys, "/dev/zero is not an image folder or a .tar/.tar.gz archive")

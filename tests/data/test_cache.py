@@ -110,3 +110,19 @@ def test_unwritable_cache_only_warns(make_imagefolder, tmp_path):
 def test_digits_are_not_cached(tmp_path):
     load_dataset("digits", cache_dir=str(tmp_path / "c"))
     assert not (tmp_path / "c").exists()
+
+
+def test_a_cache_entry_that_is_a_directory_is_a_one_line_data_error(tmp_path, make_imagefolder,
+                                                                   capsys):
+    from colearning.cli import main
+    from colearning.data.cache import cache_path
+
+    tree = make_imagefolder("dir").path
+    cache = tmp_path / "cache"
+    cache_path("imagefolder", tree, cache).mkdir(parents=True)
+    assert main(["train", "--run-dir", str(tmp_path / "r"), "data.name=imagefolder",
+                 f"data.path={tree}", f"data.cache_dir={cache}", "model.name=mlp",
+                 "train.epochs=1", "--no-progress", "device=cpu"]) == 3
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "is a directory or special file, not a cache file: move it away" in err

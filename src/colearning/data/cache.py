@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from colearning.data.raw import RawDataset
+from colearning.errors import DataError
 
 FORMAT_VERSION = 1
 _ARRAYS = ("train_x", "train_y", "test_x", "test_y")
@@ -73,6 +74,10 @@ def cached(
     """
     key = source_key(name, source)
     path = cache_path(name, source, cache_dir)
+    if path.exists() and not path.is_file():
+        raise DataError(f"the decoded-data cache entry {path} is a directory or special file, "
+                        "not a cache file: move it away (or set data.cache_dir to another "
+                        "folder)")
     if path.exists():
         try:
             return _read(path, key)

@@ -32,6 +32,9 @@ def read_imagefolder(source: Path, *, progress: bool = True) -> RawDataset:
         files = iter_tar_files(
             source, want=lambda name: _place(name) is not None, progress=progress
         )
+    elif source.exists():
+        raise DataError(f"{source} is not an image folder or a .tar/.tar.gz archive (it is a "
+                        "device or another special file); pass a directory or an archive")
     else:
         raise DataError(f"image folder {source} does not exist; pass an existing directory or tar")
     return _assemble(source, _decode_all(source, files))
