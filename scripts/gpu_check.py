@@ -161,8 +161,8 @@ def main() -> int:
     else:
         common = dict(steps=10, warmup=3, min_time=0.5, time_limit=10.0)
         bench_runs = {
-            "fp32": dict(models="lenet5,vgg9", members="1,2,7,10,50",
-                         skip="lenet5:7,vgg9:10,vgg9:50", **common),
+            "fp32": dict(models="lenet5,vgg9,resnet20", members="1,2,7,10,50",
+                         skip="lenet5:7,vgg9:10,vgg9:50,resnet20:7", **common),
             "bf16": dict(models="lenet5,vgg9", members="1,2,7,10,50",
                          skip="lenet5:7,vgg9:10,vgg9:50", bf16=True, **common),
             "compile": dict(models="lenet5,vgg9", members="1,2,7,10,50",

@@ -61,9 +61,9 @@ def _alive(pid: int) -> bool:
 
 @pytest.mark.slow
 def test_workers_die_with_a_killed_sweep_and_the_sweep_resumes(tmp_path):
-    slow = dict(TINY_BASE, train=dict(TINY_BASE["train"], epochs=30))
+    slow = dict(TINY_BASE, train=dict(TINY_BASE["train"], epochs=15))
     spec = write_sweep(tmp_path / "s.yaml", {"name": "slow", "base": slow,
-                                             "grid": {"beta": [-0.1, 0.0, 0.1]}, "seeds": 2})
+                                             "grid": {"beta": [-0.1, 0.0]}, "seeds": 2})
     out = tmp_path / "out"
     parent = subprocess.Popen([sys.executable, "-m", "colearning", "sweep", "--config",
                                str(spec), "--out", str(out), "-j", "2", "--pack", "off",
@@ -78,11 +78,11 @@ def test_workers_die_with_a_killed_sweep_and_the_sweep_resumes(tmp_path):
     assert workers
     parent.kill()
     parent.wait()
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 90  # watch_parent's grace is 30 s
     while time.monotonic() < deadline and any(_alive(pid) for pid in workers):
         time.sleep(0.2)
     assert not any(_alive(pid) for pid in workers)
     assert main(["sweep", "--resume", str(out), "--no-progress"]) == 0
     rows = cell_rows(out)
-    assert len(rows) == 6 and all(r["status"] == "finished" for r in rows)
-    assert all(r["epochs_completed"] == 30 for r in rows)
+    assert len(rows) == 4 and all(r["status"] == "finished" for r in rows)
+    assert all(r["epochs_completed"] == 15 for r in rows)

@@ -77,7 +77,7 @@ def _worker_init(threads: int, stop: Any) -> None:
     _STOP = stop
     # A sweep whose parent died (SIGKILL, a closed terminal) must not go on training and
     # starting cells: the running cell checkpoints and the worker exits.
-    watch_parent()
+    watch_parent(busy=lambda: _IN_CELL)
     # Inside a cell's training loop its own handlers take over (checkpoint, then stop);
     # elsewhere a signal must stop the cell, or just the worker's next cells, and never
     # kill the worker (that breaks the whole pool).

@@ -20,7 +20,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 # Seconds the surviving ranks get to stop on their own once one has failed.
 GRACE = 10.0
@@ -32,18 +32,23 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def watch_parent(grace: float = 60.0, every: float = 0.5) -> None:
-    """End this process when its parent dies: a daemon thread notices the new parent, sends
-    SIGTERM to this process (a training loop then checkpoints and stops) and exits it after
-    ``grace`` seconds if it is still alive. Works wherever prctl does not (any thread may
-    have started this process)."""
+def watch_parent(grace: float = 120.0, every: float = 0.5,
+                 busy: Callable[[], bool] | None = None) -> None:
+    """End this process when its parent dies: a daemon thread notices the new parent and
+    sends this process SIGTERM, again every second (a training loop checkpoints and stops;
+    a cell that starts after it is stopped as well), and exits it as soon as ``busy()``
+    says no work is running, or after ``grace`` seconds. Works however this process was
+    started (prctl's parent-death signal follows the thread that forked it, which a
+    process pool does not promise)."""
     parent = os.getppid()
 
     def watch() -> None:
         while os.getppid() == parent:
             time.sleep(every)
-        os.kill(os.getpid(), signal.SIGTERM)
-        time.sleep(grace)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and (busy is None or busy()):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1.0)
         os._exit(128 + signal.SIGTERM)
 
     threading.Thread(target=watch, name="colearning-parent-watch", daemon=True).start()

@@ -47,6 +47,7 @@ from colearning.training.lifecycle import (
 from colearning.training.loop import Cell, fit
 from colearning.training.pack import check_packable
 from colearning.training.plan import plain_plan
+from colearning.training.resources import check_fits
 from colearning.training.setup import build_members, resolve_device
 from colearning.training.shard import Shard, ShardedEnsemble, current_shard
 
@@ -88,7 +89,17 @@ def train(config: Config | dict[str, Any], run_dir: str | Path | None = None) ->
         return [_Entry(0, config, path)]
 
     with _run_directories([path], shard, start, prepare) as entries:
-        return _fit([entries[0].spec()], shard)[0]
+        try:
+            return _fit([entries[0].spec()], shard)[0]
+        except ColearningError:
+            # Refused before its first epoch (no room, bad data): the directory goes back to
+            # how it was, so the same --run-dir works on the retry.
+            if shard.writer and not (path / rundir.METRICS).exists() \
+                    and not (path / rundir.CHECKPOINT).exists():
+                for name in (rundir.CONFIG, rundir.META):
+                    with contextlib.suppress(OSError):
+                        (path / name).unlink()
+            raise
 
 
 def resume(run_dir: str | Path, overrides: dict[str, Any] | None = None) -> Run:
@@ -283,6 +294,8 @@ def _fit(specs: list[tuple[Config, Path, dict[str, Any] | None]],
         _say(first, f"reading {first.data.name}" + (f" from {first.data.path}"
                                                     if first.data.path else ""))
         raw = load_raw(first)
+        here = shard.local.stop - shard.local.start if shard.distributed else total
+        check_fits(first, raw, here, device, coupled=max(c.ensemble.n_members for c, _, _ in specs))
         pool = make_pool(raw, device)
         seconds = time.perf_counter() - started
         _say(first, f"data ready ({len(pool.labels):,} images, {seconds:.1f} s); building "

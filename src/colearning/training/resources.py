@@ -1,0 +1,112 @@
+"""Will it fit? The memory a run needs, estimated before anything is allocated.
+
+    needed = estimate(config, raw, n_members=10)     # bytes, by part
+    check_fits(config, raw, n_members, device)       # ConfigError when it cannot fit
+
+Parts: the members' weights, gradients and momentum (4 copies of the parameters, counting
+the per-member modules the stacked ensemble is built from), the activations one training
+step keeps for its backward pass (every node of a traced member, at the batch size, twice:
+the values and their gradients; members torch.fx cannot trace count their weights only)
+and the dataset's uint8 images on the device. It is an estimate, deliberately on the low
+side: a run refused by it could not have run, and one it lets through may still fail late.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.fx as fx
+
+from colearning.config import Config
+from colearning.data import RawDataset
+from colearning.errors import ConfigError
+from colearning.models import build_model
+
+GIB = 2**30
+FLOAT_BYTES = 4
+
+
+def _member(config: Config, raw: RawDataset) -> torch.nn.Module:
+    with torch.device("meta"):
+        return build_model(config.model.name, num_classes=raw.num_classes,
+                           in_channels=raw.in_channels, image_size=raw.image_size,
+                           **config.model.options)
+
+
+def _activation_values(member: torch.nn.Module, raw: RawDataset) -> int:
+    """Values per image that one member's forward keeps (0 when fx cannot trace it)."""
+    try:
+        graph = fx.symbolic_trace(member)
+    except Exception:  # noqa: BLE001 - untraceable: counted by its weights only
+        return 0
+    total = 0
+
+    class Sizes(fx.Interpreter):
+        def run_node(self, node: fx.Node) -> Any:
+            nonlocal total
+            out = super().run_node(node)
+            if isinstance(out, torch.Tensor) and out.dim() > 0 and node.op != "placeholder":
+                total += out[0].numel()
+            return out
+
+    shape = (2, raw.in_channels, raw.image_size, raw.image_size)
+    try:
+        with torch.no_grad():
+            Sizes(graph).run(torch.empty(shape, device="meta"))
+    except Exception:  # noqa: BLE001 - a shape the meta run cannot follow: weights only
+        return 0
+    return total
+
+
+def estimate(config: Config, raw: RawDataset, n_members: int,
+             coupled: int | None = None) -> dict[str, int]:
+    """Bytes a run of ``n_members`` members needs on its device, by part; ``coupled``: the
+    largest ensemble's N, whose [N, N] coupling matrices (a few copies) count too."""
+    coupled = n_members if coupled is None else coupled
+    member = _member(config, raw)
+    parameters = sum(p.numel() for p in member.parameters())
+    batch = config.train.batch_size
+    images = raw.train_x.nbytes + raw.test_x.nbytes
+    return {
+        "weights": 4 * parameters * FLOAT_BYTES * n_members,
+        "activations": 2 * _activation_values(member, raw) * batch * FLOAT_BYTES * n_members,
+        "images": images,
+        "couplings": 3 * coupled * coupled * FLOAT_BYTES,
+    }
+
+
+def available(device: torch.device) -> int | None:
+    """Bytes free on ``device`` (None when unknown)."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    if device.type != "cpu":
+        return None
+    try:
+        with open("/proc/meminfo") as info:
+            for line in info:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def check_fits(config: Config, raw: RawDataset, n_members: int, device: torch.device,
+               coupled: int | None = None) -> None:
+    """ConfigError (one line, before allocating) when the run cannot fit on ``device``."""
+    free = available(device)
+    if free is None:
+        return
+    parts = estimate(config, raw, n_members, coupled)
+    needed = sum(parts.values())
+    if needed <= free:
+        return
+    raise ConfigError(
+        f"this run needs about {needed / GIB:.1f} GiB on {device} ({n_members} members: "
+        f"{parts['weights'] / GIB:.1f} GiB of weights, gradients and momentum, "
+        f"{parts['activations'] / GIB:.1f} GiB of activations at batch {config.train.batch_size}"
+        f", {parts['couplings'] / GIB:.1f} GiB of couplings, {parts['images'] / GIB:.1f} GiB of "
+        f"images) but {free / GIB:.1f} GiB are free; "
+        "lower ensemble.n_members or train.batch_size, or split the members over processes "
+        "(colearn train --nproc K)")
