@@ -6,6 +6,7 @@ import argparse
 import signal
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from colearning import __version__
 from colearning.errors import ColearningError, ConfigError
@@ -435,6 +436,30 @@ COMMANDS = {"train": cmd_train, "sweep": cmd_sweep, "report": cmd_report, "expan
             "expand-table": cmd_expand_table, "compare": cmd_compare, "bench": cmd_bench}
 
 
+def _stopped(stop: Any, args: argparse.Namespace, entry: bool) -> int:
+    """The one line of a run stopped by a signal (rank 0 only); its exit code."""
+    if entry:  # the process's entry point: it is ending, and more signals of a burst must
+        # not turn the interpreter's exit into a traceback
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_IGN)
+    if not _rank_label():  # the ranks of a distributed run stop together: one line
+        print(f"colearn: stopped by {stop}: checkpoint written; continue with: "
+              f"{args.continue_with or _resume_command(stop)}", file=sys.stderr)
+    return 128 + stop.signum
+
+
+def _stopped_run(error: BaseException) -> Any:
+    """The Interrupted a KeyboardInterrupt arrived on top of (while it unwound), if any."""
+    from colearning.training import Interrupted
+
+    seen = error.__context__
+    while seen is not None:
+        if isinstance(seen, Interrupted):
+            return seen
+        seen = seen.__context__
+    return None
+
+
 def _rank_label() -> str:
     """" (rank R)" in a process of a distributed run other than rank 0, else ""."""
     import os
@@ -465,15 +490,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"colearn: error{_rank_label()}: {error}", file=sys.stderr)
             return error.exit_code
         except Interrupted as stop:
-            if argv is None:  # the process's entry point: it is ending, and more signals
-                # of a burst must not turn the interpreter's exit into a traceback
-                for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-                    signal.signal(signum, signal.SIG_IGN)
-            if not _rank_label():  # the ranks of a distributed run stop together: one line
-                print(f"colearn: stopped by {stop}: checkpoint written; continue with: "
-                      f"{args.continue_with or _resume_command(stop)}", file=sys.stderr)
-            return 128 + stop.signum
-    except KeyboardInterrupt:  # Ctrl-C outside a training loop: start-up, data loading
+            return _stopped(stop, args, entry=argv is None)
+    except KeyboardInterrupt as interrupt:  # Ctrl-C outside a training loop
+        stopped = _stopped_run(interrupt)
+        if stopped is not None:  # a later Ctrl-C of a burst, while a stopped run unwound
+            return _stopped(stopped, args, entry=argv is None)
         where = (f"; continue with: {args.continue_with}" if args.continue_with
                  else "; nothing was written")
         print(f"colearn: interrupted (SIGINT) before training started{where}", file=sys.stderr)

@@ -32,17 +32,22 @@ def test_summary_mean_std_count_over_finished_seeds():
 def test_best_epoch_is_chosen_on_validation_when_there_is_one():
     from colearning.sweep.table import best_epoch
 
-    records = [{"epoch": 1, "test/ensemble_accuracy_mean": 0.5},
-               {"epoch": 2, "test/ensemble_accuracy_mean": 0.7},
-               {"epoch": 3, "test/ensemble_accuracy_mean": 0.6}]
+    records = [{"epoch": 1, "test/ensemble_accuracy_mean": 0.5, "test/js_mean": 0.1,
+                "test/member_accuracy": [0.4, 0.5]},
+               {"epoch": 2, "test/ensemble_accuracy_mean": 0.7, "test/js_mean": 0.2,
+                "test/member_accuracy": [0.6, 0.5]},
+               {"epoch": 3, "test/ensemble_accuracy_mean": 0.6, "test/js_mean": 0.3,
+                "test/member_accuracy": [0.5, 0.6]}]
     assert best_epoch(records) == {"best/epoch": 2, "best/ensemble_accuracy_mean": 0.7,
                                    "best/val_ensemble_accuracy_mean": None,
+                                   "best/member_accuracy_mean": 0.55, "best/js_mean": 0.2,
                                    "best/selected_on": "test"}
     for record, val in zip(records, [0.55, 0.52, 0.58], strict=True):
         record["val/ensemble_accuracy_mean"] = val
     # validation picks epoch 3; the test accuracy reported is epoch 3's, not the best test
     assert best_epoch(records) == {"best/epoch": 3, "best/ensemble_accuracy_mean": 0.6,
                                    "best/val_ensemble_accuracy_mean": 0.58,
+                                   "best/member_accuracy_mean": 0.55, "best/js_mean": 0.3,
                                    "best/selected_on": "val"}
 
 
