@@ -163,3 +163,36 @@ def test_data_paths_that_are_not_data(tmp_path, capsys):
     assert main(["train", "--run-dir", str(tmp_path / "r"), "data.name=imagefolder",
                  "data.path=/dev/zero", *SMALL[:1], "train.epochs=1"]) == 3
     one_line_error(capsys, "/dev/zero is not an image folder or a .tar/.tar.gz archive")
+
+
+def _immutable(path: Path) -> bool:
+    return subprocess.run(["chattr", "+i", str(path)], capture_output=True,
+                          check=False).returncode == 0
+
+
+def test_an_immutable_metrics_file(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--run-dir", str(run), "train.epochs=1", *SMALL]) == 0
+    capsys.readouterr()
+    metrics = run / "metrics.jsonl"
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    if not _immutable(metrics):
+        pytest.skip("chattr +i is not available here (needs root on ext4/xfs)")
+    try:
+        assert main(["train", "--resume", str(run), "train.epochs=2", "--no-progress"]) == 4
+        one_line_error(capsys, str(metrics), "the file is protected (immutable")
+        no_temporary_files(run)
+        assert metrics.read_bytes() == before["metrics.jsonl"]
+        assert (run / "checkpoint.pt").read_bytes() == before["checkpoint.pt"]
+    finally:
+        subprocess.run(["chattr", "-i", str(metrics)], check=False)
+
+
+def test_a_metrics_file_that_is_a_directory(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--run-dir", str(run), "train.epochs=1", *SMALL]) == 0
+    capsys.readouterr()
+    (run / "metrics.jsonl").unlink()
+    (run / "metrics.jsonl").mkdir()
+    assert main(["train", "--resume", str(run), "train.epochs=2", "--no-progress"]) == 4
+    one_line_error(capsys, "metrics.jsonl: it is a directory, not a file")

@@ -184,7 +184,9 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     records = []
-    for line in path.read_text().splitlines(keepends=True):
+    with os_errors(path, "read"):
+        text = path.read_text()
+    for line in text.splitlines(keepends=True):
         if not line.endswith("\n"):
             break  # torn write from a kill: not a record
         try:
