@@ -45,15 +45,22 @@ def config(cell, **changes):
     return config_from_dict(values)
 
 
-@pytest.mark.parametrize("strategy", ["grouped", "loop", "vmap"])
-def test_packed_cells_equal_lone_cells(tmp_path, strategy):
-    configs = [config(c, **{"ensemble.strategy": strategy}) for c in CELLS]
+def packed_and_alone(configs, tmp_path):
+    """The runs of ``configs`` trained one by one and as one pack; their metrics agree."""
     alone = [train(c, tmp_path / f"alone{k}") for k, c in enumerate(configs)]
     packed = train_pack([(c, tmp_path / f"pack{k}") for k, c in enumerate(configs)])
     for lone, cell in zip(alone, packed, strict=True):
         assert cell.status == lone.status == "finished"
         assert_records_close(_without_pack_size(cell.metrics), _without_pack_size(lone.metrics),
                              rtol=RTOL)
+    return alone, packed
+
+
+@pytest.mark.parametrize("strategy", ["grouped", "loop", "vmap"])
+def test_packed_cells_equal_lone_cells(tmp_path, strategy):
+    configs = [config(c, **{"ensemble.strategy": strategy}) for c in CELLS]
+    alone, packed = packed_and_alone(configs, tmp_path)
+    for lone, cell in zip(alone, packed, strict=True):
         np.testing.assert_allclose(np.load(cell.run_dir / "predictions.npz")["log_probs"],
                                    np.load(lone.run_dir / "predictions.npz")["log_probs"],
                                    rtol=1e-3, atol=1e-4)
@@ -72,13 +79,7 @@ OBJECTIVE_CELLS = [
 
 
 def test_cells_of_other_objectives_pack_with_colearning_cells(tmp_path):
-    configs = [config(c) for c in OBJECTIVE_CELLS]
-    alone = [train(c, tmp_path / f"alone{k}") for k, c in enumerate(configs)]
-    packed = train_pack([(c, tmp_path / f"pack{k}") for k, c in enumerate(configs)])
-    for lone, cell in zip(alone, packed, strict=True):
-        assert cell.status == lone.status == "finished"
-        assert_records_close(_without_pack_size(cell.metrics), _without_pack_size(lone.metrics),
-                             rtol=RTOL)
+    alone, _ = packed_and_alone([config(c) for c in OBJECTIVE_CELLS], tmp_path)
     # the objectives' parts are logged: the joint cells' coupling is KL(q||p_ens) - KL(q||p_i)
     last = alone[1].metrics[-1]
     assert all(c != 0 for c in last["train/loss_coupling"])
