@@ -181,3 +181,12 @@ def test_hostile_config_files_on_the_command_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("colearn: error: config file") and err.count("\n") == 1
     assert not (tmp_path / "r").exists()
+
+
+def test_divergence_choices_are_the_registered_divergences():
+    from colearning.config import CHOICES
+    from colearning.losses import DIVERGENCES
+
+    assert sorted(CHOICES["loss.divergence"]) == DIVERGENCES.names()
+    with pytest.raises(ConfigError, match="valid: kl, reverse_kl, js, l2"):
+        config_from_dict({"loss": {"divergence": "wasserstein"}})

@@ -477,3 +477,14 @@ def test_metrics_that_do_not_cover_the_checkpoint_stop_a_resume(tmp_path, tiny_c
     # nothing was changed: not the config (the extension is refused), not the checkpoint
     after = {p.name: p.read_bytes() for p in path.iterdir() if p.is_file()}
     assert after == before
+
+
+def test_a_bounded_divergence_trains(tmp_path, tiny_config):
+    """loss.divergence=js: the coupling each member logs is beta sum_j JS <= |beta| (N-1) log 2."""
+    tiny_config["loss"] = {"beta": -0.3, "divergence": "js"}
+    run = train(tiny_config, run_dir=tmp_path / "js")
+    assert run.status == "finished"
+    n = tiny_config["ensemble"]["n_members"]
+    for record in run.metrics:
+        for coupling in record["train/loss_coupling"]:
+            assert -0.3 * (n - 1) * math.log(2) - 1e-6 <= coupling <= 0

@@ -52,6 +52,7 @@ class LossConfig:
     beta_bar: float | None = None  # size-normalized coupling: beta = beta_bar / N
     peers: str = "detached"  # detached: p_j constant in L_i; joint: gradients through p_j
     kl_reduction: str = "batchmean"  # batchmean: Eq. 1 as written; mean: also / classes
+    divergence: str = "kl"  # coupling term D(p_j, p_i): kl (Eq. 1), reverse_kl, js, l2
     objective: str = "colearning"  # colearning (Eq. 1), joint (KL(q||p_ens)), interpolated
     joint_weight: float | None = None  # interpolated's lambda in [0, 1]: lambda KL(q||p_ens)
     # + (1 - lambda) KL(q||p_i); unset for the other objectives
@@ -356,6 +357,7 @@ CHOICES = {
     "loss.peers": ("detached", "joint"),
     "loss.kl_reduction": ("batchmean", "mean"),
     "loss.objective": ("colearning", "joint", "interpolated"),  # colearning.losses.OBJECTIVES
+    "loss.divergence": ("kl", "reverse_kl", "js", "l2"),  # colearning.losses.DIVERGENCES
     "optim.schedule": ("constant", "step", "cosine"),
     "train.on_nonfinite": ("stop", "skip"),
     "train.precision": ("fp32", "bf16"),

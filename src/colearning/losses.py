@@ -177,6 +177,47 @@ def pairwise_kl(log_p: torch.Tensor, peer_log_p: torch.Tensor) -> torch.Tensor:
     return kl.permute(*range(kl.dim() - 3), -2, -1, -3)
 
 
+def _pairwise(log_p: torch.Tensor, peer_log_p: torch.Tensor,
+              term: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """[..., N, M, B] of ``term(log p_i, log p_j)`` [..., N, m, B, C] -> summed over classes,
+    peers in chunks of a bounded block (an elementwise [N, M, B, C] tensor otherwise)."""
+    *_, n, batch, classes = log_p.shape
+    chunk = max(1, _KL_CHUNK_ELEMENTS // max(1, n * batch * classes))
+    mine = log_p.unsqueeze(-3)  # [..., N, 1, B, C]
+    out = [term(mine, peer_log_p[..., start:start + chunk, :, :].unsqueeze(-4)).sum(-1)
+           for start in range(0, peer_log_p.shape[-3], chunk)]
+    return torch.cat(out, dim=-2)
+
+
+def _reverse_kl(log_p: torch.Tensor, peer_log_p: torch.Tensor) -> torch.Tensor:
+    """KL(p_i || p_j) per sample: the member's own distribution weighs the log-ratio."""
+    return _pairwise(log_p, peer_log_p, lambda a, b: a.exp() * (a - b)).clamp_min(0.0)
+
+
+def _js(log_p: torch.Tensor, peer_log_p: torch.Tensor) -> torch.Tensor:
+    """Jensen-Shannon divergence per sample, in nats: at most log 2."""
+    def term(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        log_m = torch.logaddexp(a, b) - math.log(2.0)
+        return 0.5 * (a.exp() * (a - log_m) + b.exp() * (b - log_m))
+
+    return _pairwise(log_p, peer_log_p, term).clamp_min(0.0)
+
+
+def _squared_l2(log_p: torch.Tensor, peer_log_p: torch.Tensor) -> torch.Tensor:
+    """sum_c (p_i - p_j)^2 per sample: the negative-correlation-learning distance."""
+    return _pairwise(log_p, peer_log_p, lambda a, b: (a.exp() - b.exp()) ** 2)
+
+
+# Divergence D(p_j, p_i) of member i from peer j: per-sample [..., N, M, B] from
+# log-probabilities [..., N, B, C] (members) and [..., M, B, C] (peers).
+DIVERGENCES: Registry[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = \
+    Registry("divergence")
+DIVERGENCES.register("kl")(pairwise_kl)  # KL(p_j || p_i), the paper's Eq. 1
+DIVERGENCES.register("reverse_kl")(_reverse_kl)
+DIVERGENCES.register("js")(_js)
+DIVERGENCES.register("l2")(_squared_l2)
+
+
 def coupled_loss(
     logits: torch.Tensor,
     target: torch.Tensor,
@@ -186,6 +227,7 @@ def coupled_loss(
     peers: str = "detached",
     kl_reduction: str = "batchmean",
     frozen: torch.Tensor | None = None,
+    divergence: str = "kl",
 ) -> CoupledLoss:
     """Co-learning loss from member logits [N, B, C]; returns :class:`CoupledLoss` of [N] tensors.
 
@@ -214,6 +256,10 @@ def coupled_loss(
         frozen: optional peer log-probabilities [M, B, C] of members that are not trained
             (growing an ensemble). They enter every member's coupling term as extra peers j;
             ``beta`` must then be [N, N+M] (or a float).
+        divergence: the coupling term D(p_j, p_i): ``"kl"`` (default; KL(p_j || p_i), Eq.
+            1), ``"reverse_kl"`` (KL(p_i || p_j)), ``"js"`` (Jensen-Shannon, bounded by
+            log 2) or ``"l2"`` (sum_c (p_i - p_j)^2, bounded by 2), see
+            :data:`DIVERGENCES`.
 
     The parts come in ``torch.promote_types(logits.dtype, torch.float32)``: float64 logits
     give float64 losses, bf16/fp16 logits are upcast to float32. The pairwise KLs are summed
@@ -260,8 +306,8 @@ def coupled_loss(
         peer_log_p = torch.cat([peer_log_p, frozen.detach().to(peer_log_p)], dim=0)
     weights = _coupling_weights(beta, beta_bar, n_members, peer_log_p.shape[-3],
                                 logits.device, dtype)
-    pair_kl = pairwise_kl(wide_log_p, peer_log_p).mean(-1).to(dtype)  # [..., N, M]
-    coupling = (weights * pair_kl).sum(-1)  # [..., N]
+    pair = DIVERGENCES.get(divergence)(wide_log_p, peer_log_p).mean(-1).to(dtype)  # [.., N, M]
+    coupling = (weights * pair).sum(-1)  # [..., N]
 
     if kl_reduction == "mean":
         coupling = coupling / classes
@@ -311,11 +357,12 @@ OBJECTIVES: Registry[ObjectiveLoss] = Registry("objective")
 @OBJECTIVES.register("colearning")
 def _colearning(logits: torch.Tensor, target: torch.Tensor, **options: Any) -> CoupledLoss:
     """The paper's Eq. 1 (:func:`coupled_loss`); options: beta, beta_bar, peers,
-    kl_reduction, frozen."""
+    kl_reduction, frozen, divergence."""
     return coupled_loss(logits, target, options.get("beta"), beta_bar=options.get("beta_bar"),
                         peers=options.get("peers", "detached"),
                         kl_reduction=options.get("kl_reduction", "batchmean"),
-                        frozen=options.get("frozen"))
+                        frozen=options.get("frozen"),
+                        divergence=options.get("divergence", "kl"))
 
 
 @OBJECTIVES.register("interpolated")

@@ -352,13 +352,15 @@ class Pack:
                                                      joint_weight=joint_weight(self.config))
             return self.loss_fns["colearning"](logits, labels[0], beta=plan.beta,
                                                peers=loss.peers, kl_reduction=loss.kl_reduction,
-                                               frozen=plan.peers(images[0]))
+                                               frozen=plan.peers(images[0]),
+                                               divergence=loss.divergence)
         totals, tasks, couplings = [], [], []
         for block in self.blocks:
             chunk = logits[block.rows].unflatten(0, (len(block.cells), block.n))
             fn = self.loss_fns[block.objective]
             if block.objective == "colearning":
-                parts = fn(chunk, labels[block.cells], beta=block.beta, peers=loss.peers)
+                parts = fn(chunk, labels[block.cells], beta=block.beta, peers=loss.peers,
+                           divergence=loss.divergence)
                 coupling = parts.coupling / block.divisor
             else:
                 parts = fn(chunk, labels[block.cells], joint_weight=block.weight)
