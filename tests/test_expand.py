@@ -289,8 +289,10 @@ def test_table_s5_on_digits(tmp_path):
     config = yaml.safe_load((cells / "scratch2x_seed0" / "config.yaml").read_text())
     assert (config["ensemble"]["n_members"], config["train"]["epochs"]) == (3, 2)
     assert yaml.safe_load((cells / "freeze0_seed0" / "config.yaml").read_text())["loss"] == {
-        "beta": 0.0, "beta_bar": None, "peers": "detached", "kl_reduction": "batchmean",
-        "objective": "colearning", "joint_weight": None}
+        "beta": 0.0, "beta_bar": None, "coupling": "uniform", "coupling_options": {},
+        "beta_schedule": "constant", "beta_schedule_options": {}, "peers": "detached",
+        "kl_reduction": "batchmean", "divergence": "kl", "objective": "colearning",
+        "joint_weight": None}
     rows = table_s5(tmp_path / "t")
     assert [r["label"] for r in rows] == [
         "2 networks ensemble", "add-freeze β=0", "add-freeze β=-0.2", "add-retrain",

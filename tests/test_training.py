@@ -488,3 +488,22 @@ def test_a_bounded_divergence_trains(tmp_path, tiny_config):
     for record in run.metrics:
         for coupling in record["train/loss_coupling"]:
             assert -0.3 * (n - 1) * math.log(2) - 1e-6 <= coupling <= 0
+
+
+def test_a_scheduled_ring_coupling_trains_logs_beta_and_resumes_exactly(tmp_path, tiny_config):
+    tiny_config["ensemble"]["n_members"] = 3
+    tiny_config["loss"] = {"beta_bar": -0.6, "coupling": "ring", "beta_schedule": "warmup",
+                           "beta_schedule_options": {"epochs": 2}}
+    tiny_config["train"]["epochs"] = 3
+    full = train(tiny_config, run_dir=tmp_path / "full")
+    # ring of 3 with k=1 is every pair: beta_bar / 3 each, off-diagonal mean -0.2, warmed up
+    assert [r["train/beta_mean"] for r in full.metrics] == pytest.approx([0.0, -0.1, -0.2])
+    short = dict(tiny_config, train=dict(tiny_config["train"], epochs=1))
+    train(short, run_dir=tmp_path / "short")
+    resumed = resume(tmp_path / "short", {"train": {"epochs": 3}})
+    assert comparable(resumed.metrics) == comparable(full.metrics)
+    cosine = dict(tiny_config, loss=dict(tiny_config["loss"], beta_schedule="cosine",
+                                         beta_schedule_options={}))
+    train(dict(cosine, train=dict(tiny_config["train"], epochs=1)), run_dir=tmp_path / "cos")
+    with pytest.raises(RunDirError, match="depends on train.epochs"):
+        resume(tmp_path / "cos", {"train": {"epochs": 3}})

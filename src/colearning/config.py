@@ -50,6 +50,11 @@ class EnsembleConfig:
 class LossConfig:
     beta: float | list[list[float]] | None = None  # scalar or [N, N]; None: 0 unless beta_bar
     beta_bar: float | None = None  # size-normalized coupling: beta = beta_bar / N
+    coupling: str = "uniform"  # who is coupled: uniform, matrix, ring, random, communities,
+    # star (colearning.couplings)
+    coupling_options: dict[str, Any] = field(default_factory=dict)  # e.g. {k: 2} for ring
+    beta_schedule: str = "constant"  # the coupling over epochs: constant, warmup, cosine, step
+    beta_schedule_options: dict[str, Any] = field(default_factory=dict)  # e.g. {epochs: 10}
     peers: str = "detached"  # detached: p_j constant in L_i; joint: gradients through p_j
     kl_reduction: str = "batchmean"  # batchmean: Eq. 1 as written; mean: also / classes
     divergence: str = "kl"  # coupling term D(p_j, p_i): kl (Eq. 1), reverse_kl, js, l2
@@ -358,6 +363,9 @@ CHOICES = {
     "loss.kl_reduction": ("batchmean", "mean"),
     "loss.objective": ("colearning", "joint", "interpolated"),  # colearning.losses.OBJECTIVES
     "loss.divergence": ("kl", "reverse_kl", "js", "l2"),  # colearning.losses.DIVERGENCES
+    # colearning.couplings.COUPLINGS and SCHEDULES
+    "loss.coupling": ("uniform", "matrix", "ring", "random", "communities", "star"),
+    "loss.beta_schedule": ("constant", "warmup", "cosine", "step"),
     "optim.schedule": ("constant", "step", "cosine"),
     "train.on_nonfinite": ("stop", "skip"),
     "train.precision": ("fp32", "bf16"),

@@ -41,7 +41,8 @@ from colearning.sweep.layout import CELL_ERROR, CELLS, cell_status, load_sweep_s
 
 COUPLING_KEYS = ("loss.beta", "loss.beta_bar", "ensemble.n_members", "seed")
 CONFIG_COLUMNS = ("model.name", "data.name", "train.epochs", "loss.kl_reduction",
-                  "loss.objective", "loss.joint_weight")
+                  "loss.objective", "loss.joint_weight", "loss.coupling", "loss.beta_schedule",
+                  "loss.divergence")
 METRICS = (
     "test/ensemble_accuracy_mean",
     "test/ensemble_accuracy_geometric",

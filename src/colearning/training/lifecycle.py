@@ -204,6 +204,14 @@ def _extension(path: Path, config: Config, extended: Config) -> Config:
     """Raise a run's train.epochs: allowed when the schedule does not depend on the total
     (constant, step), so the continued run equals a straight run of the new length; saved
     in config.yaml and recorded in config_history.jsonl."""
+    loss = config.loss
+    if loss.beta_schedule == "cosine" or (
+            loss.beta_schedule == "warmup" and "epochs" not in loss.beta_schedule_options) or (
+            loss.beta_schedule == "step" and "every" not in loss.beta_schedule_options):
+        raise RunDirError(
+            f"cannot extend {path}: its loss.beta_schedule={loss.beta_schedule} depends on "
+            "train.epochs, so the extension would not equal a straight run; start a new run "
+            "(or give the schedule its length in loss.beta_schedule_options)")
     if config.optim.schedule == "cosine":
         raise RunDirError(
             f"cannot extend {path} from {config.train.epochs} to {extended.train.epochs} "

@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from colearning import rundir
 from colearning.config import Config
+from colearning.couplings import beta_factor
 from colearning.data import augment_batch
 from colearning.engine import Ensemble
 from colearning.evaluation import evaluate_log_probs
@@ -99,9 +100,11 @@ class _Block:
     rows: slice
     n: int
     objective: str
-    beta: torch.Tensor  # [K_n, N, N]
+    beta: torch.Tensor  # [K_n, N, N], before the beta schedule
     divisor: torch.Tensor  # [K_n, 1]: C for kl_reduction=mean cells (coupling / C), else 1
     weight: torch.Tensor  # [K_n, 1]: the interpolated objective's lambda (joint: 1)
+    beta_now: torch.Tensor | None = None  # beta at this epoch (Pack.start_epoch)
+    positions: tuple[int, ...] = ()  # ``cells`` on the host
 
 
 def joint_weight(config: Config) -> float:
@@ -191,7 +194,8 @@ class Pack:
             weight = torch.tensor([[joint_weight(self.cells[k].config)] for k in members],
                                   device=self.device)
             blocks.append(_Block(torch.tensor(members, device=self.device), slice(start, stop),
-                                 n, objective, beta, divisor, weight))
+                                 n, objective, beta, divisor, weight,
+                                 positions=tuple(members)))
             start = stop
         return blocks
 
@@ -269,10 +273,17 @@ class Pack:
 
     # ----------------------------------------------------------------- one epoch
     def start_epoch(self, epoch: int, first_step: int) -> None:
-        """Learning rates, batch orders and augmentation streams of ``epoch``; the loss sums
-        (restored from the checkpoints when resuming mid-epoch)."""
+        """Learning rates, couplings, batch orders and augmentation streams of ``epoch``;
+        the loss sums (restored from the checkpoints when resuming mid-epoch)."""
         factor = schedule_factor(self.config, epoch)
         self.optimizer.set_lr(self._per_member(lambda config: config.optim.lr * factor))
+        epochs = self.config.train.epochs
+        self.beta_factors = [beta_factor(cell.config.loss, epoch, epochs) for cell in self.cells]
+        self.beta = self.cells[0].plan.beta * self.beta_factors[0]  # one cell
+        for block in self.blocks:  # a pack: each cell's matrix times its factor
+            scale = torch.tensor([self.beta_factors[k] for k in block.positions],
+                                 device=self.device)
+            block.beta_now = block.beta * scale.view(-1, 1, 1)
         orders = []
         for cell in self.cells:
             subset = cell.plan.subset
@@ -350,7 +361,7 @@ class Pack:
             if loss.objective != "colearning":
                 return self.loss_fns[loss.objective](logits, labels[0],
                                                      joint_weight=joint_weight(self.config))
-            return self.loss_fns["colearning"](logits, labels[0], beta=plan.beta,
+            return self.loss_fns["colearning"](logits, labels[0], beta=self.beta,
                                                peers=loss.peers, kl_reduction=loss.kl_reduction,
                                                frozen=plan.peers(images[0]),
                                                divergence=loss.divergence)
@@ -359,7 +370,7 @@ class Pack:
             chunk = logits[block.rows].unflatten(0, (len(block.cells), block.n))
             fn = self.loss_fns[block.objective]
             if block.objective == "colearning":
-                parts = fn(chunk, labels[block.cells], beta=block.beta, peers=loss.peers,
+                parts = fn(chunk, labels[block.cells], beta=block.beta_now, peers=loss.peers,
                            divergence=loss.divergence)
                 coupling = parts.coupling / block.divisor
             else:
@@ -395,6 +406,13 @@ class Pack:
                 cell.detail = f"diverged at epoch {epoch + 1}: non-finite parameters"
             if cell.status == "diverged":
                 self.alive[k] = False
+
+    def beta_mean(self, k: int) -> float:
+        """Cell k's mean off-diagonal coupling this epoch (its plan's matrix, scheduled)."""
+        beta = self.cells[k].plan.beta
+        rows, cols = beta.shape[-2:]
+        pairs = rows * cols - min(rows, cols)
+        return float(beta.sum()) * self.beta_factors[k] / max(1, pairs)
 
     def cell_sums(self, k: int) -> dict[str, Any]:
         """Cell k's loss sums on the host, as a checkpoint holds them."""
@@ -535,6 +553,7 @@ def _evaluate(pack: Pack, epoch: int, labels: list[torch.Tensor], train_seconds:
         cell.log_probs = log_probs[pack.eval_rows(k)]
         lr = cell.config.optim.lr * schedule_factor(config, epoch)
         record = epoch_record(epoch, lr, sums[k], cell.log_probs, labels[k], train_seconds)
+        record["train/beta_mean"] = pack.beta_mean(k)
         if val is not None:  # for selection (best epoch, beta*): never the test set
             record.update(evaluate_log_probs(val[pack.eval_rows(k)], val_labels[k],
                                              prefix="val"))

@@ -17,8 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from colearning.config import Config
+from colearning.couplings import coupling_matrix
 from colearning.engine import Ensemble
-from colearning.losses import beta_matrix
 
 
 class GrownEnsemble(nn.Module):
@@ -100,7 +100,8 @@ class MemberPlan:
 
 
 def plain_plan(config: Config, trained: Ensemble) -> MemberPlan:
-    """A plain run: every member trains, all-to-all coupled by loss.beta / loss.beta_bar."""
-    beta = beta_matrix(config.loss.beta, trained.n_members, beta_bar=config.loss.beta_bar,
-                       device=next(trained.parameters()).device)
+    """A plain run: every member trains, coupled as loss.coupling says (all to all by
+    loss.beta / loss.beta_bar by default); the matrix before any beta schedule."""
+    beta = coupling_matrix(config.loss, trained.n_members).to(
+        device=next(trained.parameters()).device, dtype=torch.float32)
     return MemberPlan(trained, trained, beta)

@@ -26,6 +26,7 @@ import torch
 
 from colearning import rundir
 from colearning.config import Config, config_from_dict, read_yaml
+from colearning.couplings import beta_factor, coupling_matrix
 from colearning.data import DATASETS
 from colearning.engine import Ensemble
 from colearning.errors import ColearningError, ConfigError, RunDirError
@@ -59,7 +60,12 @@ def preflight(config: Config) -> None:
     resolve_device(config.device)
     if config.train.log_to == "tensorboard":
         tensorboard_writer()
+    coupling_matrix(config.loss, config.ensemble.n_members)  # bad options: one line, now
+    beta_factor(config.loss, 0, config.train.epochs)
     if config.expand.source is not None:
+        if (config.loss.coupling, config.loss.beta_schedule) != ("uniform", "constant"):
+            raise ConfigError("growing an ensemble couples uniformly with a constant beta; "
+                              "unset loss.coupling and loss.beta_schedule")
         check_source(config)
 
 

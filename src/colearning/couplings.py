@@ -1,0 +1,189 @@
+"""Who is coupled to whom, how strongly, and when: couplings and beta schedules by name.
+
+    beta = coupling_matrix(config.loss, n_members)          # [N, N], zero diagonal
+    beta_now = beta * beta_factor(config.loss, epoch, config.train.epochs)
+
+Couplings (``loss.coupling``, parameters in ``loss.coupling_options``):
+
+- ``uniform`` (default, the paper): every pair at beta, or beta = beta_bar / N.
+- ``matrix``: ``loss.beta`` is the [N, N] matrix itself (a list beta means this too).
+- ``ring`` (``k``, default 1): member i coupled to its k nearest neighbours on each side of
+  a ring.
+- ``random`` (``p``, default 0.5; ``seed``, default 0): each pair coupled with probability
+  p (a symmetric graph drawn from ``seed``).
+- ``communities`` (``groups``, default 2; ``beta_in``, ``beta_out``): members split into
+  contiguous groups of (nearly) equal size; beta_in within a group, beta_out across. The
+  strengths are these options (loss.beta / loss.beta_bar must be unset).
+- ``star``: member 0 coupled to every other member and they to it; no other pairs.
+
+Graphs take loss.beta (every edge at beta) or loss.beta_bar, normalized per member degree:
+member i's edges get beta_bar / (degree_i + 1), which is the paper's beta_bar / N for the
+complete graph, so beta_bar keeps its meaning (the total coupling a member feels,
+sum_j beta_ij = beta_bar (degree_i / (degree_i + 1)), is the same on every graph).
+
+Schedules (``loss.beta_schedule``, parameters in ``loss.beta_schedule_options``), a factor
+on the whole matrix per epoch (0-based ``epoch`` of ``epochs``): ``constant`` (1),
+``warmup`` (linear from 0 at epoch 0 to 1 at ``epochs`` option, default a tenth of the run),
+``cosine`` ((1 + cos(pi epoch / epochs)) / 2: 1 at the start, near 0 at the end), ``step``
+(``gamma`` ** (epoch // ``every``), defaults 0.5 and a third of the run).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from colearning.config import LossConfig
+from colearning.errors import ConfigError
+from colearning.registry import Registry
+
+Builder = Callable[[int, float | None, float | None, dict[str, Any]], torch.Tensor]
+COUPLINGS: Registry[Builder] = Registry("coupling")
+SCHEDULES: Registry[Callable[[dict[str, Any], int, int], float]] = Registry("beta schedule")
+
+
+def _options(options: dict[str, Any], allowed: dict[str, Any], what: str) -> dict[str, Any]:
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        valid = ", ".join(sorted(allowed)) or "none"
+        raise ConfigError(f"unknown option {unknown[0]!r} of {what}; valid: {valid}")
+    return {**allowed, **options}
+
+
+def _on_graph(edges: torch.Tensor, beta: float | None, beta_bar: float | None) -> torch.Tensor:
+    """[N, N] couplings on a boolean graph: beta per edge, or beta_bar / (degree_i + 1)."""
+    edges = edges & ~torch.eye(edges.shape[0], dtype=torch.bool)
+    if beta_bar is not None:
+        if beta is not None:
+            raise ConfigError("give loss.beta or loss.beta_bar, not both")
+        degree = edges.sum(1, keepdim=True).double()
+        strength = beta_bar / (degree + 1)
+    else:
+        strength = torch.tensor(float(beta or 0.0), dtype=torch.float64)
+    return torch.where(edges, strength, torch.zeros((), dtype=torch.float64))
+
+
+@COUPLINGS.register("uniform")
+def uniform(n: int, beta: float | None, beta_bar: float | None,
+            options: dict[str, Any]) -> torch.Tensor:
+    _options(options, {}, "coupling uniform")
+    if isinstance(beta, list):
+        raise ConfigError("a beta matrix needs loss.coupling=matrix (or leave it as the "
+                          "default and it is taken as one)")
+    return _on_graph(torch.ones(n, n, dtype=torch.bool), beta, beta_bar)
+
+
+@COUPLINGS.register("matrix")
+def matrix(n: int, beta: Any, beta_bar: float | None, options: dict[str, Any]) -> torch.Tensor:
+    _options(options, {}, "coupling matrix")
+    if not isinstance(beta, list) or beta_bar is not None:
+        raise ConfigError("loss.coupling=matrix takes loss.beta as an [N, N] list of lists")
+    values = torch.tensor(beta, dtype=torch.float64)
+    if values.shape != (n, n):
+        raise ConfigError(f"loss.beta matrix must be {n}x{n}, got {list(values.shape)}")
+    return values * (1 - torch.eye(n, dtype=torch.float64))
+
+
+@COUPLINGS.register("ring")
+def ring(n: int, beta: float | None, beta_bar: float | None,
+         options: dict[str, Any]) -> torch.Tensor:
+    k = _options(options, {"k": 1}, "coupling ring")["k"]
+    if not isinstance(k, int) or k < 1:
+        raise ConfigError(f"ring option k must be an integer >= 1, got {k!r}")
+    index = torch.arange(n)
+    distance = (index[:, None] - index[None, :]).abs()
+    distance = torch.minimum(distance, n - distance)
+    return _on_graph(distance <= k, beta, beta_bar)
+
+
+@COUPLINGS.register("random")
+def random(n: int, beta: float | None, beta_bar: float | None,
+           options: dict[str, Any]) -> torch.Tensor:
+    chosen = _options(options, {"p": 0.5, "seed": 0}, "coupling random")
+    p = chosen["p"]
+    if not isinstance(p, (int, float)) or not 0 <= p <= 1:
+        raise ConfigError(f"random option p must be a probability in [0, 1], got {p!r}")
+    draws = torch.rand(n, n, generator=torch.Generator().manual_seed(int(chosen["seed"])))
+    upper = torch.triu(draws < p, diagonal=1)
+    return _on_graph(upper | upper.T, beta, beta_bar)
+
+
+@COUPLINGS.register("communities")
+def communities(n: int, beta: float | None, beta_bar: float | None,
+                options: dict[str, Any]) -> torch.Tensor:
+    chosen = _options(options, {"groups": 2, "beta_in": 0.0, "beta_out": 0.0},
+                      "coupling communities")
+    groups = chosen["groups"]
+    if beta is not None or beta_bar is not None:
+        raise ConfigError("coupling communities takes its strengths from coupling_options "
+                          "beta_in and beta_out; unset loss.beta and loss.beta_bar")
+    if not isinstance(groups, int) or not 1 <= groups <= n:
+        raise ConfigError(f"communities option groups must be an integer in 1..{n}, got "
+                          f"{groups!r}")
+    group = torch.arange(n) * groups // n  # contiguous, sizes differ by at most one
+    same = group[:, None] == group[None, :]
+    inside, across = (torch.tensor(float(chosen[key]), dtype=torch.float64)
+                      for key in ("beta_in", "beta_out"))
+    return torch.where(same, inside, across) * (1 - torch.eye(n, dtype=torch.float64))
+
+
+@COUPLINGS.register("star")
+def star(n: int, beta: float | None, beta_bar: float | None,
+         options: dict[str, Any]) -> torch.Tensor:
+    _options(options, {}, "coupling star")
+    edges = torch.zeros(n, n, dtype=torch.bool)
+    edges[0, :] = edges[:, 0] = True
+    return _on_graph(edges, beta, beta_bar)
+
+
+def coupling_matrix(loss: LossConfig, n_members: int) -> torch.Tensor:
+    """The [N, N] float64 coupling matrix of ``loss`` (zero diagonal), before any schedule."""
+    name = "matrix" if isinstance(loss.beta, list) and loss.coupling == "uniform" \
+        else loss.coupling
+    return COUPLINGS.get(name)(n_members, loss.beta, loss.beta_bar,
+                               dict(loss.coupling_options))
+
+
+def label(loss: LossConfig) -> str:
+    """A short name of the coupling for run names and tables: ``uniform``, ``ring-k2``..."""
+    name = "matrix" if isinstance(loss.beta, list) else loss.coupling
+    options = "".join(f"-{key}{value}" for key, value in sorted(loss.coupling_options.items()))
+    return name + options
+
+
+@SCHEDULES.register("constant")
+def constant(options: dict[str, Any], epoch: int, epochs: int) -> float:
+    _options(options, {}, "beta schedule constant")
+    return 1.0
+
+
+@SCHEDULES.register("warmup")
+def warmup(options: dict[str, Any], epoch: int, epochs: int) -> float:
+    length = _options(options, {"epochs": max(1, epochs // 10)},
+                      "beta schedule warmup")["epochs"]
+    if not isinstance(length, int) or length < 1:
+        raise ConfigError(f"warmup option epochs must be an integer >= 1, got {length!r}")
+    return min(1.0, epoch / length)
+
+
+@SCHEDULES.register("cosine")
+def cosine(options: dict[str, Any], epoch: int, epochs: int) -> float:
+    _options(options, {}, "beta schedule cosine")
+    return 0.5 * (1 + math.cos(math.pi * epoch / max(1, epochs)))
+
+
+@SCHEDULES.register("step")
+def step(options: dict[str, Any], epoch: int, epochs: int) -> float:
+    chosen = _options(options, {"every": max(1, epochs // 3), "gamma": 0.5},
+                      "beta schedule step")
+    if not isinstance(chosen["every"], int) or chosen["every"] < 1:
+        raise ConfigError(f"step option every must be an integer >= 1, got {chosen['every']!r}")
+    return float(chosen["gamma"]) ** (epoch // chosen["every"])
+
+
+def beta_factor(loss: LossConfig, epoch: int, epochs: int) -> float:
+    """The schedule's factor on the coupling matrix at 0-based ``epoch`` of ``epochs``."""
+    return SCHEDULES.get(loss.beta_schedule)(dict(loss.beta_schedule_options), epoch, epochs)

@@ -1,0 +1,79 @@
+"""Couplings and beta schedules (loss.coupling, loss.beta_schedule) against hand-built ones."""
+
+import math
+
+import pytest
+import torch
+
+from colearning.config import CHOICES, LossConfig
+from colearning.couplings import COUPLINGS, SCHEDULES, beta_factor, coupling_matrix, label
+from colearning.errors import ConfigError
+from colearning.losses import beta_matrix
+
+
+def loss(**values):
+    return LossConfig(**values)
+
+
+def test_uniform_is_the_papers_coupling():
+    for beta, beta_bar in ((-0.2, None), (None, -1.0), (None, None)):
+        got = coupling_matrix(loss(beta=beta, beta_bar=beta_bar), 5)
+        want = beta_matrix(beta, 5, beta_bar=beta_bar, dtype=torch.float64)
+        torch.testing.assert_close(got, want)
+    matrix = [[0.0, -0.1, 0.2], [0.3, 0.0, 0.1], [0.0, -0.5, 0.0]]
+    torch.testing.assert_close(coupling_matrix(loss(beta=matrix), 3),
+                               torch.tensor(matrix, dtype=torch.float64))
+
+
+def test_ring_random_star_and_communities_by_hand():
+    ring = coupling_matrix(loss(beta=-0.1, coupling="ring", coupling_options={"k": 1}), 5)
+    want = torch.zeros(5, 5, dtype=torch.float64)
+    for i in range(5):
+        want[i, (i - 1) % 5] = want[i, (i + 1) % 5] = -0.1
+    torch.testing.assert_close(ring, want)
+    # beta_bar per degree: 2 neighbours each -> beta_bar / 3 on each edge
+    bar = coupling_matrix(loss(beta_bar=-0.9, coupling="ring"), 5)
+    torch.testing.assert_close(bar, want / -0.1 * (-0.9 / 3))
+    star = coupling_matrix(loss(beta_bar=-1.0, coupling="star"), 4)
+    assert star[0, 1:].tolist() == [-0.25] * 3  # member 0 has 3 neighbours
+    assert star[1:, 0].tolist() == [-0.5] * 3 and float(star[1:, 1:].abs().sum()) == 0
+    groups = coupling_matrix(loss(coupling="communities", coupling_options={
+        "groups": 2, "beta_in": 0.3, "beta_out": -0.1}), 4)
+    assert groups.tolist() == [[0.0, 0.3, -0.1, -0.1], [0.3, 0.0, -0.1, -0.1],
+                               [-0.1, -0.1, 0.0, 0.3], [-0.1, -0.1, 0.3, 0.0]]
+    random = coupling_matrix(loss(beta=-0.2, coupling="random",
+                                  coupling_options={"p": 0.5, "seed": 3}), 8)
+    assert torch.equal(random, random.T) and float(random.diagonal().abs().sum()) == 0
+    assert torch.equal(random, coupling_matrix(loss(beta=-0.2, coupling="random",
+                                                    coupling_options={"p": 0.5, "seed": 3}), 8))
+    assert set(random.unique().tolist()) <= {0.0, -0.2}
+    assert label(loss(coupling="ring", coupling_options={"k": 2})) == "ring-k2"
+
+
+def test_bad_couplings_are_one_line_errors():
+    with pytest.raises(ConfigError, match="unknown coupling 'grid'"):
+        coupling_matrix(loss(coupling="grid"), 3)
+    with pytest.raises(ConfigError, match="unknown option 'q' of coupling ring; valid: k"):
+        coupling_matrix(loss(coupling="ring", coupling_options={"q": 1}), 3)
+    with pytest.raises(ConfigError, match="beta_in and beta_out"):
+        coupling_matrix(loss(beta=-0.1, coupling="communities"), 4)
+    with pytest.raises(ConfigError, match="probability"):
+        coupling_matrix(loss(coupling="random", coupling_options={"p": 2}), 4)
+
+
+def test_schedules():
+    assert [beta_factor(loss(), e, 10) for e in (0, 9)] == [1.0, 1.0]
+    warm = loss(beta_schedule="warmup", beta_schedule_options={"epochs": 4})
+    assert [beta_factor(warm, e, 10) for e in range(6)] == [0, 0.25, 0.5, 0.75, 1, 1]
+    assert beta_factor(loss(beta_schedule="warmup"), 5, 100) == 0.5  # a tenth: 10 epochs
+    cos = loss(beta_schedule="cosine")
+    assert beta_factor(cos, 0, 10) == 1.0
+    assert beta_factor(cos, 5, 10) == pytest.approx(0.5)
+    assert beta_factor(cos, 9, 10) == pytest.approx((1 + math.cos(math.pi * 0.9)) / 2)
+    step = loss(beta_schedule="step", beta_schedule_options={"every": 3, "gamma": 0.1})
+    assert [beta_factor(step, e, 10) for e in (0, 2, 3, 6)] == pytest.approx([1, 1, 0.1, 0.01])
+
+
+def test_choices_are_the_registries():
+    assert sorted(CHOICES["loss.coupling"]) == COUPLINGS.names()
+    assert sorted(CHOICES["loss.beta_schedule"]) == SCHEDULES.names()
