@@ -507,3 +507,38 @@ def test_a_scheduled_ring_coupling_trains_logs_beta_and_resumes_exactly(tmp_path
     train(dict(cosine, train=dict(tiny_config["train"], epochs=1)), run_dir=tmp_path / "cos")
     with pytest.raises(RunDirError, match="depends on train.epochs"):
         resume(tmp_path / "cos", {"train": {"epochs": 3}})
+
+
+def test_the_adaptive_coupling_follows_its_rule_and_resumes_exactly(tmp_path, tiny_config):
+    from colearning.couplings import adapt_scale
+
+    tiny_config["data"] = {"name": "digits", "val_size": 200}
+    tiny_config["loss"] = {"beta_bar": -0.5, "target_js": 0.2}
+    tiny_config["train"]["epochs"] = 4
+    full = train(tiny_config, run_dir=tmp_path / "full")
+    scales = [r["train/coupling_scale"] for r in full.metrics]
+    assert scales[0] == 1.0
+    for before, after, record in zip(scales, scales[1:], full.metrics, strict=False):
+        assert after == pytest.approx(adapt_scale(before, record["val/js_mean"], 0.2))
+    n = tiny_config["ensemble"]["n_members"]
+    assert [r["train/beta_mean"] for r in full.metrics] == pytest.approx(
+        [-0.5 / n * s for s in scales])
+    assert len(set(scales)) > 1  # the controller moved
+    short = dict(tiny_config, train=dict(tiny_config["train"], epochs=2))
+    train(short, run_dir=tmp_path / "short")
+    resumed = resume(tmp_path / "short", {"train": {"epochs": 4}})
+    assert comparable(resumed.metrics) == comparable(full.metrics)
+    with pytest.raises(ConfigError, match="data.val_size > 0"):
+        train(dict(tiny_config, data={"name": "digits"}), run_dir=tmp_path / "no_val")
+
+
+def test_the_report_draws_a_changing_coupling(tmp_path, tiny_config):
+    from colearning.report import build_report
+
+    tiny_config["data"] = {"name": "digits", "val_size": 200}
+    tiny_config["loss"] = {"beta_bar": -0.5, "target_js": 0.2}
+    tiny_config["train"]["epochs"] = 2
+    run = train(tiny_config, run_dir=tmp_path / "run")
+    page = build_report(run.run_dir, tmp_path / "report").read_text()
+    assert (tmp_path / "report" / "coupling.png").stat().st_size > 0
+    assert "The coupling in effect each epoch" in page

@@ -55,6 +55,8 @@ class LossConfig:
     coupling_options: dict[str, Any] = field(default_factory=dict)  # e.g. {k: 2} for ring
     beta_schedule: str = "constant"  # the coupling over epochs: constant, warmup, cosine, step
     beta_schedule_options: dict[str, Any] = field(default_factory=dict)  # e.g. {epochs: 10}
+    target_js: float | None = None  # adaptive coupling: scale beta each epoch to hold the
+    # members' mean validation JS distance (nats) here (colearning.couplings.adapt_scale)
     peers: str = "detached"  # detached: p_j constant in L_i; joint: gradients through p_j
     kl_reduction: str = "batchmean"  # batchmean: Eq. 1 as written; mean: also / classes
     divergence: str = "kl"  # coupling term D(p_j, p_i): kl (Eq. 1), reverse_kl, js, l2
@@ -408,6 +410,17 @@ def validate(config: Config) -> None:
     if any(v != v or v in (float("inf"), float("-inf")) for v in values):
         raise ConfigError("loss.beta / loss.beta_bar must be finite numbers")
     _validate_objective(config)
+    target = config.loss.target_js
+    if target is not None:
+        if not 0 < target < 0.6931471805599453:
+            raise ConfigError(f"loss.target_js must be in (0, log 2) nats, got {target}")
+        if config.data.val_size < 1:
+            raise ConfigError("loss.target_js measures the members' JS distance on a "
+                              "validation split: set data.val_size > 0")
+        if config.loss.beta is None and config.loss.beta_bar is None \
+                and config.loss.coupling != "communities":
+            raise ConfigError("loss.target_js scales a coupling: set loss.beta or "
+                              "loss.beta_bar (its starting value and sign)")
     if config.optim.grad_clip is not None and config.optim.grad_clip <= 0:
         raise ConfigError(f"optim.grad_clip must be > 0 or null, got {config.optim.grad_clip}")
     _validate_expand(config)

@@ -184,6 +184,23 @@ def step(options: dict[str, Any], epoch: int, epochs: int) -> float:
     return float(chosen["gamma"]) ** (epoch // chosen["every"])
 
 
+# The adaptive coupling's update: scale_{t+1} = clip(scale_t * exp(GAIN * (target - js_t) /
+# target), SCALE_MIN, SCALE_MAX). A JS distance below the target strengthens the coupling
+# (more negative beta: more diversity), above it weakens it; multiplicative, so the sign of
+# the configured coupling never flips, and one epoch changes beta by at most a factor e^GAIN.
+ADAPT_GAIN = 0.5
+SCALE_MIN, SCALE_MAX = 0.0, 8.0
+
+
+def adapt_scale(scale: float, js: float | None, target: float) -> float:
+    """The adaptive coupling's next scale of the configured matrix, from this epoch's mean
+    validation JS distance ``js`` (unchanged when it is unknown or not finite)."""
+    if js is None or not math.isfinite(js):
+        return scale
+    step = max(-1.0, min(1.0, (target - js) / target))
+    return min(SCALE_MAX, max(SCALE_MIN, scale * math.exp(ADAPT_GAIN * step)))
+
+
 def beta_factor(loss: LossConfig, epoch: int, epochs: int) -> float:
     """The schedule's factor on the coupling matrix at 0-based ``epoch`` of ``epochs``."""
     return SCHEDULES.get(loss.beta_schedule)(dict(loss.beta_schedule_options), epoch, epochs)

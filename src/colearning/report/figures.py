@@ -164,6 +164,26 @@ def combiner_accuracy(epochs: np.ndarray, by_method: Mapping[str, np.ndarray],
     return _save(fig, path)
 
 
+def coupling_trajectory(epochs: np.ndarray, beta_mean: np.ndarray, js: np.ndarray,
+                        target: float | None, tag: str, path: str | Path) -> Path:
+    """The mean off-diagonal coupling per epoch [T] (left) and the members' mean JS distance
+    [T] with the adaptive coupling's target (right)."""
+    fig, (left, right) = _figure(2, width=4.6)
+    left.plot(epochs, beta_mean, marker=".", lw=2, color=ENSEMBLE)
+    left.axhline(0, color="0.7", lw=0.8)
+    left.set(xlabel="epoch", ylabel="mean coupling β")
+    right.plot(epochs, js, marker=".", lw=2, color="tab:purple", label="mean JS distance")
+    if target is not None:
+        right.axhline(target, color="tab:red", ls="--", label=f"target {target:g}")
+    right.set(xlabel="epoch", ylabel="JS distance (nats)")
+    right.legend(fontsize=8)
+    for ax in (left, right):
+        _epoch_axis(ax)
+    _title(fig, "Coupling over training (schedule or adaptive) and the members' diversity",
+           tag)
+    return _save(fig, path)
+
+
 def accuracy_change(epochs: np.ndarray, member_change: np.ndarray, ensemble_change: np.ndarray,
                     tag: str, path: str | Path) -> Path:
     """Fig. S2b: |Δ accuracy| [T-1, N] and [T-1] (percentage points) on a log axis.

@@ -141,6 +141,15 @@ def _section_performance(run: RunArtifacts, out: Path) -> Section:
                                             out / "accuracy_change.png"))
         captions.append("Fig. S2b: absolute change of test accuracy between consecutive "
                         "epochs (log scale), a measure of convergence.")
+    beta = run.series("train/beta_mean")
+    if np.isfinite(beta).any() and np.nanmax(beta) != np.nanmin(beta):
+        js = run.series("val/js_mean")
+        js = js if np.isfinite(js).any() else run.series("test/js_mean")
+        figs.append(figures.coupling_trajectory(epochs, beta, js, run.config.loss.target_js,
+                                                run.tag, out / "coupling.png"))
+        captions.append("The coupling in effect each epoch (its mean off-diagonal β, after the "
+                        "beta schedule or the adaptive controller) and the members' mean JS "
+                        "distance (validation split when there is one).")
     return Section(title, figures=figs, captions=captions,
                    tables=[tables.ensemble_table(run.final)])
 

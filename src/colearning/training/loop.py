@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from colearning import rundir
 from colearning.config import Config
-from colearning.couplings import beta_factor
+from colearning.couplings import adapt_scale, beta_factor
 from colearning.data import augment_batch
 from colearning.engine import Ensemble
 from colearning.evaluation import evaluate_log_probs
@@ -170,6 +170,7 @@ class Pack:
         self.val_index = (torch.stack([cell.data.val for cell in cells])
                           if cells[0].data.val is not None else None)
         self.sums: dict[str, torch.Tensor] = {}
+        self.scales = [1.0] * len(cells)  # adaptive couplings (loss.target_js): beta scale
 
     def _per_member(self, value: Any) -> list[float]:
         """``value(config)`` of each trained member's cell, for the members of this process."""
@@ -278,7 +279,8 @@ class Pack:
         factor = schedule_factor(self.config, epoch)
         self.optimizer.set_lr(self._per_member(lambda config: config.optim.lr * factor))
         epochs = self.config.train.epochs
-        self.beta_factors = [beta_factor(cell.config.loss, epoch, epochs) for cell in self.cells]
+        self.beta_factors = [beta_factor(cell.config.loss, epoch, epochs) * self.scales[k]
+                             for k, cell in enumerate(self.cells)]
         self.beta = self.cells[0].plan.beta * self.beta_factors[0]  # one cell
         for block in self.blocks:  # a pack: each cell's matrix times its factor
             scale = torch.tensor([self.beta_factors[k] for k in block.positions],
@@ -448,6 +450,10 @@ def fit(cells: list[Cell], pool: Pool, device: torch.device,
     analysis_every = config.train.analysis_every
     for k, cell in enumerate(cells):
         cell.records = restart_records(cell.path, start_epoch, cell.checkpoint is None)
+        if cell.records and "train/coupling_scale" in cell.records[-1]:  # resuming: the
+            pack.scales[k] = adapt_scale(  # adaptive coupling goes on where it was
+                cell.records[-1]["train/coupling_scale"], cell.records[-1].get("val/js_mean"),
+                cell.config.loss.target_js)
         if cell.checkpoint is None and analysis_every:
             rundir.append_jsonl(cell.path / rundir.ANALYSIS,
                                 _structure(pack, k, 0))
@@ -557,6 +563,10 @@ def _evaluate(pack: Pack, epoch: int, labels: list[torch.Tensor], train_seconds:
         if val is not None:  # for selection (best epoch, beta*): never the test set
             record.update(evaluate_log_probs(val[pack.eval_rows(k)], val_labels[k],
                                              prefix="val"))
+        target = cell.config.loss.target_js
+        if target is not None:  # the adaptive coupling: this epoch's scale, then the next
+            record["train/coupling_scale"] = pack.scales[k]
+            pack.scales[k] = adapt_scale(pack.scales[k], record.get("val/js_mean"), target)
         every = config.train.analysis_every
         if (every and (epoch + 1) % every == 0) or epoch + 1 == epochs:
             structure = _structure(pack, k, epoch + 1)
