@@ -290,7 +290,8 @@ def test_table_s5_on_digits(tmp_path):
     assert (config["ensemble"]["n_members"], config["train"]["epochs"]) == (3, 2)
     assert yaml.safe_load((cells / "freeze0_seed0" / "config.yaml").read_text())["loss"] == {
         "beta": 0.0, "beta_bar": None, "coupling": "uniform", "coupling_options": {},
-        "beta_schedule": "constant", "beta_schedule_options": {}, "peers": "detached",
+        "beta_schedule": "constant", "beta_schedule_options": {}, "target_js": None,
+        "peers": "detached",
         "kl_reduction": "batchmean", "divergence": "kl", "objective": "colearning",
         "joint_weight": None}
     rows = table_s5(tmp_path / "t")

@@ -12,7 +12,8 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "colearning"
 LAYERS = [
     ("colearning.errors", "colearning.registry", "colearning.config", "colearning.seeding",
      "colearning.rundir"),
-    ("colearning.models", "colearning.grouped", "colearning.losses", "colearning.combiners",
+    ("colearning.models", "colearning.grouped", "colearning.losses", "colearning.couplings",
+     "colearning.combiners",
      "colearning.metrics", "colearning.data", "colearning.optim", "colearning.evaluation"),
     ("colearning.engine",),
     ("colearning.training",),
