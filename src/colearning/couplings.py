@@ -38,6 +38,7 @@ import torch
 
 from colearning.config import LossConfig
 from colearning.errors import ConfigError
+from colearning.losses import beta_matrix
 from colearning.registry import Registry
 
 Builder = Callable[[int, float | None, float | None, dict[str, Any]], torch.Tensor]
@@ -73,7 +74,7 @@ def uniform(n: int, beta: float | None, beta_bar: float | None,
     if isinstance(beta, list):
         raise ConfigError("a beta matrix needs loss.coupling=matrix (or leave it as the "
                           "default and it is taken as one)")
-    return _on_graph(torch.ones(n, n, dtype=torch.bool), beta, beta_bar)
+    return beta_matrix(beta, n, beta_bar=beta_bar, dtype=torch.float64)
 
 
 @COUPLINGS.register("matrix")
@@ -81,10 +82,7 @@ def matrix(n: int, beta: Any, beta_bar: float | None, options: dict[str, Any]) -
     _options(options, {}, "coupling matrix")
     if not isinstance(beta, list) or beta_bar is not None:
         raise ConfigError("loss.coupling=matrix takes loss.beta as an [N, N] list of lists")
-    values = torch.tensor(beta, dtype=torch.float64)
-    if values.shape != (n, n):
-        raise ConfigError(f"loss.beta matrix must be {n}x{n}, got {list(values.shape)}")
-    return values * (1 - torch.eye(n, dtype=torch.float64))
+    return beta_matrix(beta, n, dtype=torch.float64)
 
 
 @COUPLINGS.register("ring")
@@ -145,13 +143,6 @@ def coupling_matrix(loss: LossConfig, n_members: int) -> torch.Tensor:
         else loss.coupling
     return COUPLINGS.get(name)(n_members, loss.beta, loss.beta_bar,
                                dict(loss.coupling_options))
-
-
-def label(loss: LossConfig) -> str:
-    """A short name of the coupling for run names and tables: ``uniform``, ``ring-k2``..."""
-    name = "matrix" if isinstance(loss.beta, list) else loss.coupling
-    options = "".join(f"-{key}{value}" for key, value in sorted(loss.coupling_options.items()))
-    return name + options
 
 
 @SCHEDULES.register("constant")

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from colearning.config import CHOICES, LossConfig
-from colearning.couplings import COUPLINGS, SCHEDULES, beta_factor, coupling_matrix, label
+from colearning.couplings import COUPLINGS, SCHEDULES, beta_factor, coupling_matrix
 from colearning.errors import ConfigError
 from colearning.losses import beta_matrix
 
@@ -47,7 +47,6 @@ def test_ring_random_star_and_communities_by_hand():
     assert torch.equal(random, coupling_matrix(loss(beta=-0.2, coupling="random",
                                                     coupling_options={"p": 0.5, "seed": 3}), 8))
     assert set(random.unique().tolist()) <= {0.0, -0.2}
-    assert label(loss(coupling="ring", coupling_options={"k": 2})) == "ring-k2"
 
 
 def test_bad_couplings_are_one_line_errors():

@@ -248,10 +248,11 @@ class Pack:
         return {key: value[rows].clone() for key, value in self.trained.state_dict().items()}
 
     def cell_optimizer(self, k: int) -> dict[str, Any]:
-        state = self.optimizer.state_dict()
-        buffers = [self.shard.gather_rows(b) for b in state["buffers"]]
         rows = slice(None) if self.single else self.rows[k]
-        return {**state, "buffers": [b[rows] for b in buffers]}
+        if not self.shard.distributed:
+            return self.optimizer.member_state(rows)
+        state = self.optimizer.member_state(slice(None))  # this process's rows, then all
+        return {**state, "buffers": [self.shard.gather_rows(b)[rows] for b in state["buffers"]]}
 
     def cell_members(self, k: int) -> list[torch.nn.Module]:
         if self.single:
@@ -281,7 +282,8 @@ class Pack:
         epochs = self.config.train.epochs
         self.beta_factors = [beta_factor(cell.config.loss, epoch, epochs) * self.scales[k]
                              for k, cell in enumerate(self.cells)]
-        self.beta = self.cells[0].plan.beta * self.beta_factors[0]  # one cell
+        if self.single:
+            self.beta = self.cells[0].plan.beta * self.beta_factors[0]
         for block in self.blocks:  # a pack: each cell's matrix times its factor
             scale = torch.tensor([self.beta_factors[k] for k in block.positions],
                                  device=self.device)

@@ -88,9 +88,7 @@ def train(config: Config | dict[str, Any], run_dir: str | Path | None = None) ->
         try:
             write_new_run(path, config)
         except BaseException:  # a full disk, an interrupt: leave the directory as it was
-            for name in (rundir.CONFIG, rundir.META):
-                with contextlib.suppress(OSError):
-                    (path / name).unlink()
+            _forget_new_run(path)
             raise
         return [_Entry(0, config, path)]
 
@@ -100,12 +98,18 @@ def train(config: Config | dict[str, Any], run_dir: str | Path | None = None) ->
         except ColearningError:
             # Refused before its first epoch (no room, bad data): the directory goes back to
             # how it was, so the same --run-dir works on the retry.
-            if shard.writer and not (path / rundir.METRICS).exists() \
-                    and not (path / rundir.CHECKPOINT).exists():
-                for name in (rundir.CONFIG, rundir.META):
-                    with contextlib.suppress(OSError):
-                        (path / name).unlink()
+            if shard.writer:
+                _forget_new_run(path)
             raise
+
+
+def _forget_new_run(path: Path) -> None:
+    """Remove the files :func:`write_new_run` wrote into ``path``, unless training began."""
+    if (path / rundir.METRICS).exists() or (path / rundir.CHECKPOINT).exists():
+        return
+    for name in (rundir.CONFIG, rundir.META):
+        with contextlib.suppress(OSError):
+            (path / name).unlink()
 
 
 def resume(run_dir: str | Path, overrides: dict[str, Any] | None = None) -> Run:
