@@ -75,6 +75,11 @@ def train(config: Config | dict[str, Any], run_dir: str | Path | None = None) ->
         config = config_from_dict(config)
     preflight(config)
     shard = current_shard()
+    try:  # more processes than members: refused before anything is made
+        shard.for_members(config.ensemble.n_members)
+    except ConfigError as error:
+        error.echo = not shard.writer  # every rank refuses; rank 0 says it
+        raise
     path = Path(shard.broadcast(str(run_dir if run_dir is not None else new_run_dir(config))))
 
     def prepare() -> None:
@@ -218,6 +223,7 @@ def _run_directories(paths: list[Path], shard: Shard, start: Callable[[], list[_
                 entry.config = copy.deepcopy(entry.config)
                 entry.config.train.progress = False  # rank 0 shows the progress
                 entry.path = where
+            shard.barrier()  # copied: rank 0 may now change (or, refusing, remove) them
             yield entries
         return
     with contextlib.ExitStack() as stack:
@@ -230,6 +236,7 @@ def _run_directories(paths: list[Path], shard: Shard, start: Callable[[], list[_
             shard.broadcast(error)
             raise
         shard.broadcast(entries)
+        shard.barrier()  # the other ranks have copied what they read of the directories
         yield entries
 
 

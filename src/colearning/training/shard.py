@@ -120,6 +120,10 @@ class Shard:
         _collective(dist.broadcast_object_list, box, src=0, group=self.group)
         return box[0]
 
+    def barrier(self) -> None:
+        """Wait until every rank got here (a no-op alone)."""
+        self.any_host(False)
+
     def gather_state(self, state: dict[str, Any]) -> dict[str, Any]:
         """A stacked state dict (tensors [n_local, ...]) of every rank -> [N, ...]."""
         return {key: self.gather_rows(value) if isinstance(value, torch.Tensor) else value
