@@ -27,7 +27,7 @@ CELLS = [
     {"seed": 0, "ensemble": {"n_members": 2}, "loss": {"beta": -0.2}, "optim": {"lr": 0.05}},
     {"seed": 1, "ensemble": {"n_members": 3}, "loss": {"beta_bar": -0.5, "kl_reduction": "mean"},
      "optim": {"lr": 0.1}},
-    {"seed": 2, "ensemble": {"n_members": 2}, "loss": {"beta": 0.3},
+    {"seed": 2, "ensemble": {"n_members": 2}, "loss": {"beta": 0.3, "kl_reduction": "mean_all"},
      "optim": {"lr": 0.02, "weight_decay": 1e-3}},
 ]
 # Packed numbers equal the lone ones to float rounding, not bit for bit: in a pack the

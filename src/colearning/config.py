@@ -58,7 +58,8 @@ class LossConfig:
     target_js: float | None = None  # adaptive coupling: scale beta each epoch to hold the
     # members' mean validation JS distance (nats) here (colearning.couplings.adapt_scale)
     peers: str = "detached"  # detached: p_j constant in L_i; joint: gradients through p_j
-    kl_reduction: str = "batchmean"  # batchmean: Eq. 1 as written; mean: also / classes
+    kl_reduction: str = "batchmean"  # batchmean: Eq. 1 as written; mean: coupling / classes;
+    # mean_all: both terms / classes (KLDivLoss's default reduction everywhere)
     divergence: str = "kl"  # coupling term D(p_j, p_i): kl (Eq. 1), reverse_kl, js, l2
     objective: str = "colearning"  # colearning (Eq. 1), joint (KL(q||p_ens)), interpolated
     joint_weight: float | None = None  # interpolated's lambda in [0, 1]: lambda KL(q||p_ens)
@@ -362,7 +363,7 @@ CHOICES = {
     "data.split": ("official", "random"),
     "ensemble.strategy": ("auto", "loop", "grouped", "vmap"),
     "loss.peers": ("detached", "joint"),
-    "loss.kl_reduction": ("batchmean", "mean"),
+    "loss.kl_reduction": ("batchmean", "mean", "mean_all"),
     "loss.objective": ("colearning", "joint", "interpolated"),  # colearning.losses.OBJECTIVES
     "loss.divergence": ("kl", "reverse_kl", "js", "l2"),  # colearning.losses.DIVERGENCES
     # colearning.couplings.COUPLINGS and SCHEDULES
@@ -440,6 +441,9 @@ def _validate_objective(config: Config) -> None:
         if loss.beta is not None or loss.beta_bar is not None:
             raise ConfigError(f"loss.beta / loss.beta_bar apply to loss.objective=colearning "
                               f"only; remove them for {loss.objective}")
+        if loss.kl_reduction != "batchmean":
+            raise ConfigError(f"loss.kl_reduction applies to loss.objective=colearning only; "
+                              f"remove it for {loss.objective}")
         if config.expand.source is not None:
             raise ConfigError(f"growing an ensemble trains with loss.objective=colearning; "
                               f"{loss.objective} is not supported there")

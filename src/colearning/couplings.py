@@ -26,6 +26,12 @@ on the whole matrix per epoch (0-based ``epoch`` of ``epochs``): ``constant`` (1
 ``warmup`` (linear from 0 at epoch 0 to 1 at ``epochs`` option, default a tenth of the run),
 ``cosine`` ((1 + cos(pi epoch / epochs)) / 2: 1 at the start, near 0 at the end), ``step``
 (``gamma`` ** (epoch // ``every``), defaults 0.5 and a third of the run).
+
+:func:`coupling_label` names all of it in a few characters (``uniform``, ``ring(k=2)``,
+``communities(beta_in=0.1,beta_out=-0.1,groups=2)+warmup(epochs=3)``, ``uniform+js0.2`` for
+the adaptive controller); run directory names, sweep tables, the optimal-coupling analysis,
+``colearn compare`` and the sweep report group cells by it. The strength itself (beta or
+beta_bar) is not part of the label: it is the axis within a group.
 """
 
 from __future__ import annotations
@@ -143,6 +149,29 @@ def coupling_matrix(loss: LossConfig, n_members: int) -> torch.Tensor:
         else loss.coupling
     return COUPLINGS.get(name)(n_members, loss.beta, loss.beta_bar,
                                dict(loss.coupling_options))
+
+
+def _named(name: str, options: dict[str, Any]) -> str:
+    if not options:
+        return name
+    return f"{name}({','.join(f'{key}={_text(options[key])}' for key in sorted(options))})"
+
+
+def _text(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def coupling_label(loss: LossConfig) -> str:
+    """A short stable name of ``loss``'s coupling: its topology with the options set, the
+    beta schedule unless constant, and the JS target of the adaptive controller when set."""
+    name = "matrix" if isinstance(loss.beta, list) and loss.coupling == "uniform" \
+        else loss.coupling
+    label = _named(name, dict(loss.coupling_options))
+    if loss.beta_schedule != "constant" or loss.beta_schedule_options:
+        label += "+" + _named(loss.beta_schedule, dict(loss.beta_schedule_options))
+    if loss.target_js is not None:
+        label += f"+js{loss.target_js:g}"
+    return label
 
 
 @SCHEDULES.register("constant")

@@ -38,6 +38,15 @@ def collapsed_members(probs: torch.Tensor) -> list[bool]:
     return (output_spread(probs) < COLLAPSE_SPREAD).tolist()
 
 
+def logit_norm(log_probs: torch.Tensor) -> torch.Tensor:
+    """Per member of log_probs [N, B, C]: the mean over samples of the L2 norm of its centered
+    logits, [N]. Softmax ignores a shift of the logits, so z - mean_c z is all a member's
+    output scale is, and log_softmax keeps it exactly: z - mean_c z = log p - mean_c log p.
+    Under a negative coupling this grows without bound before a member collapses."""
+    centered = log_probs.double() - log_probs.double().mean(-1, keepdim=True)
+    return centered.norm(dim=-1).mean(-1).float()
+
+
 def evaluate_log_probs(
     log_probs: torch.Tensor, labels: torch.Tensor, prefix: str = "test"
 ) -> dict[str, Any]:
@@ -65,6 +74,7 @@ def evaluate_log_probs(
         f"{prefix}/member_brier": metrics.brier(probs, labels).tolist(),
         f"{prefix}/member_ece": metrics.expected_calibration_error(probs, labels).tolist(),
         f"{prefix}/member_entropy": metrics.entropy(log_probs, log=True).mean(-1).tolist(),
+        f"{prefix}/member_logit_norm": logit_norm(log_probs).tolist(),
     }
     for method in COMBINERS:
         predicted = ensemble_predict(log_probs, method, log=True)

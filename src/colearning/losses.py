@@ -32,7 +32,7 @@ from colearning.errors import ConfigError
 from colearning.registry import Registry
 
 PEERS = ("detached", "joint")
-KL_REDUCTIONS = ("batchmean", "mean")
+KL_REDUCTIONS = ("batchmean", "mean", "mean_all")
 
 
 class CoupledLoss(NamedTuple):
@@ -253,6 +253,10 @@ def coupled_loss(
             code adds ``beta * KLDivLoss()(log p_i, p_j)`` to a cross-entropy task loss. The
             task term stays the batch-mean cross-entropy, so under ``"mean"`` a given beta
             acts C times weaker: ``mean`` at beta equals ``batchmean`` at beta / C.
+            ``"mean_all"``: both terms divided by C, what KLDivLoss's default reduction
+            gives when code uses it for the task term too; the loss is Eq. 1 / C, so under
+            SGD it trains exactly as ``batchmean`` with the learning rate / C and the weight
+            decay x C.
         frozen: optional peer log-probabilities [M, B, C] of members that are not trained
             (growing an ensemble). They enter every member's coupling term as extra peers j;
             ``beta`` must then be [N, N+M] (or a float).
@@ -309,8 +313,10 @@ def coupled_loss(
     pair = DIVERGENCES.get(divergence)(wide_log_p, peer_log_p).mean(-1).to(dtype)  # [.., N, M]
     coupling = (weights * pair).sum(-1)  # [..., N]
 
-    if kl_reduction == "mean":
+    if kl_reduction in ("mean", "mean_all"):
         coupling = coupling / classes
+    if kl_reduction == "mean_all":
+        task = task / classes
     return CoupledLoss(task + coupling, task, coupling)
 
 

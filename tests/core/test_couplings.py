@@ -76,3 +76,39 @@ def test_schedules():
 def test_choices_are_the_registries():
     assert sorted(CHOICES["loss.coupling"]) == COUPLINGS.names()
     assert sorted(CHOICES["loss.beta_schedule"]) == SCHEDULES.names()
+
+
+def test_labels_name_topology_options_schedule_and_target():
+    from colearning.couplings import coupling_label
+
+    assert coupling_label(loss(beta=-0.2)) == "uniform"
+    assert coupling_label(loss(beta_bar=-1.0, divergence="js")) == "uniform"  # not a coupling
+    assert coupling_label(loss(beta=[[0.0, 1.0], [1.0, 0.0]])) == "matrix"
+    assert coupling_label(loss(beta_bar=-1.0, coupling="ring", coupling_options={"k": 2})) \
+        == "ring(k=2)"
+    assert coupling_label(loss(coupling="communities", coupling_options={
+        "groups": 2, "beta_out": -0.1, "beta_in": 0.1})) == \
+        "communities(beta_in=0.1,beta_out=-0.1,groups=2)"
+    assert coupling_label(loss(beta=-0.1, coupling="star", beta_schedule="warmup",
+                               beta_schedule_options={"epochs": 3})) == "star+warmup(epochs=3)"
+    assert coupling_label(loss(beta_bar=-0.5, beta_schedule="cosine", target_js=0.2)) == \
+        "uniform+cosine+js0.2"
+
+
+def test_run_directory_names_carry_the_coupling_label(tmp_path):
+    from colearning.config import Config
+    from colearning.training.lifecycle import new_run_dir
+
+    def name(**values):
+        config = Config()
+        config.ensemble.n_members = 10
+        for key, value in values.items():
+            setattr(config.loss, key, value)
+        return new_run_dir(config, tmp_path).name.split("-", 2)[2]
+
+    assert name(beta=-0.1) == "small_cnn-N10-b-0.1"
+    assert name(beta=None, beta_bar=-0.5, coupling="ring", coupling_options={"k": 2}) == \
+        "small_cnn-N10-bb-0.5-ring-k2"
+    assert name(beta=None, coupling="communities",
+                coupling_options={"beta_in": 0.1, "beta_out": -0.1}) == \
+        "small_cnn-N10-communities-beta_in0.1-beta_out-0.1"

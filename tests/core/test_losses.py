@@ -99,6 +99,11 @@ def test_soft_targets_and_kl_reduction(batch):
     torch.testing.assert_close(mean.task, batchmean.task)
     torch.testing.assert_close(mean.coupling * 5, batchmean.coupling)
     torch.testing.assert_close(mean.total, coupled_loss(logits, q, -0.2 / 5).total)
+    # "mean_all" divides both terms by C: Eq. 1 / C
+    both = coupled_loss(logits, q, -0.2, kl_reduction="mean_all")
+    torch.testing.assert_close(both.task * 5, batchmean.task)
+    torch.testing.assert_close(both.coupling * 5, batchmean.coupling)
+    torch.testing.assert_close(both.total * 5, batchmean.total)
     # KL(q||p) for soft q includes q's entropy: it is zero when p == q.
     exact = coupled_loss(q.log().unsqueeze(0), q, 0.0)
     torch.testing.assert_close(exact.task, torch.zeros(1), atol=1e-6, rtol=0)
@@ -142,7 +147,7 @@ def test_frozen_peers_enter_coupling_only(batch):
         ({"beta": np.full((3, 3), np.nan)}, "NaN"),
         ({"beta": float("inf")}, "finite"),
         ({"peers": "both"}, "valid: detached, joint"),
-        ({"kl_reduction": "sum"}, "valid: batchmean, mean"),
+        ({"kl_reduction": "sum"}, "valid: batchmean, mean, mean_all"),
     ],
 )
 def test_bad_arguments(batch, kwargs, match):

@@ -35,6 +35,14 @@ def test_labels():
         "interpolated lambda=0.25"
     assert label({"loss.objective": "joint", "loss.kl_reduction": "mean"},
                  ["loss.kl_reduction"]) == "joint kl_reduction=mean"
+    # the coupling's label and the divergence, unless the paper's; no coupling: independent
+    ring = {"beta": -0.05, "beta_bar": -0.5, "coupling": "ring(k=2)", "loss.divergence": "js",
+            "independent": False}
+    assert label(ring) == "colearning beta_bar=-0.5 ring(k=2) js"
+    assert label({**ring, "beta": 0.0, "beta_bar": 0.0, "independent": True}) == "independent"
+    assert label({"beta": 0.0, "beta_bar": 0.0, "independent": False,
+                  "coupling": "communities(beta_in=0.1,beta_out=-0.1,groups=2)"}) == \
+        "colearning communities(beta_in=0.1,beta_out=-0.1,groups=2)"
 
 
 def test_compare_two_sweeps(tiny_sweep, interpolated_sweep):

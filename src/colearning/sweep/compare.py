@@ -33,20 +33,29 @@ SCORE = "best/val_ensemble_accuracy_mean"
 
 
 def label(row: dict[str, Any], extra: Sequence[str] = ()) -> str:
-    """A configuration's name from a cell row (objective, its knob, other grid values)."""
+    """A configuration's name from a cell row (objective, its knob, the coupling's label and
+    divergence unless the paper's, other grid values). Every cell of the paper's objective
+    whose couplings are all 0 is ``independent``, whatever its topology or divergence."""
     objective = row.get("loss.objective") or "colearning"
+    coupled = []
     if objective == "interpolated":
         name = f"interpolated lambda={float(row['loss.joint_weight']):g}"
     elif objective == "joint":
         name = "joint"
-    elif row.get("beta") == 0:
+    elif row.get("independent", row.get("beta") == 0):
         name = REFERENCE
-    elif row.get("beta_bar") is not None:
-        name = f"colearning beta_bar={float(row['beta_bar']):g}"
     else:
-        name = "colearning beta matrix"
+        topology = str(row.get("coupling") or "uniform").split("(")[0].split("+")[0]
+        if topology in ("matrix", "communities") or row.get("beta_bar") is None:
+            name = "colearning"
+        else:
+            name = f"colearning beta_bar={float(row['beta_bar']):g}"
+        if row.get("coupling") not in ("uniform", None):
+            coupled.append(str(row["coupling"]))
+        if row.get("loss.divergence") not in ("kl", None):
+            coupled.append(str(row["loss.divergence"]))
     others = [f"{key.split('.')[-1]}={row[key]}" for key in extra if row.get(key) is not None]
-    return " ".join([name, *others])
+    return " ".join([name, *coupled, *others])
 
 
 def _stats(values: list[float]) -> tuple[float, float]:
@@ -65,7 +74,8 @@ def compare_sweeps(sweep_dirs: Sequence[str | Path],
     rows: list[dict[str, Any]] = []
     for path in sweep_dirs:
         cells = cell_rows(path)
-        skip = {"loss.objective", "loss.joint_weight", "loss.beta", "loss.beta_bar"}
+        skip = {"loss.objective", "loss.joint_weight", "loss.beta", "loss.beta_bar",
+                "loss.divergence", "coupling"}
         extra = [k for k in facet_keys(cells) if k not in skip]
         rows += [{**row, "configuration": label(row, extra)} for row in cells]
     groups: dict[tuple[str, Any], list[dict[str, Any]]] = {}

@@ -6,17 +6,20 @@
 
 Columns of a cell row: ``cell``, ``status`` (finished, diverged, interrupted, failed,
 started, pending), ``error``, the grid keys (dotted, e.g. ``loss.kl_reduction``), the
-coupling as ``N``, ``beta`` and ``beta_bar`` (= beta * N, whichever of the two the config
-set), ``seed``, the final-epoch metrics (``test/...``, and ``val/ensemble_accuracy_mean``
+coupling's label ``coupling`` (:func:`colearning.couplings.coupling_label`: topology, its
+options, schedule, JS target), ``independent`` (whether every coupling is 0: beta = 0
+training), its strength as ``N``, ``beta`` and ``beta_bar`` (= beta * N,
+whichever of the two the config set; on a graph the uniform equivalent), ``seed``, the
+final-epoch metrics (``test/...``, and ``val/ensemble_accuracy_mean``
 when the runs hold out a validation split; ``test/member_accuracy_mean`` is the mean over
 members, ``n_collapsed`` the number of collapsed members) and the best epoch: chosen on the
 validation split when there is one (``best/selected_on`` = ``val``), else on the test set
 (``test``, an optimistic choice), with the test ensemble accuracy, mean member accuracy
 and JS distance at that epoch (``best/...``).
 
-The summary groups cells by the other grid keys plus (N, beta). It says how complete each
-group is (``n_cells``, ``n_finished``, ``n_diverged``, ``n_failed``, and ``n_collapsed``,
-the finished cells with a collapsed member) and gives ``METRIC:mean`` and ``METRIC:std``
+The summary groups cells by the other grid keys (a coupling's keys by its label) plus
+(N, beta). It says how complete each group is (``n_cells``, ``n_finished``, ``n_diverged``,
+``n_failed``, and ``n_collapsed``, the finished cells with a collapsed member) and gives ``METRIC:mean`` and ``METRIC:std``
 (sample std, ddof=1; empty for one seed) over the finished cells; a group whose cells did
 not all finish is marked by ``n_finished < n_cells`` and is not eligible as the optimal
 coupling (see :func:`colearning.sweep.analysis.optimal_beta`). CSV is always written;
@@ -36,13 +39,18 @@ import numpy as np
 import pandas as pd
 
 from colearning import rundir
+from colearning.config import config_from_dict
+from colearning.couplings import coupling_label, coupling_matrix
 from colearning.errors import ConfigError
 from colearning.sweep.layout import CELL_ERROR, CELLS, cell_status, load_sweep_spec
 
 COUPLING_KEYS = ("loss.beta", "loss.beta_bar", "ensemble.n_members", "seed")
 CONFIG_COLUMNS = ("model.name", "data.name", "train.epochs", "loss.kl_reduction",
-                  "loss.objective", "loss.joint_weight", "loss.coupling", "loss.beta_schedule",
-                  "loss.divergence")
+                  "loss.objective", "loss.joint_weight", "loss.divergence")
+# Config keys the coupling label (column ``coupling``) folds together: cells are grouped by
+# the label, not by these keys one by one.
+LABELLED = ("loss.coupling", "loss.coupling_options", "loss.beta_schedule",
+            "loss.beta_schedule_options", "loss.target_js")
 METRICS = (
     "test/ensemble_accuracy_mean",
     "test/ensemble_accuracy_geometric",
@@ -86,13 +94,19 @@ def _scalar(value: Any) -> Any:
 
 
 def coupling(config: dict[str, Any]) -> tuple[int, float | None, float | None]:
-    """(N, beta, beta_bar) of a run config; beta None for a matrix coupling."""
+    """(N, beta, beta_bar) of a run config; beta None for a matrix coupling. A graph given
+    beta_bar reports it (beta = beta_bar / N, the uniform equivalent); communities, whose
+    strengths are options, report the mean off-diagonal coupling as beta."""
     n = config["ensemble"]["n_members"]
     loss = config["loss"]
     if isinstance(loss["beta"], list):
         return n, None, None
     if loss["beta_bar"] is not None:
         return n, loss["beta_bar"] / n, float(loss["beta_bar"])
+    if loss["beta"] is None and loss["coupling"] == "communities" and n > 1:
+        matrix = coupling_matrix(config_from_dict(config).loss, n)
+        beta = float(matrix.sum()) / (n * (n - 1))
+        return n, beta, beta * n
     beta = float(loss["beta"] or 0.0)
     return n, beta, beta * n
 
@@ -121,6 +135,9 @@ def cell_rows(sweep_dir: str | Path) -> list[dict[str, Any]]:
         row: dict[str, Any] = {"cell": cell.name, "status": status, "error": None}
         for key in grid_keys + [k for k in CONFIG_COLUMNS if k not in grid_keys]:
             row[key] = _scalar(_get(cell.config, key))
+        loss = config_from_dict(cell.config).loss
+        row["coupling"] = coupling_label(loss)
+        row["independent"] = bool((coupling_matrix(loss, n) == 0).all())
         row.update({"N": n, "beta": beta, "beta_bar": beta_bar, "seed": cell.config["seed"]})
         records = rundir.read_jsonl(cell_dir / rundir.METRICS) if cell_dir.exists() else []
         row["epochs_completed"] = len(records)
@@ -178,15 +195,22 @@ def epoch_rows(sweep_dir: str | Path) -> list[dict[str, Any]]:
 
 
 def facet_keys(rows: list[dict[str, Any]]) -> list[str]:
-    """Grid keys other than N, beta(_bar) and seed: each value of them is its own curve set."""
+    """Grid keys other than N, beta(_bar) and seed: each value of them is its own curve set.
+    Grid keys of the coupling (topology, its options, schedule, JS target) count as one
+    facet, the ``coupling`` label."""
     if not rows:
         return []
     fixed = {"cell", "status", "error", "N", "beta", "beta_bar", "seed", "epochs_completed",
-             "wall_seconds", *METRICS, *BEST_COLUMNS, *CONFIG_COLUMNS}
-    keys = [k for k in rows[0] if k not in fixed]
-    # a config column varied by the grid is a facet too
-    keys += [k for k in CONFIG_COLUMNS if len({r.get(k) for r in rows}) > 1]
+             "wall_seconds", "coupling", "independent", *METRICS, *BEST_COLUMNS, *CONFIG_COLUMNS}
+    keys = [k for k in rows[0] if k not in fixed and not labelled(k)]
+    # a config column (or the coupling label) varied by the grid is a facet too
+    keys += [k for k in (*CONFIG_COLUMNS, "coupling") if len({r.get(k) for r in rows}) > 1]
     return keys
+
+
+def labelled(key: str) -> bool:
+    """Whether config key ``key`` is part of the coupling label."""
+    return any(key == k or key.startswith(k + ".") for k in LABELLED)
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import platform
+import re
 import signal
 import subprocess
 import threading
@@ -32,6 +33,7 @@ from colearning.config import (
     read_yaml,
     without_display,
 )
+from colearning.couplings import coupling_label
 from colearning.errors import ConfigError, RunDirError
 from colearning.training.setup import resolve_device
 
@@ -84,14 +86,21 @@ def git_commit() -> str | None:
 
 def new_run_dir(config: Config, root: str | Path = "runs") -> Path:
     """A fresh directory under ``root`` named after the time, model and coupling:
-    ``...-lenet5-N2-b-0.1`` (loss.beta), ``...-N4-bb-0.5`` (loss.beta_bar) or ``-bmatrix``."""
+    ``...-lenet5-N2-b-0.1`` (loss.beta), ``...-N4-bb-0.5`` (loss.beta_bar) or ``-bmatrix``,
+    then the coupling's label unless uniform (``...-N10-bb-0.5-ring-k2+warmup``)."""
     loss = config.loss
     if isinstance(loss.beta, list):
         tag = "bmatrix"
     elif loss.beta_bar is not None:
         tag = f"bb{loss.beta_bar:g}"
-    else:
+    elif loss.beta is not None or loss.coupling != "communities":
         tag = f"b{0.0 if loss.beta is None else loss.beta:g}"
+    else:
+        tag = ""
+    label = coupling_label(loss)
+    if label not in ("uniform", "matrix"):
+        tag += "-" + re.sub(r"[(,]", "-", label).replace("=", "").replace(")", "")
+    tag = tag.strip("-")
     stamp = time.strftime("%Y%m%d-%H%M%S")
     base = Path(root) / f"{stamp}-{config.model.name}-N{config.ensemble.n_members}-{tag}"
     path, k = base, 1

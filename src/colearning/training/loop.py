@@ -101,7 +101,8 @@ class _Block:
     n: int
     objective: str
     beta: torch.Tensor  # [K_n, N, N], before the beta schedule
-    divisor: torch.Tensor  # [K_n, 1]: C for kl_reduction=mean cells (coupling / C), else 1
+    divisor: torch.Tensor  # [K_n, 1]: C for kl_reduction=mean(_all) cells (coupling / C)
+    task_divisor: torch.Tensor  # [K_n, 1]: C for kl_reduction=mean_all cells (task / C)
     weight: torch.Tensor  # [K_n, 1]: the interpolated objective's lambda (joint: 1)
     beta_now: torch.Tensor | None = None  # beta at this epoch (Pack.start_epoch)
     positions: tuple[int, ...] = ()  # ``cells`` on the host
@@ -190,12 +191,15 @@ class Pack:
                 raise AssertionError("the pack's cells are ordered by size and objective")
             stop = self.rows[members[-1]].stop
             beta = torch.stack([self.cells[k].plan.beta for k in members])
-            divisor = torch.tensor([[classes if self.cells[k].config.loss.kl_reduction == "mean"
-                                     else 1.0] for k in members], device=self.device)
+            reductions = [self.cells[k].config.loss.kl_reduction for k in members]
+            divisor = torch.tensor([[classes if r in ("mean", "mean_all") else 1.0]
+                                    for r in reductions], device=self.device)
+            task_divisor = torch.tensor([[classes if r == "mean_all" else 1.0]
+                                         for r in reductions], device=self.device)
             weight = torch.tensor([[joint_weight(self.cells[k].config)] for k in members],
                                   device=self.device)
             blocks.append(_Block(torch.tensor(members, device=self.device), slice(start, stop),
-                                 n, objective, beta, divisor, weight,
+                                 n, objective, beta, divisor, task_divisor, weight,
                                  positions=tuple(members)))
             start = stop
         return blocks
@@ -377,11 +381,12 @@ class Pack:
                 parts = fn(chunk, labels[block.cells], beta=block.beta_now, peers=loss.peers,
                            divergence=loss.divergence)
                 coupling = parts.coupling / block.divisor
+                task = parts.task / block.task_divisor
             else:
                 parts = fn(chunk, labels[block.cells], joint_weight=block.weight)
-                coupling = parts.coupling
-            totals.append((parts.task + coupling).flatten())
-            tasks.append(parts.task.flatten())
+                coupling, task = parts.coupling, parts.task
+            totals.append((task + coupling).flatten())
+            tasks.append(task.flatten())
             couplings.append(coupling.flatten())
         return CoupledLoss(torch.cat(totals), torch.cat(tasks), torch.cat(couplings))
 
@@ -410,6 +415,14 @@ class Pack:
                 cell.detail = f"diverged at epoch {epoch + 1}: non-finite parameters"
             if cell.status == "diverged":
                 self.alive[k] = False
+
+    def weight_norms(self) -> list[float]:
+        """The L2 norm of every trained member's parameters (all of them together), in pack
+        row order; one gather when sharded. The slow growth of these under a negative
+        coupling is how a collapse starts (metric ``train/member_weight_norm``)."""
+        squares = sum(value.detach().float().pow(2).flatten(1).sum(1)
+                      for value in self.trained.stacked_parameters().values())
+        return self.shard.gather_rows(squares).sqrt().tolist()
 
     def beta_mean(self, k: int) -> float:
         """Cell k's mean off-diagonal coupling this epoch (its plan's matrix, scheduled)."""
@@ -555,6 +568,7 @@ def _evaluate(pack: Pack, epoch: int, labels: list[torch.Tensor], train_seconds:
         val = pack.predict(pack.val_index)
         val_labels = pack.pool.labels[pack.val_index].cpu()
     sums = {k: pack.cell_sums(k) for k in running}
+    norms = pack.weight_norms()
     epochs = config.train.epochs
     for k in running:
         cell = pack.cells[k]
@@ -562,6 +576,9 @@ def _evaluate(pack: Pack, epoch: int, labels: list[torch.Tensor], train_seconds:
         lr = cell.config.optim.lr * schedule_factor(config, epoch)
         record = epoch_record(epoch, lr, sums[k], cell.log_probs, labels[k], train_seconds)
         record["train/beta_mean"] = pack.beta_mean(k)
+        mine = norms if pack.single else norms[pack.rows[k]]
+        frozen = [None] * (cell.log_probs.shape[0] - len(mine))  # frozen members come first
+        record["train/member_weight_norm"] = frozen + mine
         if val is not None:  # for selection (best epoch, beta*): never the test set
             record.update(evaluate_log_probs(val[pack.eval_rows(k)], val_labels[k],
                                              prefix="val"))
