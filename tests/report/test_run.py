@@ -27,7 +27,7 @@ FIGURES = {
     "learning_curves", "combiner_accuracy", "accuracy_change", "kl_distance_trajectory",
     "js_matrix", "mds_trajectory", "sample_agreement", "entropy_histograms",
     "votes_vs_confidence", "activation_sparsity", "mean_activation", "weight_histograms",
-    "uncertainty_curves", "reliability",
+    "uncertainty_curves", "reliability", "member_size",
 }
 
 

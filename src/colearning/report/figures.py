@@ -184,6 +184,24 @@ def coupling_trajectory(epochs: np.ndarray, beta_mean: np.ndarray, js: np.ndarra
     return _save(fig, path)
 
 
+def member_size(epochs: np.ndarray, logit_norm: np.ndarray, weight_norm: np.ndarray,
+                tag: str, path: str | Path) -> Path:
+    """Each member's centered-logit norm on the test set [T, N] (left) and parameter norm
+    [T, N] (right) per epoch: how a negatively coupled member runs away before it collapses."""
+    fig, (left, right) = _figure(2, width=4.6)
+    for ax, values, label in ((left, logit_norm, "logit norm |z - mean z| (test mean)"),
+                              (right, weight_norm, "weight norm |θ|")):
+        for i in range(values.shape[1]):
+            ax.plot(epochs, values[:, i], color=member_color(i), marker=".", lw=1,
+                    label=_member_label(i))
+        ax.set(xlabel="epoch", ylabel=label)
+        _epoch_axis(ax)
+    if logit_norm.shape[1] <= 10:
+        left.legend(fontsize=7)
+    _title(fig, "Member output scale and weight size over training", tag)
+    return _save(fig, path)
+
+
 def accuracy_change(epochs: np.ndarray, member_change: np.ndarray, ensemble_change: np.ndarray,
                     tag: str, path: str | Path) -> Path:
     """Fig. S2b: |Δ accuracy| [T-1, N] and [T-1] (percentage points) on a log axis.

@@ -150,6 +150,14 @@ def _section_performance(run: RunArtifacts, out: Path) -> Section:
         captions.append("The coupling in effect each epoch (its mean off-diagonal β, after the "
                         "beta schedule or the adaptive controller) and the members' mean JS "
                         "distance (validation split when there is one).")
+    logits, weights = run.series("test/member_logit_norm"), run.series("train/member_weight_norm")
+    if np.isfinite(logits).any() and np.isfinite(weights).any():
+        figs.append(figures.member_size(epochs, logits, weights, run.tag,
+                                        out / "member_size.png"))
+        captions.append("Each member's output scale (mean norm of its centered test logits) "
+                        "and parameter norm per epoch. Under a negative coupling a member "
+                        "that runs away grows both until it collapses; the paper's Table S4 "
+                        "reports wider weights at β < 0.")
     return Section(title, figures=figs, captions=captions,
                    tables=[tables.ensemble_table(run.final)])
 

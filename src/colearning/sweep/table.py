@@ -19,8 +19,9 @@ and JS distance at that epoch (``best/...``).
 
 The summary groups cells by the other grid keys (a coupling's keys by its label) plus
 (N, beta). It says how complete each group is (``n_cells``, ``n_finished``, ``n_diverged``,
-``n_failed``, and ``n_collapsed``, the finished cells with a collapsed member) and gives ``METRIC:mean`` and ``METRIC:std``
-(sample std, ddof=1; empty for one seed) over the finished cells; a group whose cells did
+``n_failed``, and ``n_collapsed``, the finished cells with a collapsed member) and gives
+``METRIC:mean`` and ``METRIC:std`` (sample std, ddof=1; empty for one seed) over the
+finished cells; a group whose cells did
 not all finish is marked by ``n_finished < n_cells`` and is not eligible as the optimal
 coupling (see :func:`colearning.sweep.analysis.optimal_beta`). CSV is always written;
 Parquet too when pyarrow is installed (``pip install colearning[parquet]``).
