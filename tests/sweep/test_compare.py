@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pandas as pd
@@ -87,3 +88,25 @@ def test_compare_cli(tiny_sweep, interpolated_sweep, tmp_path, capsys):
     assert len(pd.read_csv(out)) == 8
     assert main(["compare", str(tmp_path)]) == 4
     assert "no sweep.yaml" in capsys.readouterr().err
+
+
+def test_collapse_epochs_are_the_first_epoch_with_a_collapsed_member(tiny_sweep, tmp_path):
+    import shutil
+
+    from colearning import rundir
+    from colearning.sweep.compare import markdown
+
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_sweep, copy)
+    cell = next(r for r in cell_rows(copy) if r["N"] == 2 and r["beta"] != 0 and r["seed"] == 1)
+    path = copy / "cells" / cell["cell"] / rundir.METRICS
+    records = rundir.read_jsonl(path)
+    records[-1]["test/member_collapsed"] = [False, True]  # as if member 1 collapsed at the end
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    rows = {(r["configuration"], r["N"]): r for r in compare_sweeps([copy])}
+    row = rows[("colearning beta_bar=-0.6", 2)]
+    assert row["collapse_epochs"] == [records[-1]["epoch"]]
+    assert rows[("independent", 2)]["collapse_epochs"] == []
+    line = next(line for line in markdown(list(rows.values())).splitlines()
+                if line.startswith("| colearning beta_bar=-0.6"))
+    assert f" | 2 | 2/2 | 1 ({records[-1]['epoch']}) | " in line

@@ -6,14 +6,15 @@ epoch, and its seed-paired difference to a reference configuration.
 
 A *configuration* is a group of cells that differ only in their seed: its label names the
 objective and its knob (``independent``, ``colearning beta_bar=-0.5``, ``interpolated
-lambda=0.25``, ``joint``), plus N and any other grid value. Per configuration: how many
-cells ran, finished, diverged and collapsed; the mean and std over finished seeds of the
-test ensemble accuracy, the mean member accuracy and the members' mean JS distance, all at
-each cell's best epoch (chosen on its validation split when it has one, said in
-``selected_on``); ``diff`` = the mean over seeds of (configuration - reference) ensemble
-accuracy, with the two-sided Wilcoxon signed-rank p over the seed pairs; and ``selected``:
-the configuration of its objective with the best mean validation accuracy (the knob a
-researcher would pick without looking at the test set).
+lambda=0.25``, ``joint``), the coupling's label and divergence unless the paper's, plus N
+and any other grid value. Per configuration: how many cells ran, finished, diverged and
+collapsed (``collapse_epochs``: the epoch each collapse began); the mean and std over
+finished seeds of the test ensemble accuracy, the mean member accuracy and the members'
+mean JS distance, all at each cell's best epoch (chosen on its validation split when it
+has one, said in ``selected_on``); ``diff`` = the mean over seeds of (configuration -
+reference) ensemble accuracy, with the two-sided Wilcoxon signed-rank p over the seed
+pairs; and ``selected``: the configuration of its objective with the best mean validation
+accuracy (the knob a researcher would pick without looking at the test set).
 """
 
 from __future__ import annotations
@@ -92,7 +93,9 @@ def compare_sweeps(sweep_dirs: Sequence[str | Path],
             "n_cells": len(cells), "n_finished": len(done),
             "n_diverged": sum(r["status"] == "diverged" for r in cells),
             "n_collapsed": sum(bool(r.get("n_collapsed")) for r in done.values()),
-            "selected_on": next((r.get("best/selected_on") for r in done.values()), None)}
+            "selected_on": next((r.get("best/selected_on") for r in done.values()), None),
+            "collapse_epochs": sorted(r["first_collapse_epoch"] for r in cells
+                                      if r.get("first_collapse_epoch") is not None)}
         for key, column in (("ensemble", ENSEMBLE), ("member", MEMBER), ("js", JS),
                             ("epoch", "best/epoch"), ("val", SCORE)):
             values = [float(r[column]) for r in done.values() if r.get(column) is not None]
@@ -138,8 +141,8 @@ def _percent(mean: float, std: float) -> str:
 
 def markdown(rows: list[dict[str, Any]]) -> str:
     """The comparison as a Markdown table (accuracies in %, mean ± std over seeds)."""
-    lines = ["| configuration | N | finished | collapsed | ensemble % | members % | JS (nats) "
-             "| epoch | diff vs independent (pp) | Wilcoxon p |",
+    lines = ["| configuration | N | finished | collapsed (first epoch) | ensemble % | members % "
+             "| JS (nats) | epoch | diff vs independent (pp) | Wilcoxon p |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         js = f"{r['js:mean']:.3f}" if math.isfinite(r["js:mean"]) else "-"
@@ -149,8 +152,11 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         name = r["configuration"] + (" (val-selected)" if r["selected"]
                                      and r["configuration"] != REFERENCE else "")
         epoch = f"{r['epoch:mean']:.1f}" if math.isfinite(r["epoch:mean"]) else "-"
+        collapsed = str(r["n_collapsed"])
+        if r["collapse_epochs"]:
+            collapsed += f" ({', '.join(map(str, r['collapse_epochs']))})"
         lines.append(f"| {name} | {r['N']} | {r['n_finished']}/{r['n_cells']} | "
-                     f"{r['n_collapsed']} | {_percent(r['ensemble:mean'], r['ensemble:std'])} | "
+                     f"{collapsed} | {_percent(r['ensemble:mean'], r['ensemble:std'])} | "
                      f"{_percent(r['member:mean'], r['member:std'])} | {js} | {epoch} | {diff} "
                      f"| {p} |")
     return "\n".join(lines)

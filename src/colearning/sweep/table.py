@@ -12,7 +12,8 @@ training), its strength as ``N``, ``beta`` and ``beta_bar`` (= beta * N,
 whichever of the two the config set; on a graph the uniform equivalent), ``seed``, the
 final-epoch metrics (``test/...``, and ``val/ensemble_accuracy_mean``
 when the runs hold out a validation split; ``test/member_accuracy_mean`` is the mean over
-members, ``n_collapsed`` the number of collapsed members) and the best epoch: chosen on the
+members, ``n_collapsed`` the number of collapsed members, ``first_collapse_epoch`` the
+first epoch with a collapsed member) and the best epoch: chosen on the
 validation split when there is one (``best/selected_on`` = ``val``), else on the test set
 (``test``, an optimistic choice), with the test ensemble accuracy, mean member accuracy
 and JS distance at that epoch (``best/...``).
@@ -142,6 +143,7 @@ def cell_rows(sweep_dir: str | Path) -> list[dict[str, Any]]:
         row.update({"N": n, "beta": beta, "beta_bar": beta_bar, "seed": cell.config["seed"]})
         records = rundir.read_jsonl(cell_dir / rundir.METRICS) if cell_dir.exists() else []
         row["epochs_completed"] = len(records)
+        row["first_collapse_epoch"] = first_collapse(records)
         if status == "failed":
             error = json.loads((cell_dir / CELL_ERROR).read_text())
             row["error"] = f"{error['error_type']}: {error['message']}"
@@ -155,6 +157,12 @@ def cell_rows(sweep_dir: str | Path) -> list[dict[str, Any]]:
         row.update(best_epoch(records))
         rows.append(row)
     return rows
+
+
+def first_collapse(records: list[dict[str, Any]]) -> int | None:
+    """The first epoch at which a member of the run was collapsed (None: never)."""
+    return next((r["epoch"] for r in records if any(r.get("test/member_collapsed") or [])),
+                None)
 
 
 def best_epoch(records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -202,7 +210,8 @@ def facet_keys(rows: list[dict[str, Any]]) -> list[str]:
     if not rows:
         return []
     fixed = {"cell", "status", "error", "N", "beta", "beta_bar", "seed", "epochs_completed",
-             "wall_seconds", "coupling", "independent", *METRICS, *BEST_COLUMNS, *CONFIG_COLUMNS}
+             "first_collapse_epoch", "wall_seconds", "coupling", "independent", *METRICS,
+             *BEST_COLUMNS, *CONFIG_COLUMNS}
     keys = [k for k in rows[0] if k not in fixed and not labelled(k)]
     # a config column (or the coupling label) varied by the grid is a facet too
     keys += [k for k in (*CONFIG_COLUMNS, "coupling") if len({r.get(k) for r in rows}) > 1]
