@@ -79,3 +79,18 @@ def test_load_results_is_a_dataframe_with_the_files_columns(tiny_sweep):
     assert len(load_results(tiny_sweep, "epochs")) == 16
     with pytest.raises(ConfigError, match="valid: results, summary, epochs"):
         load_results(tiny_sweep, "cells")
+
+
+def test_first_collapse_is_where_the_final_collapse_began():
+    from colearning.sweep.table import first_collapse
+
+    def records(*flags):
+        return [{"epoch": k + 1, "test/member_collapsed": list(f)} for k, f in enumerate(flags)]
+
+    # untrained members look collapsed at epoch 1; member 1 recovers, member 0 relapses at 3
+    assert first_collapse(records((True, True), (False, False), (True, False),
+                                  (True, False))) == 3
+    assert first_collapse(records((True, False), (False, False))) is None
+    assert first_collapse(records((True, True), (True, True))) == 1  # never learned
+    assert first_collapse(records((False, False), (False, True), (True, True))) == 2
+    assert first_collapse([]) is None

@@ -14,7 +14,9 @@ mean JS distance, all at each cell's best epoch (chosen on its validation split 
 has one, said in ``selected_on``); ``diff`` = the mean over seeds of (configuration -
 reference) ensemble accuracy, with the two-sided Wilcoxon signed-rank p over the seed
 pairs; and ``selected``: the configuration of its objective with the best mean validation
-accuracy (the knob a researcher would pick without looking at the test set).
+accuracy (the knob a researcher would pick without looking at the test set). Cells of one
+configuration with the same seed (beta = 0 in two sweeps: the same training) count once in
+the statistics.
 """
 
 from __future__ import annotations
@@ -90,12 +92,16 @@ def compare_sweeps(sweep_dirs: Sequence[str | Path],
         done = finished[(name, n)]
         line: dict[str, Any] = {
             "configuration": name, "N": n, "objective": cells[0].get("loss.objective"),
-            "n_cells": len(cells), "n_finished": len(done),
+            "n_cells": len(cells),
+            "n_finished": sum(r["status"] == "finished" and r.get(ENSEMBLE) is not None
+                              for r in cells),
             "n_diverged": sum(r["status"] == "diverged" for r in cells),
-            "n_collapsed": sum(bool(r.get("n_collapsed")) for r in done.values()),
+            "n_collapsed": sum(bool(r.get("n_collapsed")) for r in cells
+                               if r["status"] == "finished"),
             "selected_on": next((r.get("best/selected_on") for r in done.values()), None),
             "collapse_epochs": sorted(r["first_collapse_epoch"] for r in cells
-                                      if r.get("first_collapse_epoch") is not None)}
+                                      if r["status"] == "finished"
+                                      and r.get("first_collapse_epoch") is not None)}
         for key, column in (("ensemble", ENSEMBLE), ("member", MEMBER), ("js", JS),
                             ("epoch", "best/epoch"), ("val", SCORE)):
             values = [float(r[column]) for r in done.values() if r.get(column) is not None]
@@ -155,7 +161,10 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         collapsed = str(r["n_collapsed"])
         if r["collapse_epochs"]:
             collapsed += f" ({', '.join(map(str, r['collapse_epochs']))})"
-        lines.append(f"| {name} | {r['N']} | {r['n_finished']}/{r['n_cells']} | "
+        finished = f"{r['n_finished']}/{r['n_cells']}"
+        if r["n_diverged"]:
+            finished += f" ({r['n_diverged']} diverged)"
+        lines.append(f"| {name} | {r['N']} | {finished} | "
                      f"{collapsed} | {_percent(r['ensemble:mean'], r['ensemble:std'])} | "
                      f"{_percent(r['member:mean'], r['member:std'])} | {js} | {epoch} | {diff} "
                      f"| {p} |")

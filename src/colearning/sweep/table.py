@@ -12,8 +12,8 @@ training), its strength as ``N``, ``beta`` and ``beta_bar`` (= beta * N,
 whichever of the two the config set; on a graph the uniform equivalent), ``seed``, the
 final-epoch metrics (``test/...``, and ``val/ensemble_accuracy_mean``
 when the runs hold out a validation split; ``test/member_accuracy_mean`` is the mean over
-members, ``n_collapsed`` the number of collapsed members, ``first_collapse_epoch`` the
-first epoch with a collapsed member) and the best epoch: chosen on the
+members, ``n_collapsed`` the number of collapsed members, ``first_collapse_epoch`` when
+that collapse began, see :func:`first_collapse`) and the best epoch: chosen on the
 validation split when there is one (``best/selected_on`` = ``val``), else on the test set
 (``test``, an optimistic choice), with the test ensemble accuracy, mean member accuracy
 and JS distance at that epoch (``best/...``).
@@ -160,9 +160,22 @@ def cell_rows(sweep_dir: str | Path) -> list[dict[str, Any]]:
 
 
 def first_collapse(records: list[dict[str, Any]]) -> int | None:
-    """The first epoch at which a member of the run was collapsed (None: never)."""
-    return next((r["epoch"] for r in records if any(r.get("test/member_collapsed") or [])),
-                None)
+    """When the collapse a run ended in began: the first epoch from which one of the members
+    collapsed at its last epoch stayed collapsed (None when no member ended collapsed).
+    Untrained members look collapsed too (near-constant outputs), so a collapse that lasts
+    from epoch 1 means the member never learned."""
+    flags = [r.get("test/member_collapsed") or [] for r in records]
+    if not flags or not any(flags[-1]):
+        return None
+    starts = []
+    for member, collapsed in enumerate(flags[-1]):
+        if not collapsed:
+            continue
+        k = len(flags)
+        while k > 0 and member < len(flags[k - 1]) and flags[k - 1][member]:
+            k -= 1
+        starts.append(records[k]["epoch"])
+    return min(starts)
 
 
 def best_epoch(records: list[dict[str, Any]]) -> dict[str, Any]:
