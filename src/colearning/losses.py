@@ -256,7 +256,8 @@ def coupled_loss(
             ``"mean_all"``: both terms divided by C, what KLDivLoss's default reduction
             gives when code uses it for the task term too; the loss is Eq. 1 / C, so under
             SGD it trains exactly as ``batchmean`` with the learning rate / C and the weight
-            decay x C.
+            decay x C (without ``optim.grad_clip``, whose threshold sees gradients / C); the
+            logged losses are the divided ones.
         frozen: optional peer log-probabilities [M, B, C] of members that are not trained
             (growing an ensemble). They enter every member's coupling term as extra peers j;
             ``beta`` must then be [N, N+M] (or a float).

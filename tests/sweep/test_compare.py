@@ -110,3 +110,50 @@ def test_collapse_epochs_are_the_first_epoch_with_a_collapsed_member(tiny_sweep,
     line = next(line for line in markdown(list(rows.values())).splitlines()
                 if line.startswith("| colearning beta_bar=-0.6"))
     assert f" | 2 | 2/2 | 1 ({records[-1]['epoch']}) | " in line
+
+
+def test_each_convention_is_compared_with_its_own_independent_runs(tmp_path):
+    sweep = {"name": "conventions", "base": TINY_BASE,
+             "grid": {"kl_reduction": ["batchmean", "mean_all"], "beta": [-0.3, 0.0]},
+             "seeds": 2}
+    out = tmp_path / "out"
+    assert main(["sweep", "--config", str(write_sweep(tmp_path / "s.yaml", sweep)), "--out",
+                 str(out), "--no-progress", "--pack", "4"]) == 0
+    rows = {r["configuration"]: r for r in compare_sweeps([out])}
+    cells = cell_rows(out)
+    for convention in ("batchmean", "mean_all"):
+        coupled = rows[f"colearning beta_bar=-0.6 kl_reduction={convention}"]
+        assert coupled["reference"] == f"independent kl_reduction={convention}"
+        assert coupled["pairs"] == 2 and not coupled["is_reference"]
+        mine = {c["seed"]: c["best/ensemble_accuracy_mean"] for c in cells
+                if c["loss.kl_reduction"] == convention and c["beta"] != 0}
+        theirs = {c["seed"]: c["best/ensemble_accuracy_mean"] for c in cells
+                  if c["loss.kl_reduction"] == convention and c["beta"] == 0}
+        assert coupled["diff:mean"] == pytest.approx(
+            sum(mine[s] - theirs[s] for s in (0, 1)) / 2)
+        # one pick per convention, never an independent row among the coupled ones
+        assert not rows[f"independent kl_reduction={convention}"]["selected"] or \
+            rows[f"independent kl_reduction={convention}"]["is_reference"]
+    assert sum(r["selected"] for r in rows.values() if not r["is_reference"]) == 2
+
+
+def test_the_same_seed_trained_differently_is_refused(tiny_sweep, tmp_path):
+    import shutil
+
+    import yaml
+
+    from colearning.errors import ConfigError
+
+    # the same sweep twice: its cells are the same trainings and count once
+    rows = compare_sweeps([tiny_sweep, tiny_sweep])
+    independent = next(r for r in rows if r["configuration"] == "independent" and r["N"] == 2)
+    assert independent["n_cells"] == 4 and independent["pairs"] == 2
+    # a copy trained for other epochs is not the same training
+    other = tmp_path / "other"
+    shutil.copytree(tiny_sweep, other)
+    spec = yaml.safe_load((other / "sweep.yaml").read_text())
+    spec["base"]["train"]["epochs"] = 3
+    (other / "sweep.yaml").write_text(yaml.safe_dump(spec))
+    with pytest.raises(ConfigError, match=r"has two different seed-0 cells .* differ in "
+                                          r"train.epochs\); compare sweeps that differ only"):
+        compare_sweeps([tiny_sweep, other])

@@ -28,6 +28,8 @@ from typing import Any
 
 from scipy import stats
 
+from colearning.errors import ConfigError
+from colearning.sweep.layout import load_sweep_spec
 from colearning.sweep.table import cell_rows, facet_keys
 
 REFERENCE = "independent"
@@ -57,8 +59,33 @@ def label(row: dict[str, Any], extra: Sequence[str] = ()) -> str:
             coupled.append(str(row["coupling"]))
         if row.get("loss.divergence") not in ("kl", None):
             coupled.append(str(row["loss.divergence"]))
-    others = [f"{key.split('.')[-1]}={row[key]}" for key in extra if row.get(key) is not None]
-    return " ".join([name, *coupled, *others])
+    return " ".join([name, *coupled, *_others(row, extra)])
+
+
+def _others(row: dict[str, Any], extra: Sequence[str]) -> list[str]:
+    """The other grid values of a cell row, as ``key=value`` words."""
+    return [f"{key.split('.')[-1]}={row[key]}" for key in extra if row.get(key) is not None]
+
+
+# What a cell's config may differ in from another cell of its configuration and seed and
+# still be the same training: uncoupled cells ignore every coupling key.
+_UNCOUPLED_KEYS = ("beta", "beta_bar", "divergence", "coupling", "coupling_options",
+                   "beta_schedule", "beta_schedule_options", "target_js")
+
+
+def _fingerprint(config: dict[str, Any], independent: bool) -> dict[str, Any]:
+    out = {key: value for key, value in config.items() if key not in ("seed", "train")}
+    out["train"] = {k: v for k, v in config["train"].items() if k != "progress"}
+    if independent:
+        out["loss"] = {k: v for k, v in config["loss"].items() if k not in _UNCOUPLED_KEYS}
+    return out
+
+
+def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for key in sorted(set(a) | set(b))
+                for d in _differences(a.get(key), b.get(key), f"{prefix}{key}.")]
+    return [] if a == b else [prefix.rstrip(".")]
 
 
 def _stats(values: list[float]) -> tuple[float, float]:
@@ -73,25 +100,34 @@ def _stats(values: list[float]) -> tuple[float, float]:
 def compare_sweeps(sweep_dirs: Sequence[str | Path],
                    reference: str = REFERENCE) -> list[dict[str, Any]]:
     """One row per (configuration, N) over the cells of all ``sweep_dirs`` (see the module
-    docstring); ``reference`` is the label the differences are taken against (the same N)."""
+    docstring). Differences are taken against ``reference`` with the same N and the same
+    other grid values (``independent kl_reduction=mean`` for the ``kl_reduction=mean``
+    configurations)."""
     rows: list[dict[str, Any]] = []
     for path in sweep_dirs:
         cells = cell_rows(path)
+        configs = {cell.name: cell.config for cell in load_sweep_spec(Path(path)).cells()}
         skip = {"loss.objective", "loss.joint_weight", "loss.beta", "loss.beta_bar",
                 "loss.divergence", "coupling"}
         extra = [k for k in facet_keys(cells) if k not in skip]
-        rows += [{**row, "configuration": label(row, extra)} for row in cells]
+        for row in cells:
+            others = _others(row, extra)
+            rows.append({**row, "configuration": label(row, extra),
+                         "reference": " ".join([reference, *others]),
+                         "others": " ".join(others), "sweep": str(path),
+                         "fingerprint": _fingerprint(configs[row["cell"]],
+                                                     bool(row.get("independent")))})
     groups: dict[tuple[str, Any], list[dict[str, Any]]] = {}
     for row in rows:
         groups.setdefault((row["configuration"], row["N"]), []).append(row)
-    finished = {key: {r["seed"]: r for r in cells if r["status"] == "finished"
-                      and r.get(ENSEMBLE) is not None}
-                for key, cells in groups.items()}
+    finished = {key: _by_seed(cells) for key, cells in groups.items()}
     out = []
     for (name, n), cells in groups.items():
         done = finished[(name, n)]
         line: dict[str, Any] = {
             "configuration": name, "N": n, "objective": cells[0].get("loss.objective"),
+            "reference": cells[0]["reference"], "others": cells[0]["others"],
+            "is_reference": name == cells[0]["reference"],
             "n_cells": len(cells),
             "n_finished": sum(r["status"] == "finished" and r.get(ENSEMBLE) is not None
                               for r in cells),
@@ -106,9 +142,27 @@ def compare_sweeps(sweep_dirs: Sequence[str | Path],
                             ("epoch", "best/epoch"), ("val", SCORE)):
             values = [float(r[column]) for r in done.values() if r.get(column) is not None]
             line[f"{key}:mean"], line[f"{key}:std"] = _stats(values)
-        line.update(_paired(done, finished.get((reference, n), {})))
+        line.update(_paired(done, finished.get((line["reference"], n), {})))
         out.append(line)
     _mark_selected(out)
+    return out
+
+
+def _by_seed(cells: list[dict[str, Any]]) -> dict[Any, dict[str, Any]]:
+    """The finished cells of one configuration by seed. Two cells of one seed (beta = 0 in
+    two sweeps) count once when they are the same training, and are refused otherwise."""
+    out: dict[Any, dict[str, Any]] = {}
+    for row in cells:
+        if row["status"] != "finished" or row.get(ENSEMBLE) is None:
+            continue
+        seen = out.get(row["seed"])
+        if seen is not None and seen["fingerprint"] != row["fingerprint"]:
+            keys = ", ".join(_differences(seen["fingerprint"], row["fingerprint"])[:3])
+            raise ConfigError(
+                f"{row['configuration']!r} has two different seed-{row['seed']} cells "
+                f"({seen['sweep']}/{seen['cell']} and {row['sweep']}/{row['cell']}; they "
+                f"differ in {keys}); compare sweeps that differ only in their grid values")
+        out.setdefault(row["seed"], row)
     return out
 
 
@@ -124,14 +178,14 @@ def _paired(cells: dict[Any, dict[str, Any]], reference: dict[Any, dict[str, Any
 
 
 def _mark_selected(rows: list[dict[str, Any]]) -> None:
-    """Per (objective family, N): the configuration with the best mean validation accuracy
-    (among those whose cells all finished)."""
+    """Per (objective family, other grid values, N): the configuration with the best mean
+    validation accuracy (among those whose cells all finished)."""
     for row in rows:
         row["selected"] = False
     families: dict[tuple, list[dict[str, Any]]] = {}
     for row in rows:
-        family = row["objective"] if row["configuration"] != REFERENCE else REFERENCE
-        families.setdefault((family, row["N"]), []).append(row)
+        family = REFERENCE if row["is_reference"] else row["objective"]
+        families.setdefault((family, row["others"], row["N"]), []).append(row)
     for members in families.values():
         eligible = [r for r in members if r["n_finished"] == r["n_cells"] > 0
                     and math.isfinite(r["val:mean"])]
@@ -153,10 +207,10 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         js = f"{r['js:mean']:.3f}" if math.isfinite(r["js:mean"]) else "-"
         diff = (f"{100 * r['diff:mean']:+.2f}" if math.isfinite(r["diff:mean"])
-                and r["configuration"] != REFERENCE else "-")
+                and not r["is_reference"] else "-")
         p = f"{r['p']:.2f}" if math.isfinite(r["p"]) else "-"
         name = r["configuration"] + (" (val-selected)" if r["selected"]
-                                     and r["configuration"] != REFERENCE else "")
+                                     and not r["is_reference"] else "")
         epoch = f"{r['epoch:mean']:.1f}" if math.isfinite(r["epoch:mean"]) else "-"
         collapsed = str(r["n_collapsed"])
         if r["collapse_epochs"]:

@@ -7,8 +7,8 @@
 Columns of a cell row: ``cell``, ``status`` (finished, diverged, interrupted, failed,
 started, pending), ``error``, the grid keys (dotted, e.g. ``loss.kl_reduction``), the
 coupling's label ``coupling`` (:func:`colearning.couplings.coupling_label`: topology, its
-options, schedule, JS target), ``independent`` (whether every coupling is 0: beta = 0
-training), its strength as ``N``, ``beta`` and ``beta_bar`` (= beta * N,
+options, schedule, JS target), ``independent`` (the paper's objective with every
+coupling 0: beta = 0 training), its strength as ``N``, ``beta`` and ``beta_bar`` (= beta * N,
 whichever of the two the config set; on a graph the uniform equivalent), ``seed``, the
 final-epoch metrics (``test/...``, and ``val/ensemble_accuracy_mean``
 when the runs hold out a validation split; ``test/member_accuracy_mean`` is the mean over
@@ -113,6 +113,19 @@ def coupling(config: dict[str, Any]) -> tuple[int, float | None, float | None]:
     return n, beta, beta * n
 
 
+def _coupling_columns(config: dict[str, Any], cache: dict[str, tuple]) -> tuple:
+    """(N, beta, beta_bar, label, independent) of a cell config, computed once per config
+    up to the seed. ``independent``: the paper's objective with every coupling 0."""
+    key = json.dumps({**config, "seed": None}, sort_keys=True, default=str)
+    if key not in cache:
+        n, beta, beta_bar = coupling(config)
+        loss = config_from_dict(config).loss
+        independent = loss.objective == "colearning" and bool(
+            (coupling_matrix(loss, n) == 0).all())
+        cache[key] = (n, beta, beta_bar, coupling_label(loss), independent)
+    return cache[key]
+
+
 def _final_metrics(record: dict[str, Any]) -> dict[str, Any]:
     out = {key: record.get(key) for key in METRICS if key in record and "/" in key}
     members = [a for a in record.get("test/member_accuracy") or [] if a is not None]
@@ -130,16 +143,15 @@ def cell_rows(sweep_dir: str | Path) -> list[dict[str, Any]]:
     spec = load_sweep_spec(path)
     grid_keys = [k for k in spec.grid if k not in COUPLING_KEYS]
     rows = []
+    cache: dict[str, tuple] = {}
     for cell in spec.cells():
         cell_dir = path / CELLS / cell.name
         status = cell_status(cell_dir)
-        n, beta, beta_bar = coupling(cell.config)
+        n, beta, beta_bar, label, independent = _coupling_columns(cell.config, cache)
         row: dict[str, Any] = {"cell": cell.name, "status": status, "error": None}
         for key in grid_keys + [k for k in CONFIG_COLUMNS if k not in grid_keys]:
             row[key] = _scalar(_get(cell.config, key))
-        loss = config_from_dict(cell.config).loss
-        row["coupling"] = coupling_label(loss)
-        row["independent"] = bool((coupling_matrix(loss, n) == 0).all())
+        row["coupling"], row["independent"] = label, independent
         row.update({"N": n, "beta": beta, "beta_bar": beta_bar, "seed": cell.config["seed"]})
         records = rundir.read_jsonl(cell_dir / rundir.METRICS) if cell_dir.exists() else []
         row["epochs_completed"] = len(records)

@@ -75,11 +75,7 @@ def train(config: Config | dict[str, Any], run_dir: str | Path | None = None) ->
         config = config_from_dict(config)
     preflight(config)
     shard = current_shard()
-    try:  # more processes than members: refused before anything is made
-        shard.for_members(config.ensemble.n_members)
-    except ConfigError as error:
-        error.echo = not shard.writer  # every rank refuses; rank 0 says it
-        raise
+    _check_split(shard, config.ensemble.n_members)
     path = Path(shard.broadcast(str(run_dir if run_dir is not None else new_run_dir(config))))
 
     def prepare() -> None:
@@ -106,6 +102,16 @@ def train(config: Config | dict[str, Any], run_dir: str | Path | None = None) ->
             if shard.writer:
                 _forget_new_run(path)
             raise
+
+
+def _check_split(shard: Shard, n_members: int) -> None:
+    """Refuse more processes than members before any directory is made; every rank
+    refuses, rank 0 says it."""
+    try:
+        shard.for_members(n_members)
+    except ConfigError as error:
+        error.echo = not shard.writer
+        raise
 
 
 def _forget_new_run(path: Path) -> None:
@@ -167,6 +173,7 @@ def train_pack(cells: Sequence[tuple[Config | dict[str, Any], str | Path]]) -> l
         return entries
 
     shard = current_shard()
+    _check_split(shard, sum(config.ensemble.n_members for config in configs))
     results: dict[int, Run] = {}
     with _run_directories(paths, shard, start, prepare) as entries:
         todo: dict[tuple[int, int], list[_Entry]] = {}
@@ -299,12 +306,16 @@ def _fit(specs: list[tuple[Config, Path, dict[str, Any] | None]],
     shard = shard or Shard()
     total = sum(config.ensemble.n_members for config, _, _ in specs)
     if shard.distributed:
-        if any(config.expand.source is not None for config, _, _ in specs):
-            raise ConfigError("a grown ensemble (expand.source) trains in one process")
-        if first.train.compile != "off":
-            raise ConfigError("train.compile works in one process; set train.compile=off for "
-                              "a run sharded over processes")
-        shard = shard.for_members(total)
+        try:  # every rank refuses alike; rank 0 says it
+            if any(config.expand.source is not None for config, _, _ in specs):
+                raise ConfigError("a grown ensemble (expand.source) trains in one process")
+            if first.train.compile != "off":
+                raise ConfigError("train.compile works in one process; set "
+                                  "train.compile=off for a run sharded over processes")
+            shard = shard.for_members(total)
+        except ConfigError as error:
+            error.echo = not shard.writer
+            raise
     device = resolve_device(first.device)
     started = time.perf_counter()
     with isolated_rng(first):
