@@ -195,6 +195,10 @@ def member_size(epochs: np.ndarray, logit_norm: np.ndarray, weight_norm: np.ndar
             ax.plot(epochs, values[:, i], color=member_color(i), marker=".", lw=1,
                     label=_member_label(i))
         ax.set(xlabel="epoch", ylabel=label)
+        finite = values[np.isfinite(values) & (values > 0)]
+        if finite.size and finite.max() > 50 * finite.min():  # a runaway: see all scales
+            ax.set_yscale("log")
+            _plain_log_labels(ax)
         _epoch_axis(ax)
     if logit_norm.shape[1] <= 10:
         left.legend(fontsize=7)
