@@ -14,7 +14,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="src${PYTHONPATH:+:$PYTHONPATH}"
-PY="${PYTHON:-python3}"
+PY="${PYTHON:-python3}"  # a Python with torch and this project's dependencies
 budget="${1:-480}"
 out="${2:-sweeps/replication}"
 shift $(( $# < 2 ? $# : 2 ))
@@ -23,6 +23,7 @@ if [ ${#tables[@]} -eq 0 ]; then
     tables=(conventions_n2 conventions_n10 js_n10 schedules_n10 adaptive_n10 sizes)
 fi
 deadline=$(( SECONDS + budget ))
+status=0
 mkdir -p "$out"
 for table in "${tables[@]}"; do
     left=$(( deadline - SECONDS - 120 ))  # leave the grace period of the stop
@@ -42,8 +43,10 @@ for table in "${tables[@]}"; do
     timeout -s INT -k 120 "$left" "$PY" -m colearning sweep "${args[@]}" --no-progress \
         ${SWEEP_ARGS:-}
     code=$?
+    [ "$code" -gt "$status" ] && status=$code
     echo "replication: $table exit $code after $(( budget - (deadline - SECONDS) )) s" >&2
     if [ "$code" -eq 0 ]; then
         "$PY" -m colearning compare "$out/$table" || true
     fi
 done
+exit "$status"
