@@ -143,12 +143,16 @@ def star(n: int, beta: float | None, beta_bar: float | None,
     return _on_graph(edges, beta, beta_bar)
 
 
+def _topology(loss: LossConfig) -> str:
+    """The coupling's registry name: a list beta under the default is a matrix."""
+    return "matrix" if isinstance(loss.beta, list) and loss.coupling == "uniform" \
+        else loss.coupling
+
+
 def coupling_matrix(loss: LossConfig, n_members: int) -> torch.Tensor:
     """The [N, N] float64 coupling matrix of ``loss`` (zero diagonal), before any schedule."""
-    name = "matrix" if isinstance(loss.beta, list) and loss.coupling == "uniform" \
-        else loss.coupling
-    return COUPLINGS.get(name)(n_members, loss.beta, loss.beta_bar,
-                               dict(loss.coupling_options))
+    return COUPLINGS.get(_topology(loss))(n_members, loss.beta, loss.beta_bar,
+                                          dict(loss.coupling_options))
 
 
 def _named(name: str, options: dict[str, Any]) -> str:
@@ -164,9 +168,7 @@ def _text(value: Any) -> str:
 def coupling_label(loss: LossConfig) -> str:
     """A short stable name of ``loss``'s coupling: its topology with the options set, the
     beta schedule unless constant, and the JS target of the adaptive controller when set."""
-    name = "matrix" if isinstance(loss.beta, list) and loss.coupling == "uniform" \
-        else loss.coupling
-    label = _named(name, dict(loss.coupling_options))
+    label = _named(_topology(loss), dict(loss.coupling_options))
     if loss.beta_schedule != "constant" or loss.beta_schedule_options:
         label += "+" + _named(loss.beta_schedule, dict(loss.beta_schedule_options))
     if loss.target_js is not None:

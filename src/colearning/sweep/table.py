@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 
 from colearning import rundir
 from colearning.config import config_from_dict
@@ -95,10 +96,12 @@ def _scalar(value: Any) -> Any:
     return json.dumps(value) if isinstance(value, (list, dict)) else value
 
 
-def coupling(config: dict[str, Any]) -> tuple[int, float | None, float | None]:
-    """(N, beta, beta_bar) of a run config; beta None for a matrix coupling. A graph given
-    beta_bar reports it (beta = beta_bar / N, the uniform equivalent); communities, whose
-    strengths are options, report the mean off-diagonal coupling as beta."""
+def coupling(config: dict[str, Any], matrix: torch.Tensor) -> tuple[int, float | None,
+                                                                     float | None]:
+    """(N, beta, beta_bar) of a run config whose coupling matrix is ``matrix``; beta None for
+    a matrix coupling. A graph given beta_bar reports it (beta = beta_bar / N, the uniform
+    equivalent); communities, whose strengths are options, report the mean off-diagonal
+    coupling as beta."""
     n = config["ensemble"]["n_members"]
     loss = config["loss"]
     if isinstance(loss["beta"], list):
@@ -106,7 +109,6 @@ def coupling(config: dict[str, Any]) -> tuple[int, float | None, float | None]:
     if loss["beta_bar"] is not None:
         return n, loss["beta_bar"] / n, float(loss["beta_bar"])
     if loss["beta"] is None and loss["coupling"] == "communities" and n > 1:
-        matrix = coupling_matrix(config_from_dict(config).loss, n)
         beta = float(matrix.sum()) / (n * (n - 1))
         return n, beta, beta * n
     beta = float(loss["beta"] or 0.0)
@@ -118,11 +120,10 @@ def _coupling_columns(config: dict[str, Any], cache: dict[str, tuple]) -> tuple:
     up to the seed. ``independent``: the paper's objective with every coupling 0."""
     key = json.dumps({**config, "seed": None}, sort_keys=True, default=str)
     if key not in cache:
-        n, beta, beta_bar = coupling(config)
         loss = config_from_dict(config).loss
-        independent = loss.objective == "colearning" and bool(
-            (coupling_matrix(loss, n) == 0).all())
-        cache[key] = (n, beta, beta_bar, coupling_label(loss), independent)
+        matrix = coupling_matrix(loss, config["ensemble"]["n_members"])
+        independent = loss.objective == "colearning" and bool((matrix == 0).all())
+        cache[key] = (*coupling(config, matrix), coupling_label(loss), independent)
     return cache[key]
 
 
