@@ -62,6 +62,19 @@ def test_changed_source_misses(make_imagefolder, tmp_path, monkeypatch):
     assert len(calls) == 2
 
 
+def test_edit_inside_a_linked_folder_misses(make_imagefolder, tmp_path, monkeypatch):
+    expected = make_imagefolder("dir")
+    cat = expected.path / "train" / "cat"
+    cat.rename(tmp_path / "cat")
+    cat.symlink_to(tmp_path / "cat", target_is_directory=True)
+    calls = count_decoding(monkeypatch)
+    expected.assert_loaded(load("imagefolder", expected.path, tmp_path / "c"))
+    image = tmp_path / "cat" / "0.png"
+    os.utime(image, ns=(0, image.stat().st_mtime_ns + 10**9))  # edited behind the link
+    expected.assert_loaded(load("imagefolder", expected.path, tmp_path / "c"))
+    assert len(calls) == 2
+
+
 def test_same_path_other_name_and_file_key(make_imagefolder, tmp_path):
     source = make_imagefolder("tgz").path
     first = cache.cache_path("imagefolder", source, tmp_path)

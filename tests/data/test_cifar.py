@@ -151,3 +151,30 @@ def test_missing_key_and_bad_meta(make_cifar, tmp_path):
     (folder / "batches.meta").write_bytes(pickle.dumps({b"names": []}))
     with pytest.raises(DataError, match="has no b'label_names' entry"):
         load(folder, tmp_path)
+
+
+def test_image_folder_archive_suggests_imagefolder(make_imagefolder, tmp_path):
+    archive = make_imagefolder("tgz", top="cifar10").path
+    with pytest.raises(DataError, match=r"holds class folders of images \(e.g. cifar10/test/cat/"
+                                        r"0.png\), not the official cifar-10-python.tar.gz; to "
+                                        "train on it, set data.name=imagefolder") as excinfo:
+        load(archive, tmp_path)
+    assert str(archive) in one_line_error(excinfo)
+
+
+def test_image_folder_suggests_imagefolder(make_imagefolder, tmp_path):
+    folder = make_imagefolder("dir").path
+    before = sorted(folder.rglob("*"))
+    with pytest.raises(DataError, match="holds train/ and test/ folders, an image folder, not "
+                                        "CIFAR-100's .*set data.name=imagefolder") as excinfo:
+        load(folder, tmp_path, name="cifar100")
+    assert str(folder) in one_line_error(excinfo)
+    assert sorted(folder.rglob("*")) == before  # no download into the user's folder
+
+
+def test_labels_of_one_class_are_refused(make_cifar, tmp_path):
+    folder = make_cifar("cifar10").path
+    for file_name in (f"data_batch_{i}" for i in range(1, 6)):
+        rewrite(folder, file_name, labels=[3] * 4)
+    with pytest.raises(DataError, match=r"every train image has the same label \(class_3\)"):
+        load(folder, tmp_path)

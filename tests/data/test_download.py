@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import http.client
+import urllib.error
+import urllib.request
 
 import pytest
 
@@ -49,3 +52,28 @@ def test_failed_download_says_where_to_put_the_file(tmp_path):
     assert "\n" not in message
     assert f"put it at {tmp_path / 'data' / 'cifar-100-python.tar.gz'}" in message
     assert list((tmp_path / "data").iterdir()) == []
+
+
+@pytest.mark.parametrize("failure", [
+    urllib.error.URLError(OSError(-3, "Temporary failure in name resolution")),
+    http.client.IncompleteRead(b"partial", 1000),  # the connection dropped mid-file
+], ids=["offline", "cut short"])
+def test_download_failures_are_one_line_data_errors(tmp_path, monkeypatch, failure):
+    def fail(*args, **kwargs):
+        raise failure
+
+    monkeypatch.setattr(urllib.request, "urlopen", fail)
+    target = tmp_path / "data"
+    with pytest.raises(DataError, match="could not download .*; download it by hand") as excinfo:
+        load_dataset("cifar10", str(target), progress=False)
+    assert "\n" not in str(excinfo.value)
+    assert list(target.iterdir()) == []  # no temp file left
+
+
+def test_download_into_a_folder_that_cannot_be_made(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("a file where the data folder should be")
+    with pytest.raises(DataError, match="cannot download cifar-10-python.tar.gz into "
+                                        f"{blocker / 'data'} .*writable folder") as excinfo:
+        load_dataset("cifar10", str(blocker / "data"), progress=False)
+    assert "\n" not in str(excinfo.value)

@@ -50,6 +50,10 @@ def make_raw(**changes) -> RawDataset:
         ({"train_y": np.array([0, 1, 0])}, r"train labels must be int64 \[4\]"),
         ({"test_y": np.array([0, 2])}, r"test labels span \[0, 2\] but there are 2 classes"),
         ({"classes": []}, "no classes"),
+        ({"classes": ["a"], "train_y": np.zeros(4, np.int64), "test_y": np.zeros(2, np.int64)},
+         r"single class \(a\); a classifier needs at least 2 classes"),
+        ({"train_y": np.ones(4, np.int64)},
+         r"every train image has the same label \(b\); a classifier needs at least 2"),
     ],
 )
 def test_check_rejects_inconsistent_data(changes, message):

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from colearning.data import walk
 from colearning.data.raw import RawDataset
 from colearning.errors import DataError
 
@@ -33,18 +34,15 @@ def default_cache_dir() -> Path:
 
 def source_key(name: str, source: Path) -> dict:
     """What identifies a decoded source: name, absolute path, size and mtime (of every file)."""
-    source = source.resolve()
+    given, source = source, source.resolve()
     if source.is_dir():
-        # A directory's own mtime misses edits to files inside it, so fingerprint them all.
+        # A directory's own mtime misses edits to files inside it, so fingerprint every file
+        # a loader could read (links followed; a broken link or a loop is a DataError).
         digest = hashlib.sha256()
         total = 0
-        for folder, subfolders, files in os.walk(source):
-            subfolders.sort()
-            for file_name in sorted(files):
-                stat = os.stat(os.path.join(folder, file_name))
-                total += stat.st_size
-                entry = f"{os.path.relpath(folder, source)}/{file_name}\0{stat.st_mtime_ns}\0"
-                digest.update(entry.encode())
+        for file_name, stat in walk.data_files(given):  # errors name the given path
+            total += stat.st_size
+            digest.update(f"{file_name}\0{stat.st_size}\0{stat.st_mtime_ns}\0".encode())
         size, mtime = total, digest.hexdigest()
     else:
         stat = source.stat()

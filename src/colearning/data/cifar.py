@@ -9,6 +9,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from colearning.data import imagefolder
 from colearning.data.download import default_data_dir, fetch
 from colearning.data.raw import RawDataset
 from colearning.data.tarstream import iter_tar_files
@@ -87,6 +88,12 @@ def locate(name: str, path: str | Path | None, *, download: bool, progress: bool
             return target / layout.folder
         if (target / layout.archive).is_file():
             return target / layout.archive
+        if path is not None and imagefolder.is_image_folder(target):
+            raise DataError(
+                f"{target} holds train/ and test/ folders, an image folder, not "
+                f"{layout.title}'s {layout.archive} or {layout.folder}; to train on it, "
+                "set data.name=imagefolder"
+            )
         dest = target / layout.archive
     elif target.name.endswith((".tar.gz", ".tgz", ".tar")):
         dest = target
@@ -133,7 +140,11 @@ def _read_tar_members(
 ) -> dict[str, tuple[str, bytes]]:
     """{file name: (where, bytes)} of the wanted members, read in one streaming pass."""
 
+    images: list[str] = []  # an image in class folders, if any: a sign of an image folder
+
     def in_folder(member: str) -> bool:
+        if not images and imagefolder.is_image_path(member):
+            images.append(member)
         parts = PurePosixPath(member).parts
         # The official archive nests everything in one folder; accept a flat one too.
         return parts[-1] in wanted and (len(parts) == 1 or parts[:-1] == (layout.folder,))
@@ -143,6 +154,11 @@ def _read_tar_members(
         for member, data in iter_tar_files(archive, want=in_folder, progress=progress)
     }
     missing = [name for name in wanted if name not in blobs]
+    if missing and images:
+        raise DataError(
+            f"{archive} holds class folders of images (e.g. {images[0]}), not the official "
+            f"{layout.archive}; to train on it, set data.name=imagefolder"
+        )
     if missing:
         raise DataError(
             f"{archive} lacks {', '.join(f'{layout.folder}/{m}' for m in missing)}; "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import tempfile
 import urllib.error
@@ -14,6 +15,14 @@ from tqdm.auto import tqdm
 from colearning.errors import DataError
 
 _CHUNK = 1 << 20
+# What a failed download raises: offline, refused, timed out, cut short, a bad URL.
+_FAILURES = (urllib.error.URLError, OSError, ValueError, http.client.HTTPException)
+
+
+def _one_line(error: object) -> str:
+    """An error's text on one line: an OSError's strerror, else its message, else its type."""
+    text = getattr(error, "strerror", None) or str(error)
+    return " ".join(text.split()) or type(error).__name__
 
 
 def default_data_dir() -> Path:
@@ -28,8 +37,15 @@ def fetch(url: str, dest: Path, md5: str, *, progress: bool = True) -> Path:
     md5 matches, so an interrupted or corrupt download never leaves a half file at ``dest``.
     """
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        handle, temp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.",
+                                             suffix=".part")
+    except OSError as error:
+        raise DataError(
+            f"cannot download {dest.name} into {dest.parent} ({_one_line(error)}); "
+            "point data.path (or COLEARNING_DATA) at a writable folder, or put the file there"
+        ) from None
     temp = Path(temp_name)
     try:
         digest = hashlib.md5()
@@ -48,19 +64,27 @@ def fetch(url: str, dest: Path, md5: str, *, progress: bool = True) -> Path:
                             out.write(chunk)
                             digest.update(chunk)
                             bar.update(len(chunk))
-            except (urllib.error.URLError, OSError, ValueError) as error:
-                reason = getattr(error, "reason", error)
+            except _FAILURES as error:
+                reason = _one_line(getattr(error, "reason", error))
                 raise DataError(
                     f"could not download {url} ({reason}); download it by hand and put it at {dest}"
                 ) from None
-            out.flush()
-            os.fsync(out.fileno())
+            try:
+                out.flush()
+                os.fsync(out.fileno())
+            except OSError as error:
+                raise DataError(f"could not save the download at {dest} ({_one_line(error)}); "
+                                "free some space or pick another data.path") from None
         if digest.hexdigest() != md5:
             raise DataError(
                 f"download of {url} has md5 {digest.hexdigest()}, expected {md5}; "
                 f"retry, or download it by hand and put it at {dest}"
             )
-        os.replace(temp, dest)
+        try:
+            os.replace(temp, dest)
+        except OSError as error:
+            raise DataError(f"could not save the download at {dest} ({_one_line(error)}); "
+                            "move what is there away or pick another data.path") from None
     finally:
         temp.unlink(missing_ok=True)
     return dest

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path, PurePosixPath
 
@@ -11,12 +10,15 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
+from colearning.data import walk
 from colearning.data.raw import RawDataset
 from colearning.data.tarstream import iter_tar_files
 from colearning.errors import DataError
 
 SPLITS = ("train", "test")
 LAYOUT_HINT = "expected <split>/<class>/<image> with splits train and test"
+# Suffixes that mark a file as an image when telling an image folder from other data.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
 
 
 def read_imagefolder(source: Path, *, progress: bool = True) -> RawDataset:
@@ -25,6 +27,8 @@ def read_imagefolder(source: Path, *, progress: bool = True) -> RawDataset:
     Inside a tarball (or directory) one leading top folder is allowed, e.g.
     ``cifar10/train/cat/0001.png``. Classes are the sorted class-folder names; images are
     ordered by (class, file name) so a directory and its tarball give identical arrays.
+    In a directory, symbolic links to files and folders are followed; a broken link or a
+    link loop is a DataError naming it. A single class is a DataError too.
     """
     if source.is_dir():
         files = _directory_files(source, progress=progress)
@@ -44,7 +48,7 @@ def _place(name: str) -> tuple[str | None, str, str, str] | None:
     """(top folder, split, class, file) of an image path, or None for anything else."""
     parts = PurePosixPath(name).parts
     # Skip hidden files and folders, e.g. .DS_Store and macOS '._x.jpg' / '__MACOSX' copies.
-    if any(part.startswith((".", "__MACOSX")) for part in parts):
+    if any(part.startswith(walk.HIDDEN) for part in parts):
         return None
     if len(parts) == 3 and parts[0] in SPLITS:
         return (None, *parts)
@@ -53,18 +57,37 @@ def _place(name: str) -> tuple[str | None, str, str, str] | None:
     return None
 
 
+def is_image_path(name: str) -> bool:
+    """Whether ``name`` (a path inside a folder or archive) is an image in the layout."""
+    return name.lower().endswith(IMAGE_SUFFIXES) and _place(name) is not None
+
+
+def is_image_folder(folder: Path) -> bool:
+    """Whether ``folder`` has train/ and test/ folders, itself or in one of its folders."""
+    def has_splits(path: Path) -> bool:
+        return all((path / split).is_dir() for split in SPLITS)
+
+    try:
+        return has_splits(folder) or any(
+            has_splits(child) for child in folder.iterdir()
+            if child.is_dir() and not child.name.startswith(walk.HIDDEN)
+        )
+    except OSError:
+        return False
+
+
 def _directory_files(root: Path, *, progress: bool) -> Iterator[tuple[str, bytes]]:
-    names = []
-    for folder, subfolders, files in os.walk(root):
-        subfolders.sort()
-        relative = Path(folder).relative_to(root).as_posix()
-        names += [
-            name
-            for name in (f"{relative}/{f}".removeprefix("./") for f in sorted(files))
-            if _place(name) is not None
-        ]
+    # Links to files and folders are followed; a broken link or a loop is a DataError
+    # (walk.data_files), so no image is dropped silently and no loop is walked forever.
+    names = [name for name, _ in walk.data_files(root) if _place(name) is not None]
     for name in tqdm(names, desc=f"decode {root.name}", disable=not progress):
-        yield name, (root / name).read_bytes()
+        path = root / name
+        try:
+            data = path.read_bytes()
+        except OSError as error:
+            raise DataError(f"cannot read {path} ({error.strerror or error}); make it "
+                            "readable or delete it") from None
+        yield name, data
 
 
 def _decode(data: bytes, where: str) -> np.ndarray:
@@ -129,6 +152,11 @@ def _assemble(
             "give both splits the same class folders"
         )
     classes = class_sets["train"]
+    if len(classes) < 2:
+        raise DataError(
+            f"{source} has a single class folder ({classes[0]}); a classifier needs at least 2 "
+            "classes: add another class folder under train/ and test/"
+        )
     label = {name: index for index, name in enumerate(classes)}
     arrays = {}
     for split in SPLITS:

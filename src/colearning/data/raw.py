@@ -70,4 +70,16 @@ class RawDataset:
                 f"{source}: train images are {list(self.train_x.shape[1:])} but test images "
                 f"are {list(self.test_x.shape[1:])}; make both sides the same size"
             )
+        # One class would train a model that cannot be wrong and report 100% accuracy.
+        if len(self.classes) < 2:
+            raise DataError(
+                f"{source}: the dataset has a single class ({self.classes[0]}); a classifier "
+                "needs at least 2 classes, add images of another class"
+            )
+        if self.train_y.min() == self.train_y.max():
+            raise DataError(
+                f"{source}: every train image has the same label "
+                f"({self.classes[self.train_y[0]]}); a classifier needs at least 2 classes, "
+                "add train images of another class"
+            )
         return self
