@@ -60,6 +60,17 @@ def test_int_is_accepted_for_float_but_not_bool_for_int():
         ({"loss": {"objective": "joint"}, "expand": {"source": "runs/a", "mode": "add-freeze",
                                                      "add": 1}, "ensemble": {"n_members": 3}},
          "growing an ensemble"),
+        ({"seed": -1}, "seed must be >= 0"),
+        ({"seed": 2**64}, "seed=18446744073709551616 is out of range"),
+        ({"train": {"epochs": 10**30}}, "train.epochs=.* is out of range"),
+        ({"optim": {"momentum": float("nan")}}, "optim.momentum must be a finite number"),
+        ({"optim": {"gamma": float("inf")}}, "optim.gamma must be a finite number"),
+        ({"optim": {"gamma": 0.0}}, "optim.gamma must be > 0"),
+        ({"optim": {"lr": float("-inf")}}, "optim.lr must be a finite number"),
+        ({"loss": {"coupling": "ring", "coupling_options": {"k": float("nan")}}},
+         "loss.coupling_options.k must be a finite number"),
+        ({"model": {"options": {"hidden": [32, float("inf")]}}},
+         "model.options.hidden must be a finite number"),
     ],
 )
 def test_bad_configs(values, match):
@@ -190,3 +201,14 @@ def test_divergence_choices_are_the_registered_divergences():
     assert sorted(CHOICES["loss.divergence"]) == DIVERGENCES.names()
     with pytest.raises(ConfigError, match="valid: kl, reverse_kl, js, l2"):
         config_from_dict({"loss": {"divergence": "wasserstein"}})
+
+
+def test_a_key_given_twice_in_a_file_is_refused(tmp_path):
+    path = tmp_path / "twice.yaml"
+    path.write_text("seed: 1\ntrain:\n  epochs: 2\n  epochs: 5\n")
+    with pytest.raises(ConfigError, match=r"twice.yaml: key 'epochs' is given twice "
+                                          r"\(lines 3 and 4\)"):
+        load_config(path)
+    path.write_text("loss: {beta: -0.1, beta: -0.2}\n")
+    with pytest.raises(ConfigError, match="key 'beta' is given twice"):
+        load_config(path)

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from colearning.evaluation import collapsed_members, evaluate_log_probs, output_spread
+from colearning.evaluation import evaluate_log_probs, ignores_input, output_spread
 
 
 def test_collapsed_member_detection():
@@ -15,7 +15,7 @@ def test_collapsed_member_detection():
     collapsed = base + 0.0005 * torch.randn(200, 10, generator=gen)
     collapsed = collapsed / collapsed.sum(-1, keepdim=True)
     probs = torch.stack([healthy, collapsed])
-    assert collapsed_members(probs) == [False, True]
+    assert ignores_input(probs) == [False, True]
     spread = output_spread(probs)
     assert spread[0] > 0.5 and spread[1] < 0.01
 

@@ -19,7 +19,7 @@ LAYERS = [
     ("colearning.training",),
     ("colearning.sweep", "colearning.expand", "colearning.bench"),
     ("colearning.report",),
-    ("colearning.console", "colearning.cli", "colearning.__main__"),
+    ("colearning.console", "colearning.cli", "colearning.entry", "colearning.__main__"),
 ]
 
 

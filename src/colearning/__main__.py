@@ -2,6 +2,6 @@
 
 import sys
 
-from colearning.cli import main
+from colearning.entry import main
 
 sys.exit(main())

@@ -43,6 +43,7 @@ import contextlib
 import functools
 import gc
 import json
+import math
 import os
 import platform
 import resource
@@ -866,6 +867,15 @@ def bench(*, models: str | None = None, members: str | None = None,
     """
     from colearning.training.setup import resolve_device
 
+    for flag, value, low in (("--steps", steps, 1), ("--warmup", warmup, 0),
+                             ("--batch-size", batch_size, 1), ("--time-limit", time_limit, None),
+                             ("--min-time", min_time, 0)):
+        if value is None:
+            continue
+        bad = not math.isfinite(value) or (value <= 0 if low is None else value < low)
+        if bad:
+            limit = "> 0" if low is None else f">= {low}"
+            raise ConfigError(f"{flag} must be {limit}, got {value}")
     target = resolve_device(device)
     preset: dict[str, Any] = QUICK if quick else CPU_DEFAULTS if target.type == "cpu" else {}
     model_list = parse_list(models) if models else preset.get("models", list(BATCH_SIZES))
@@ -880,14 +890,12 @@ def bench(*, models: str | None = None, members: str | None = None,
         raise ConfigError(f"unknown SGD implementation {sgd!r}; valid: "
                           f"{', '.join(SGD_IMPLEMENTATIONS)}")
     settings = Settings(
-        steps=steps or preset.get("steps", 10),
+        steps=preset.get("steps", 10) if steps is None else steps,
         warmup=preset.get("warmup", 2) if warmup is None else warmup,
         time_limit=preset.get("time_limit", 60.0) if time_limit is None else time_limit,
         min_time=preset.get("min_time", 2.0) if min_time is None else min_time,
         bf16=bf16, compile=compile, channels_last=channels_last, sgd=sgd, seed=seed)
-    if settings.steps < 1 or settings.warmup < 0:
-        raise ConfigError("--steps must be >= 1 and --warmup >= 0")
-    batch_size = batch_size or preset.get("batch_size")
+    batch_size = preset.get("batch_size") if batch_size is None else batch_size
     items = workloads(model_list, member_list, strategy_list, batch_size=batch_size,
                       skip=parse_pairs(skip) if skip is not None else preset.get("skip", ()))
     for model, _ in epochs:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -51,11 +52,14 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
                     "failed (its error is in cells/<name>/cell_error.json), 130 when stopped.",
         epilog=EPILOG)
     p.add_argument("overrides", nargs="*", metavar="key=value",
-                   help="overrides of the base run config (e.g. train.epochs=20)")
+                   help="overrides of the base run config (e.g. train.epochs=20); not of a "
+                        "grid key (grids live in the sweep file); with --resume only "
+                        "train.epochs=M, which extends every cell to M epochs")
     p.add_argument("--config", "-c", help="sweep YAML file (see configs/sweeps/)")
     p.add_argument("--out", "-o", help="sweep directory (default: sweeps/<sweep name>)")
     p.add_argument("--resume", metavar="SWEEP_DIR",
-                   help="continue the sweep in SWEEP_DIR (its saved sweep.yaml)")
+                   help="continue the sweep in SWEEP_DIR (its saved sweep.yaml); with "
+                        "train.epochs=M, extend every cell to M epochs")
     p.add_argument("--seeds", type=int, metavar="K", help="use seeds 0..K-1 instead of the file's")
     p.add_argument("--backend", choices=["local", "ray"], default="local",
                    help="local worker processes (default) or Ray tasks")
@@ -78,8 +82,9 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--gpus-per-cell", type=float, default=0.0,
                    help="Ray: GPUs per task (one pack, or one cell with --pack off); a fraction "
                         "shares one GPU between tasks")
-    p.add_argument("--dry-run", action="store_true", help="list the cells and their state, "
-                   "train nothing")
+    p.add_argument("--dry-run", action="store_true", help="say what the run would do, "
+                   "train and write nothing: its refusal, or per cell: left as it is, new, "
+                   "resumed, extended or refused (and why)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
@@ -161,9 +166,11 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
                     "Wilcoxon signed-rank p. Reads saved files only; never trains.",
         epilog=EPILOG)
     p.add_argument("sweeps", nargs="+", metavar="SWEEP_DIR", help="sweep directories")
-    p.add_argument("--reference", default="independent",
-                   help="the configuration differences are taken against (default: "
-                        "independent, the colearning cells at beta = 0)")
+    p.add_argument("--reference", metavar="CONFIGURATION",
+                   help="the configuration differences are taken against, a name from the "
+                        "table's first column without its other grid values (default: "
+                        "independent, the colearning cells at beta = 0); a name that matches "
+                        "no configuration is an error listing the valid ones")
     p.add_argument("--out", "-o", metavar="FILE.csv", help="also write the table as CSV")
 
 
@@ -240,11 +247,19 @@ def _run_overrides(args: argparse.Namespace) -> list[str]:
     return overrides
 
 
-def _config_xor_resume(args: argparse.Namespace, config_name: str, dir_name: str) -> bool:
-    """True when exactly one of --config / --resume is given (and --resume alone); else say so."""
+def _config_xor_resume(args: argparse.Namespace, config_name: str, dir_name: str,
+                       extend: bool = False) -> bool:
+    """True when exactly one of --config / --resume is given (and --resume alone, or with
+    train.epochs=M where ``extend``); else say so."""
+    overrides = [item for item in args.overrides
+                 if not (extend and item.partition("=")[0].strip() == "train.epochs")]
     if bool(args.config) == bool(args.resume):
         message = f"give --config {config_name} or --resume {dir_name}"
-    elif args.resume and (args.overrides or args.seeds or args.out):
+    elif args.resume and extend and (overrides or args.seeds or args.out):
+        extra = overrides + ["--seeds"] * bool(args.seeds) + ["--out"] * bool(args.out)
+        message = ("--resume takes the saved sweep; its only key=value is train.epochs=M "
+                   f"(to extend every cell); drop {' '.join(extra)}")
+    elif args.resume and (overrides or args.seeds or args.out):
         message = "--resume takes what was saved; drop key=value, --seeds and --out"
     else:
         return True
@@ -255,9 +270,11 @@ def _config_xor_resume(args: argparse.Namespace, config_name: str, dir_name: str
 def _launch(args: argparse.Namespace) -> int:
     """``colearn train --nproc K ...``: the same command as K processes of one job."""
     from colearning.training.launch import launch
+    from colearning.training.shard import member_slice
 
     if args.nproc < 1:
         raise ConfigError(f"--nproc must be >= 1, got {args.nproc}")
+    member_slice(_members_of(args), 0, args.nproc)  # count first: K processes for N members
     argv, skip = [], False
     for item in args.argv:
         if skip:
@@ -275,8 +292,18 @@ def _launch(args: argparse.Namespace) -> int:
     return code
 
 
+def _members_of(args: argparse.Namespace) -> int:
+    """N of the run ``colearn train`` is asked for (the config, or the run it resumes)."""
+    from colearning.config import config_from_dict, load_config, read_yaml
+    from colearning.rundir import CONFIG, require_run_dir
+
+    if args.resume:
+        return config_from_dict(read_yaml(require_run_dir(args.resume) / CONFIG)
+                                ).ensemble.n_members
+    return load_config(args.config, _run_overrides(args)).ensemble.n_members
+
+
 def cmd_train(args: argparse.Namespace) -> int:
-    import os
 
     if args.nproc is not None and "WORLD_SIZE" not in os.environ:
         return _launch(args)
@@ -320,10 +347,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from colearning.sweep.runner import describe_cells, format_result, run_sweep
     from colearning.sweep.spec import load_spec
 
-    if not _config_xor_resume(args, "SWEEP.yaml", "SWEEP_DIR"):
+    if not _config_xor_resume(args, "SWEEP.yaml", "SWEEP_DIR", extend=True):
         return 2
-    if args.resume:
-        spec, out = load_sweep_spec(args.resume), args.resume
+    if args.resume:  # with train.epochs=M: every cell is extended (runner.check_sweep_dir)
+        spec, out = load_sweep_spec(args.resume, args.overrides), args.resume
     else:
         spec = load_spec(args.config, args.overrides, seeds=args.seeds)
         out = args.out or f"sweeps/{spec.name}"
@@ -364,11 +391,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from colearning import rundir
-    from colearning.sweep.compare import compare_sweeps, markdown
+    from colearning.sweep.compare import compare_sweeps, configuration_names, markdown
     from colearning.sweep.table import to_csv
 
     rows = compare_sweeps(args.sweeps, reference=args.reference)
     print(markdown(rows))
+    if args.reference is None and rows and not any(r["is_reference"] for r in rows):
+        print("colearn: note: these sweeps have no independent configuration, so no "
+              "differences; give --reference NAME, one of: "
+              f"{', '.join(configuration_names(rows))}", file=sys.stderr)
     if args.out:
         rundir.atomic_write_text(Path(args.out), to_csv(rows))
         print(f"table: {args.out}")
@@ -462,13 +493,57 @@ def _stopped_run(error: BaseException) -> Any:
 
 def _rank_label() -> str:
     """" (rank R)" in a process of a distributed run other than rank 0, else ""."""
-    import os
-
     rank = os.environ.get("RANK", "0") if "WORLD_SIZE" in os.environ else "0"
     return "" if rank == "0" else f" (rank {rank})"
 
 
+class _Signalled(KeyboardInterrupt):
+    """SIGTERM or SIGHUP outside a training loop: unwinds like Ctrl-C (temporary files are
+    removed on the way) and ends with one line and exit 128 + signum."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _exit_at_once(signum: int, _frame: object) -> None:
+    """A signal while the command starts (torch half-imported, nothing written): exit at
+    once with one line, never a traceback from inside an import."""
+    os.write(2, f"colearn: interrupted ({signal.Signals(signum).name}) while starting; "
+                "nothing was written\n".encode())
+    os._exit(128 + signum)
+
+
+def _raise_signalled(signum: int, _frame: object) -> None:
+    raise _Signalled(signum)
+
+
+def _start_up() -> None:
+    """The process's start: import the heavy libraries with every stop signal exiting at once,
+    then let SIGINT raise KeyboardInterrupt and SIGTERM/SIGHUP :class:`_Signalled` (training
+    loops and sweeps install their own handlers on top)."""
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _exit_at_once)
+    import numpy  # noqa: F401
+    import torch  # noqa: F401
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _raise_signalled)
+
+
+def _tolerant_streams() -> None:
+    """Print any path, even one of non-UTF-8 bytes, instead of failing to encode it."""
+    for stream in (sys.stdout, sys.stderr):
+        if getattr(stream, "errors", None) == "strict" and hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    if argv is None:  # the process's entry point (colearn, python -m colearning)
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, _exit_at_once)
+    _tolerant_streams()
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     # argparse fills a positional list once, so key=value after options (colearn expand
@@ -480,10 +555,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.overrides += extra
     args.continue_with = None  # a command sets it once it knows where its results go
     args.argv = list(sys.argv[1:] if argv is None else argv)
+    if argv is None:
+        _start_up()
     try:
         from colearning.training import Interrupted
 
         try:
+            from colearning.config import check_environment
+
+            check_environment()
             return COMMANDS[args.command](args)
         except ColearningError as error:
             if not getattr(error, "echo", False):  # rank 0's error, said once by rank 0
@@ -491,14 +571,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             return error.exit_code
         except Interrupted as stop:
             return _stopped(stop, args, entry=argv is None)
+        except (MemoryError, RuntimeError) as error:  # an allocation no estimate foresaw
+            from colearning.training.resources import allocation, out_of_memory
+
+            if not out_of_memory(error):
+                raise
+            print(f"colearn: error{_rank_label()}: out of memory ({allocation(error)}); "
+                  "lower ensemble.n_members or train.batch_size, or free memory; run "
+                  "directories keep their last checkpoint", file=sys.stderr)
+            return ConfigError.exit_code
     except KeyboardInterrupt as interrupt:  # Ctrl-C outside a training loop
         stopped = _stopped_run(interrupt)
         if stopped is not None:  # a later Ctrl-C of a burst, while a stopped run unwound
             return _stopped(stopped, args, entry=argv is None)
+        signum = getattr(interrupt, "signum", signal.SIGINT)
         where = (f"; continue with: {args.continue_with}" if args.continue_with
                  else "; nothing was written")
-        print(f"colearn: interrupted (SIGINT) before training started{where}", file=sys.stderr)
-        return 128 + signal.SIGINT
+        print(f"colearn: interrupted ({signal.Signals(signum).name}) before training started"
+              f"{where}", file=sys.stderr)
+        return 128 + signum
 
 
 def _resume_command(stop: BaseException) -> str:

@@ -10,8 +10,11 @@ Unknown keys and wrong types raise :class:`ConfigError` naming the valid keys.
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
 import types
 import typing
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
@@ -244,6 +247,23 @@ class _NoAliasLoader(yaml.SafeLoader):
                               f"(line {event.start_mark.line + 1}); write the values out")
         return super().compose_node(parent, index)
 
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        """A mapping, refusing a key given twice (YAML would silently keep the last)."""
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                line = key_node.start_mark.line + 1
+                try:
+                    if key in seen:
+                        where = (f"line {line}" if seen[key] == line
+                                 else f"lines {seen[key]} and {line}")
+                        raise ConfigError(f"key {key!r} is given twice ({where}); keep one")
+                    seen[key] = line
+                except TypeError:  # an unhashable key: the base class says so
+                    break
+        return super().construct_mapping(node, deep=deep)
+
 
 def load_yaml(text: str, source: str = "config") -> Any:
     """A YAML document from ``text`` (no aliases); ConfigError naming ``source`` when it is
@@ -254,6 +274,8 @@ def load_yaml(text: str, source: str = "config") -> Any:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise ConfigError(f"{source} is not valid YAML{where}") from None
+    except ConfigError as error:  # an alias or a repeated key
+        raise ConfigError(f"{source}: {error}") from None
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
@@ -377,8 +399,39 @@ CHOICES = {
 }
 
 
+# Integers travel into numpy and torch as int64; a seed is a non-negative one.
+INT_RANGE = (-(2**63), 2**63 - 1)
+
+
+def _numbers(value: Any, key: str) -> Iterator[tuple[str, Any]]:
+    """Every (dotted key, number) inside a config value, through nested dicts and lists."""
+    if isinstance(value, bool):
+        return
+    if isinstance(value, (int, float)):
+        yield key, value
+    elif isinstance(value, dict):
+        for name, item in value.items():
+            yield from _numbers(item, f"{key}.{name}")
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _numbers(item, key)
+
+
+def _validate_numbers(config: Config) -> None:
+    """Every number in the config is finite and fits int64; the seed is >= 0."""
+    for key, value in _numbers(config.to_dict(), "config"):
+        key = key.removeprefix("config.")
+        if isinstance(value, float) and (value != value or abs(value) == float("inf")):
+            raise ConfigError(f"{key} must be a finite number, got {value}")
+        if isinstance(value, int) and not INT_RANGE[0] <= value <= INT_RANGE[1]:
+            raise ConfigError(f"{key}={value} is out of range; integers must fit in 64 bits")
+    if config.seed < 0:
+        raise ConfigError(f"seed must be >= 0 (any integer up to 2^63 - 1), got {config.seed}")
+
+
 def validate(config: Config) -> None:
     """Value checks that types alone cannot express; one-line ConfigError on failure."""
+    _validate_numbers(config)
     for key, choices in CHOICES.items():
         if config.get(key) not in choices:
             raise ConfigError(
@@ -406,10 +459,6 @@ def validate(config: Config) -> None:
                 f"loss.beta matrix must be {n}x{n} (ensemble.n_members={n}), got "
                 f"{len(beta)} rows of lengths {[len(row) for row in beta]}"
             )
-    values = [beta] if isinstance(beta, float) else sum(beta, []) if isinstance(beta, list) else []
-    values += [config.loss.beta_bar] if config.loss.beta_bar is not None else []
-    if any(v != v or v in (float("inf"), float("-inf")) for v in values):
-        raise ConfigError("loss.beta / loss.beta_bar must be finite numbers")
     _validate_objective(config)
     target = config.loss.target_js
     if target is not None:
@@ -422,6 +471,9 @@ def validate(config: Config) -> None:
                 and config.loss.coupling != "communities":
             raise ConfigError("loss.target_js scales a coupling: set loss.beta or "
                               "loss.beta_bar (its starting value and sign)")
+    if config.optim.gamma <= 0:
+        raise ConfigError(f"optim.gamma must be > 0 (the learning-rate factor at each drop), "
+                          f"got {config.optim.gamma}")
     if config.optim.grad_clip is not None and config.optim.grad_clip <= 0:
         raise ConfigError(f"optim.grad_clip must be > 0 or null, got {config.optim.grad_clip}")
     _validate_expand(config)
@@ -475,3 +527,33 @@ def _validate_expand(config: Config) -> None:
 def dump_yaml(config: Config) -> str:
     """The resolved config as YAML (keys in declaration order)."""
     return yaml.safe_dump(config.to_dict(), sort_keys=False)
+
+
+def env_number(name: str, default: float, *, minimum: float = 0.0, integer: bool = False
+               ) -> float:
+    """The number in environment variable ``name`` (``default`` when unset or empty); a value
+    that is not a finite number >= ``minimum`` is a one-line ConfigError naming it."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw) if integer else float(raw)
+    except ValueError:
+        value = None
+    if value is None or not math.isfinite(value) or value < minimum:
+        kind = "an integer" if integer else "a number"
+        raise ConfigError(f"environment variable {name}={raw!r} must be {kind} >= {minimum:g}; "
+                          f"fix or unset it")
+    return value
+
+
+def check_environment() -> None:
+    """Refuse malformed COLEARNING_* variables at a command's start, in one line each, before
+    anything is written (each is read again where it is used)."""
+    env_number("COLEARNING_DIST_TIMEOUT", 300, minimum=1)
+    env_number("COLEARNING_SLEEP_BEFORE_DATA", 0)
+    spec = os.environ.get("COLEARNING_KILL_DURING_WRITE", "")
+    name, _, count = spec.rpartition(":")
+    if spec and not (name and count.strip().isdigit() and int(count) >= 1):
+        raise ConfigError(f"environment variable COLEARNING_KILL_DURING_WRITE={spec!r} must "
+                          "look like FILE:K (K >= 1, a testing hook); fix or unset it")

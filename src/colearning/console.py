@@ -23,19 +23,27 @@ def format_summary(summary: dict[str, Any], title: str = "") -> str:
     if members is None:
         return "\n".join(lines)
     collapsed = set(summary.get("collapsed_members", []))
+    unlearned = set(summary.get("not_learned_members", []))
     lines.append("")
     lines.append(f"{'':22}{'accuracy %':>10}{'KL(q||p)':>10}")
     kls = summary.get("test/member_kl", [None] * len(members))
     for i, (acc, kl) in enumerate(zip(members, kls, strict=True)):
-        flag = "  collapsed" if i in collapsed else ""
+        flag = "  collapsed" if i in collapsed else "  not learned" if i in unlearned else ""
         kl_text = "-" if kl is None else f"{kl:.3f}"
         lines.append(f"  member {i:<14}{_pct(acc):>10}{kl_text:>10}{flag}")
-    for method in COMBINERS:
-        acc = summary.get(f"test/ensemble_accuracy_{method}")
-        lines.append(f"  ensemble ({method}){'':<{12 - len(method)}}{_pct(acc):>10}")
-    js = summary.get("test/js_mean")
-    if js is not None:
-        lines.append(f"  mean JS distance d   {js:10.4f}")
+    if len(members) > 1:  # one member is no ensemble: no combiners, no distance
+        for method in COMBINERS:
+            acc = summary.get(f"test/ensemble_accuracy_{method}")
+            lines.append(f"  ensemble ({method}){'':<{12 - len(method)}}{_pct(acc):>10}")
+        js = summary.get("test/js_mean")
+        if js is not None:
+            lines.append(f"  mean JS distance d   {js:10.4f}")
     if collapsed:
-        lines.append(f"warning: members {sorted(collapsed)} collapsed (constant outputs)")
+        lines.append(f"warning: members {sorted(collapsed)} collapsed: their outputs ignore "
+                     "the input (one class, near-constant probabilities, or a dead ReLU layer) "
+                     "after they had learned")
+    if unlearned:
+        lines.append(f"note: members {sorted(unlearned)} have not learned yet (near-constant "
+                     "outputs, accuracy near the best constant guess): train longer or raise "
+                     "optim.lr")
     return "\n".join(lines)

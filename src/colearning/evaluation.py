@@ -14,10 +14,16 @@ from colearning import metrics
 from colearning.combiners import COMBINERS, combine, ensemble_predict
 from colearning.errors import ConfigError
 
-# A member whose outputs move less than this (mean L1 distance of p_i(.|x) from the member's
-# average output, out of a maximum of 2) ignores its input: it has collapsed. Healthy members
-# sit near 1; the collapsed LeNet-5s seen here (beta = -0.4, Eq. 1) sat near 0.01.
+# A member ignores its input when its outputs barely move (mean L1 distance of p_i(.|x) from
+# the member's average output below COLLAPSE_SPREAD, out of a maximum of 2; healthy members
+# sit near 1, the collapsed LeNet-5s of Eq. 1 at beta = -0.4 near 0.01) and it names one class
+# for at least ONE_CLASS_SHARE of the samples.
 COLLAPSE_SPREAD = 0.05
+ONE_CLASS_SHARE = 0.9
+# A member has learned once its accuracy beat the best constant guess (the share of the most
+# frequent label) by LEARNED_MARGIN at some epoch; before that, near-constant outputs are an
+# untrained member's, not a collapse.
+LEARNED_MARGIN = 0.1
 
 
 def output_spread(probs: torch.Tensor) -> torch.Tensor:
@@ -26,16 +32,37 @@ def output_spread(probs: torch.Tensor) -> torch.Tensor:
     return (probs - probs.mean(1, keepdim=True)).abs().sum(-1).mean(-1)
 
 
-def collapsed_members(probs: torch.Tensor) -> list[bool]:
-    """Per member of probs [N, B, C]: True when its output (nearly) ignores the input.
-
-    That is the end state of a member pushed too hard by a negative coupling: near-constant,
-    often near-uniform outputs and accuracy at chance. Dead ReLU layers are a second sign,
-    added by the trainer from the activation statistics.
-    """
+def ignores_input(probs: torch.Tensor) -> list[bool]:
+    """Per member of probs [N, B, C]: True when its output (nearly) ignores the input: one
+    class for almost every sample (>= ONE_CLASS_SHARE) and near-constant probabilities
+    (output spread < COLLAPSE_SPREAD). An untrained member looks like this too."""
     if probs.shape[1] < 2:
         return [False] * probs.shape[0]
-    return (output_spread(probs) < COLLAPSE_SPREAD).tolist()
+    predicted = probs.argmax(-1)  # [N, B]
+    share = torch.stack([row.bincount(minlength=probs.shape[-1]).max() for row in predicted])
+    one_class = share.float() / probs.shape[1] >= ONE_CLASS_SHARE
+    return ((output_spread(probs) < COLLAPSE_SPREAD) & one_class).tolist()
+
+
+def learned_members(accuracy: list[float], labels: torch.Tensor,
+                    before: list[bool] | None = None) -> list[bool]:
+    """Per member: has it learned (now, or ``before``: at an earlier epoch)? Learned means
+    an accuracy at least LEARNED_MARGIN above the best constant guess on these labels."""
+    labels = labels.long()
+    guess = labels.bincount().max().item() / max(len(labels), 1) if len(labels) else 0.0
+    before = before if before is not None and len(before) == len(accuracy) \
+        else [False] * len(accuracy)
+    return [bool(b) or a >= guess + LEARNED_MARGIN for a, b in zip(accuracy, before, strict=True)]
+
+
+def member_states(ignoring: list[bool], learned: list[bool],
+                  dead: list[list[str]] | None = None) -> dict[str, list[bool]]:
+    """Collapsed (ignores its input, or has a dead ReLU layer, after it had learned) and not
+    learned (the same signs in a member that never learned) members, per member."""
+    dead = dead or [[] for _ in ignoring]
+    broken = [bool(i or d) for i, d in zip(ignoring, dead, strict=True)]
+    return {"collapsed": [b and k for b, k in zip(broken, learned, strict=True)],
+            "not_learned": [b and not k for b, k in zip(broken, learned, strict=True)]}
 
 
 def logit_norm(log_probs: torch.Tensor) -> torch.Tensor:
@@ -48,9 +75,14 @@ def logit_norm(log_probs: torch.Tensor) -> torch.Tensor:
 
 
 def evaluate_log_probs(
-    log_probs: torch.Tensor, labels: torch.Tensor, prefix: str = "test"
+    log_probs: torch.Tensor, labels: torch.Tensor, prefix: str = "test",
+    learned_before: list[bool] | None = None,
 ) -> dict[str, Any]:
     """Flat metrics for member log-probabilities [N, B, C] (log_softmax) and labels [B].
+
+    ``learned_before``: per member, whether it had learned at an earlier epoch (the previous
+    record's ``member_learned``); a member that ignores its input is collapsed only if it
+    had learned, else not learned yet.
 
     Every metric is computed from the log-probabilities, so entropies near 0 and NLLs of
     confidently wrong members keep their precision (a run saves these, not probabilities).
@@ -91,5 +123,10 @@ def evaluate_log_probs(
     out[f"{prefix}/js_mean"] = metrics.js_mean(js[:n, :n])
     out[f"{prefix}/js_to_ensemble"] = js[:n, n].tolist()
     out[f"{prefix}/disagreement"] = metrics.disagreement(log_probs)
-    out[f"{prefix}/member_collapsed"] = collapsed_members(probs)
+    learned = learned_members(out[f"{prefix}/member_accuracy"], labels, learned_before)
+    out[f"{prefix}/member_learned"] = learned
+    out[f"{prefix}/member_ignores_input"] = ignores_input(probs)
+    states = member_states(out[f"{prefix}/member_ignores_input"], learned)
+    out[f"{prefix}/member_collapsed"] = states["collapsed"]
+    out[f"{prefix}/member_not_learned"] = states["not_learned"]
     return out

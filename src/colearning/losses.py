@@ -65,6 +65,9 @@ def beta_matrix(
     """
     if n_members < 1:
         raise ConfigError(f"n_members must be >= 1, got {n_members}")
+    beta = _as_beta(beta)
+    if isinstance(beta, torch.Tensor) and beta.dim() == 0:
+        beta = float(beta)
     if beta_bar is not None:
         if beta is not None:
             raise ConfigError("give loss.beta or loss.beta_bar, not both")
@@ -87,6 +90,24 @@ def beta_matrix(
     return matrix.masked_fill(torch.eye(n_members, dtype=torch.bool, device=device), 0.0)
 
 
+def _as_beta(beta: Any) -> float | torch.Tensor | None:
+    """A coupling as given (None, a number, a 0-d or [N, N] array or tensor, nested lists) as
+    None, a float or a tensor; anything else is a one-line ConfigError."""
+    if beta is None or isinstance(beta, torch.Tensor):
+        return beta
+    if isinstance(beta, (bool, np.bool_, str, bytes)):
+        raise ConfigError(f"beta must be a number or an [N, N] matrix, got {type(beta).__name__} "
+                          f"{beta!r}")
+    if isinstance(beta, (int, float, np.integer, np.floating)):
+        return float(beta)
+    try:
+        matrix = torch.as_tensor(np.asarray(beta, dtype=np.float64))
+    except (TypeError, ValueError):
+        raise ConfigError(f"beta must be a number or an [N, N] matrix of numbers, got "
+                          f"{type(beta).__name__}") from None
+    return float(matrix) if matrix.dim() == 0 else matrix
+
+
 def _coupling_weights(
     beta: float | torch.Tensor | np.ndarray | None,
     beta_bar: float | None,
@@ -103,6 +124,9 @@ def _coupling_weights(
     :func:`beta_matrix`, which checks it (the trainer does); floats, lists and arrays are
     checked here.
     """
+    if isinstance(beta, torch.Tensor) and beta.dim() == 0 and beta_bar is None:
+        # a 0-d tensor is a scalar: broadcast on its device (no host sync for its value)
+        beta = beta.to(device=device, dtype=dtype).expand(n_members, n_peers)
     if isinstance(beta, torch.Tensor) and beta_bar is None:
         rows = (beta.shape[0], n_members, n_peers) if beta.dim() == 3 else (n_members, n_peers)
         if tuple(beta.shape) != rows:
@@ -110,8 +134,9 @@ def _coupling_weights(
                               f"one column per peer), got {list(beta.shape)}")
         mask = 1 - torch.eye(n_members, n_peers, dtype=dtype, device=device)
         return beta.to(device=device, dtype=dtype) * mask
-    if beta is not None and not isinstance(beta, (int, float)):
-        beta = torch.as_tensor(beta, dtype=dtype)
+    beta = _as_beta(beta)  # numbers, lists and arrays: checked by beta_matrix below
+    if isinstance(beta, torch.Tensor):
+        beta = beta.to(dtype)
         if beta.dim() == 2 and beta.shape == (n_members, n_peers) and n_peers > n_members:
             # Frozen peers are never trained, so their rows are irrelevant: pad with zeros.
             beta = torch.cat([beta, beta.new_zeros(n_peers - n_members, n_peers)])

@@ -9,6 +9,7 @@ networks included, so every architecture starts from the same rule.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 
 import torch
@@ -49,10 +50,38 @@ def build_model(
                        ("image_size", image_size)):
         if not isinstance(value, int) or value < 1:
             raise ConfigError(f"model {key} must be a positive integer, got {value!r}")
-    model = MODELS.get(name)(
-        num_classes=num_classes, in_channels=in_channels, image_size=image_size, **kwargs
-    )
-    return xavier_init(model)
+    builder = MODELS.get(name)
+    check_model_options(name, kwargs)
+    try:
+        model = builder(num_classes=num_classes, in_channels=in_channels,
+                        image_size=image_size, **kwargs)
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"the builder returned a {type(model).__name__}, not an nn.Module")
+        return xavier_init(model)
+    except (TypeError, ValueError, RuntimeError, ZeroDivisionError) as error:
+        detail = " ".join(str(error).split())[:200] or type(error).__name__
+        raise ConfigError(f"model {name} cannot be built with model.options {kwargs}: "
+                          f"{detail}") from None
+
+
+def check_model_options(name: str, options: dict[str, object]) -> None:
+    """ConfigError when model.options names a keyword the model's builder does not take."""
+    builder = MODELS.get(name)
+    try:
+        parameters = inspect.signature(builder).parameters
+    except (TypeError, ValueError):  # a builder without a signature: it will say
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return
+    fixed = {"num_classes", "in_channels", "image_size"}
+    named = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    valid = [k for k, p in parameters.items() if k not in fixed and p.kind in named]
+    for key in options:
+        if key in fixed:
+            raise ConfigError(f"model.options.{key} is set from the data; remove it")
+        if key not in valid:
+            raise ConfigError(f"model {name} takes no option {key!r}; its options: "
+                              f"{', '.join(valid) or 'none'}")
 
 
 @MODELS.register("lenet5")

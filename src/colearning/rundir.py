@@ -25,6 +25,7 @@ import fcntl
 import io
 import json
 import os
+import pickle
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -66,7 +67,7 @@ def _kill_requested(name: str) -> bool:
     if not spec or spec.rpartition(":")[0] != name:
         return False
     _write_counts[name] = _write_counts.get(name, 0) + 1
-    return _write_counts[name] == int(spec.rpartition(":")[2])
+    return str(_write_counts[name]) == spec.rpartition(":")[2].strip()
 
 
 _OS_HINTS = {
@@ -129,7 +130,9 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
+    # surrogateescape: a path of non-UTF-8 bytes (a run directory's name) is written as
+    # those bytes, never an encoding error
+    atomic_write_bytes(path, text.encode("utf-8", errors="surrogateescape"))
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:
@@ -179,28 +182,64 @@ def _finite(obj: Any) -> Any:
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """Every complete line of a JSON-lines file ([] when absent); a torn last line is skipped."""
+    """Every complete line of a JSON-lines file ([] when absent), each a JSON object; a torn
+    last line is skipped. A line that is not a JSON object is a RunDirError naming it."""
     path = Path(path)
     if not path.exists():
         return []
     records = []
     with os_errors(path, "read"):
-        text = path.read_text()
-    for line in text.splitlines(keepends=True):
+        text = path.read_bytes().decode("utf-8", errors="replace")
+    for number, line in enumerate(text.splitlines(keepends=True), 1):
         if not line.endswith("\n"):
             break  # torn write from a kill: not a record
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError:
-            raise RunDirError(f"{path} has a corrupt line; delete it or the run") from None
+            raise RunDirError(f"{path} line {number} is not valid JSON; fix or remove that "
+                              "line (the other lines are intact)") from None
+        if not isinstance(record, dict):
+            raise RunDirError(f"{path} line {number} holds {_kind(record)}, not a record "
+                              "(a JSON object); fix or remove that line")
+        records.append(record)
     return records
 
 
-def truncate_jsonl(path: str | Path, keep: int) -> None:
-    """Keep the first ``keep`` complete records of a JSON-lines file, atomically."""
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """The records of a metrics.jsonl: line k is epoch k (an integer), as the trainer
+    writes them; anything else is a RunDirError naming the line."""
+    records = read_jsonl(path)
+    for number, record in enumerate(records, 1):
+        epoch = record.get("epoch")
+        if type(epoch) is not int or epoch != number:
+            raise RunDirError(f"{path} line {number} has epoch {epoch!r} where epoch {number} "
+                              "belongs (one line per epoch, in order); fix or remove that line")
+    return records
+
+
+def _kind(value: Any) -> str:
+    return "null" if value is None else f"a JSON {type(value).__name__}"
+
+
+def truncate_jsonl(path: str | Path, keep: int) -> Path | None:
+    """Keep the first ``keep`` complete records of a JSON-lines file, atomically. When that
+    drops anything (later records, a torn tail), the original is first kept aside as
+    ``NAME.orig-K``, whose path is returned (None: nothing dropped)."""
+    path = Path(path)
     records = read_jsonl(path)[:keep]
     text = "".join(json.dumps(r, default=_json_default) + "\n" for r in records)
+    if not path.exists():
+        atomic_write_text(path, text)
+        return None
+    with os_errors(path, "read"):
+        old = path.read_bytes()
+    if old == text.encode():
+        return None
+    kept = next(path.with_name(f"{path.name}.orig-{k}") for k in range(1, 10**6)
+                if not path.with_name(f"{path.name}.orig-{k}").exists())
+    atomic_write_bytes(kept, old)
     atomic_write_text(path, text)
+    return kept
 
 
 @contextlib.contextmanager
@@ -247,11 +286,54 @@ def require_run_dir(path: str | Path) -> Path:
     return path
 
 
+# The layout of checkpoint.pt this version writes. 2: the optimizer state is StackedSGD's
+# (per-member rows); 1 held torch.optim.SGD's (still read).
+CHECKPOINT_FORMAT = 2
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint on the CPU with a clear error for a corrupt file."""
+    """A checkpoint on the CPU, read as data only (``weights_only``: tensors and plain
+    containers; a file that would run code is refused), with a one-line RunDirError for a
+    missing, corrupt or foreign file or one whose layout is not this library's."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise RunDirError(f"{path} does not exist; the run has no checkpoint to resume") from None
+    except pickle.UnpicklingError:
+        raise RunDirError(f"checkpoint {path} holds more than tensors and plain values (it "
+                          "could run code when loaded); refused: restore the run's own "
+                          "checkpoint") from None
     except Exception as error:  # torch raises many types for a damaged zip/pickle
         raise RunDirError(f"checkpoint {path} is unreadable ({type(error).__name__})") from None
+    problem = _checkpoint_problem(checkpoint)
+    if problem:
+        raise RunDirError(f"checkpoint {path} does not fit this library's layout: {problem}; "
+                          "restore the run's own checkpoint")
+    return checkpoint
+
+
+def _checkpoint_problem(checkpoint: Any) -> str | None:
+    """What is wrong with a loaded checkpoint's layout (None: nothing)."""
+    if not isinstance(checkpoint, dict):
+        return f"it holds a {type(checkpoint).__name__}, not a mapping"
+    missing = [key for key in ("epoch", "step", "model", "optimizer", "rng", "config")
+               if key not in checkpoint]
+    if missing:
+        return f"no {', '.join(missing)}"
+    version = checkpoint.get("format", 1)
+    if type(version) is not int or not 1 <= version <= CHECKPOINT_FORMAT:
+        return (f"format {version!r} (this version reads 1-{CHECKPOINT_FORMAT}; a newer "
+                "colearning wrote it?)")
+    for key in ("epoch", "step"):
+        if type(checkpoint[key]) is not int or checkpoint[key] < 0:
+            return f"{key} is {checkpoint[key]!r}, not an integer >= 0"
+    model = checkpoint["model"]
+    if not isinstance(model, dict) or not model or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in model.items()):
+        return "model is not a mapping of parameter names to tensors"
+    if not isinstance(checkpoint["optimizer"], dict) or not isinstance(checkpoint["rng"], dict) \
+            or not isinstance(checkpoint["rng"].get("torch"), torch.Tensor):
+        return "the optimizer or RNG state is not what this library writes"
+    if not isinstance(checkpoint["config"], dict):
+        return "config is not a mapping"
+    return None

@@ -195,7 +195,8 @@ def test_collapsed_and_stopped_runs_are_flagged_at_the_top(run_copy: Path):
 
     run = load_artifacts(run_copy)
     assert collapse_warnings(run) == [
-        "member 1 collapsed (output ignores the input) since epoch 3.",  # 0-based, as the API
+        "member 1 collapsed: after it had learned, its output ignores the input (one class, "
+        "near-constant probabilities, or a dead ReLU layer), since epoch 3.",  # 0-based
         "member 2 has dead ReLU layers at epoch 3 (every unit zero on every sample): ReLU2.",
     ]
     page = render_page("t", [status_section(run)])

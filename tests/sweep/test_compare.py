@@ -157,3 +157,49 @@ def test_the_same_seed_trained_differently_is_refused(tiny_sweep, tmp_path):
     with pytest.raises(ConfigError, match=r"has two different seed-0 cells .* differ in "
                                           r"train.epochs\); compare sweeps that differ only"):
         compare_sweeps([tiny_sweep, other])
+
+
+def test_an_unknown_reference_is_refused_with_the_valid_names(tiny_sweep, capsys):
+    from colearning.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"unknown reference 'foo': no configuration of these "
+                                          r"sweeps is called that; valid: colearning "
+                                          r"beta_bar=-0.6, colearning beta_bar=-0.9, "
+                                          r"independent$"):
+        compare_sweeps([tiny_sweep], reference="foo")
+    assert main(["compare", str(tiny_sweep), "--reference", "foo"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith("colearn: error: unknown reference 'foo'")
+    assert captured.err.count("\n") == 1
+
+
+def test_the_table_names_the_reference_it_used(tiny_sweep, interpolated_sweep, capsys):
+    from colearning.sweep.compare import markdown
+
+    rows = compare_sweeps([tiny_sweep, interpolated_sweep], reference="interpolated lambda=1")
+    header = markdown(rows).splitlines()[0]
+    assert "| diff vs interpolated lambda=1 (pp) |" in header and "independent" not in header
+    reference = {c["seed"]: c["best/ensemble_accuracy_mean"] for c in cell_rows(interpolated_sweep)
+                 if c["N"] == 2 and c["loss.joint_weight"] == 1.0}
+    mine = {c["seed"]: c["best/ensemble_accuracy_mean"] for c in cell_rows(tiny_sweep)
+            if c["N"] == 2 and c["beta"] == 0}
+    row = next(r for r in rows if r["configuration"] == "independent" and r["N"] == 2)
+    assert not row["is_reference"] and row["pairs"] == 2
+    assert row["diff:mean"] == pytest.approx(sum(mine[s] - reference[s] for s in (0, 1)) / 2)
+    assert main(["compare", str(tiny_sweep), "--reference", "colearning beta_bar=-0.6"]) == 0
+    printed = capsys.readouterr().out
+    assert "| diff vs colearning beta_bar=-0.6 (pp) |" in printed.splitlines()[0]
+    assert main(["compare", str(tiny_sweep)]) == 0  # the default: independent
+    assert "| diff vs independent (pp) |" in capsys.readouterr().out.splitlines()[0]
+
+
+def test_sweeps_without_an_independent_configuration_say_so(interpolated_sweep, capsys):
+    assert main(["compare", str(interpolated_sweep)]) == 0
+    captured = capsys.readouterr()
+    assert "| interpolated lambda=0.5 | 2 | 2/2 |" in captured.out
+    assert captured.err == ("colearn: note: these sweeps have no independent configuration, so "
+                            "no differences; give --reference NAME, one of: interpolated "
+                            "lambda=0.5, interpolated lambda=1\n")
+    assert main(["compare", str(interpolated_sweep), "--reference", "independent"]) == 2
+    assert "valid: interpolated lambda=0.5, interpolated lambda=1" in capsys.readouterr().err

@@ -94,3 +94,84 @@ def test_relative_data_paths_are_relative_to_the_file_that_names_them(tmp_path, 
                      "grid: {beta: [0.0]}\n")
     assert load_spec(sweep).base["data"]["path"] == str(tmp_path / "configs" / "d.tar")
     assert load_spec(sweep, ["data.path=x.tar"]).base["data"]["path"] == str(elsewhere / "x.tar")
+
+
+# ------------------------------------------------------------------- grid keys on the command line
+GRIDDED = {"base": BASE, "grid": {"beta": [-0.4, 0.0], "loss.coupling_options.k": [1]},
+           "seeds": 2}
+
+
+@pytest.mark.parametrize("override, message", [
+    ("loss.beta=-0.1", r"loss.beta=-0.1 sets loss.beta, a grid key of the sweep \(loss.beta: "
+                       r"\[-0.4, 0.0\]\); grids live in the sweep file"),
+    ("loss.beta_bar=-0.5", "sets loss.beta_bar, which every cell replaces by the sweep's grid "
+                           "key loss.beta"),
+    ("loss={beta: 0.3}", "sets loss.beta, a grid key"),
+    ("loss.coupling_options={k: 2}", "sets loss.coupling_options.k, a grid key"),
+    ("seed=4", r"a grid key of the sweep \(seeds: 2\).*give --seeds K"),
+])
+def test_a_grid_key_on_the_command_line_is_refused(override, message):
+    with pytest.raises(ConfigError, match=message) as error:
+        spec_from_dict(GRIDDED, overrides=[override])
+    assert "\n" not in str(error.value) and f"drop {override}" in str(error.value)
+    # other keys still override the base
+    spec = spec_from_dict(GRIDDED, overrides=["optim.lr=0.3", "loss.divergence=js"])
+    assert spec.base["optim"]["lr"] == 0.3 and spec.cells()[0].config["loss"]["divergence"] == "js"
+
+
+def test_cli_refuses_a_grid_key_override(tmp_path, capsys):
+    from colearning.cli import main
+
+    (tmp_path / "s.yaml").write_text("base: {model: {name: mlp}}\ngrid: {beta: [-0.4, 0.0]}\n")
+    assert main(["sweep", "-c", str(tmp_path / "s.yaml"), "--out", str(tmp_path / "out"),
+                 "loss.beta=-0.1", "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("colearn: error: loss.beta=-0.1 sets loss.beta, a grid key")
+    assert err.count("\n") == 1 and not (tmp_path / "out").exists()
+
+
+# ------------------------------------------------------------------------------ sweep size
+def test_check_size_bounds_the_cell_count():
+    from colearning.sweep.spec import MAX_CELLS, check_size
+
+    assert MAX_CELLS == 100_000
+    assert check_size({"optim.lr": 1000, "seed": 100}) == MAX_CELLS
+    with pytest.raises(ConfigError, match=r"has 100,100 cells \(1,001 optim.lr x 100 seeds\)"):
+        check_size({"optim.lr": 1001, "seed": 100})
+
+
+@pytest.fixture
+def no_cell_is_built(monkeypatch):
+    """Building a cell (or a seed list) fails the test: a sweep too large to plan must be
+    refused from its count alone (building 10^8 cells hangs with growing memory)."""
+    import colearning.sweep.spec as spec_module
+
+    def fail(*_args, **_kwargs):
+        raise AssertionError("a cell was built before the sweep's size was checked")
+
+    monkeypatch.setattr(spec_module, "cell_config", fail)
+    monkeypatch.setattr(spec_module, "_seed_list", fail)
+
+
+def test_a_grid_too_large_to_plan_is_refused_from_its_count(no_cell_is_built):
+    values = [round(0.001 * (k + 1), 3) for k in range(100)]
+    huge = {"base": BASE, "grid": {"optim.lr": values, "optim.momentum": values,
+                                   "optim.weight_decay": values, "loss.beta": values}}
+    with pytest.raises(ConfigError, match=r"the sweep has 100,000,000 cells \(100 optim.lr x "
+                                          r"100 optim.momentum x 100 optim.weight_decay x 100 "
+                                          r"loss.beta\), more than the 100,000 one sweep may "
+                                          r"hold"):
+        spec_from_dict(huge)
+    with pytest.raises(ConfigError, match=r"the sweep has 2,000,000,000 cells \(2 loss.beta "
+                                          r"x 1,000,000,000 seeds\)"):
+        spec_from_dict({"base": BASE, "grid": {"beta": [0.0, 0.1]}, "seeds": 10**9})
+
+
+def test_cli_refuses_too_many_seeds_in_one_line(no_cell_is_built, tmp_path, capsys):
+    from colearning.cli import main
+
+    (tmp_path / "s.yaml").write_text("base: {model: {name: mlp}}\ngrid: {beta: [-0.4, 0.0]}\n")
+    assert main(["sweep", "-c", str(tmp_path / "s.yaml"), "--out", str(tmp_path / "out"),
+                 "--seeds", "60000", "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("colearn: error: the sweep has 120,000 cells") and err.count("\n") == 1

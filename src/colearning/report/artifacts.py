@@ -106,7 +106,7 @@ def load_artifacts(path: str | Path) -> RunArtifacts:
         path=path,
         config=config,
         config_text=config_text,
-        metrics=rundir.read_jsonl(path / rundir.METRICS),
+        metrics=rundir.read_metrics(path / rundir.METRICS),
         summary=_read_json(path / rundir.SUMMARY) or {"status": "running"},
         meta=_read_json(path / rundir.META) or {},
         analysis=rundir.read_jsonl(path / rundir.ANALYSIS),

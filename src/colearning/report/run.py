@@ -59,18 +59,31 @@ def _unavailable(title: str, why: str) -> Section:
 
 
 # ------------------------------------------------------------------ status
+def _since(records: list[dict[str, Any]], key: str, member: int) -> int:
+    """The first epoch of the last unbroken stretch of records in which ``key`` flags
+    ``member``."""
+    since = int(records[-1]["epoch"])
+    for record in reversed(records):
+        flags = record.get(key) or []
+        if member >= len(flags) or not flags[member]:
+            break
+        since = int(record["epoch"])
+    return since
+
+
 def collapse_warnings(run: RunArtifacts) -> list[str]:
     """One line per member that collapsed at the last epoch, has non-finite predictions or
     a dead ReLU layer."""
     lines = []
     final = run.final
-    collapsed = final.get("test/member_collapsed") or []
-    for i, flag in enumerate(collapsed):
-        if flag:
-            since = next((int(r["epoch"]) for r in run.metrics
-                          if (r.get("test/member_collapsed") or [False] * (i + 1))[i]), None)
-            lines.append(f"member {i} collapsed (output ignores the input) since epoch "
-                         f"{since}.")
+    for key, what in (("test/member_collapsed", "collapsed: after it had learned, its output "
+                       "ignores the input (one class, near-constant probabilities, or a dead "
+                       "ReLU layer)"),
+                      ("test/member_not_learned", "has not learned yet: near-constant outputs "
+                       "and accuracy near the best constant guess")):
+        for i, flag in enumerate(final.get(key) or []):
+            if flag:
+                lines.append(f"member {i} {what}, since epoch {_since(run.metrics, key, i)}.")
     if run.log_probs is not None:
         for i, member in enumerate(run.log_probs):
             bad = ~np.isfinite(member).all(-1)  # a sample whose probabilities are not numbers

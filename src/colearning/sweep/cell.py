@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from colearning import rundir
-from colearning.sweep.layout import CELL_ERROR, DONE, cell_status
+from colearning.errors import ColearningError
+from colearning.sweep.layout import CELL_ERROR, cell_status, done_status
 
 
 @dataclass
@@ -55,7 +56,8 @@ def run_pack(configs: list[dict[str, Any]], cell_dirs: list[str],
              threads: int | None = None) -> list[CellOutcome]:
     """Train, resume or skip the cells ``cell_dirs`` together as one pack.
 
-    Cells that already have a result are skipped. When the pack as a whole raises (a bad
+    Cells that already have a result are skipped (:func:`done_status`; a finished cell
+    whose config asks for more epochs is extended). When the pack as a whole raises (a bad
     dataset, a bug), each of its cells is run alone, so only the cells that fail by
     themselves are recorded as failed.
     """
@@ -67,8 +69,8 @@ def run_pack(configs: list[dict[str, Any]], cell_dirs: list[str],
     outcomes: dict[int, CellOutcome] = {}
     todo = []
     for k, path in enumerate(paths):
-        status = cell_status(path)
-        if status in DONE:
+        status = done_status(path, configs[k])
+        if status is not None:
             outcomes[k] = CellOutcome(path.name, status, skipped=True)
         else:
             todo.append(k)
@@ -84,8 +86,8 @@ def run_pack(configs: list[dict[str, Any]], cell_dirs: list[str],
                                       seconds=time.perf_counter() - started)
     except Interrupted as stop:
         for k in todo:  # cells of an earlier pack group may have finished before the signal
-            status = cell_status(paths[k])
-            outcomes[k] = (CellOutcome(paths[k].name, status) if status in DONE else
+            status = done_status(paths[k], configs[k])
+            outcomes[k] = (CellOutcome(paths[k].name, status) if status is not None else
                            CellOutcome(paths[k].name, "interrupted", error=f"stopped by {stop}"))
     except Exception as exc:  # a cell's error is data, not a sweep crash
         if len(todo) == 1:
@@ -97,3 +99,41 @@ def run_pack(configs: list[dict[str, Any]], cell_dirs: list[str],
             for k in todo:  # find the culprit(s): each cell alone
                 outcomes[k] = run_pack([configs[k]], [cell_dirs[k]])[0]
     return [outcomes[k] for k in range(len(paths))]
+
+
+def cell_plan(config: dict[str, Any], cell_dir: str | Path) -> str:
+    """What running one cell of a sweep will do, decided as :func:`run_pack` and
+    :func:`colearning.training.train_pack` decide, writing nothing (``colearn sweep
+    --dry-run``): ``finished`` / ``diverged`` (left as it is), ``pending`` (a new run),
+    ``STATUS: resumes in epoch k``, ``STATUS: extended from E to M epochs (...)`` or
+    ``STATUS: refused: WHY``, the error the real run records for the cell."""
+    from colearning.config import config_from_dict, read_yaml
+    from colearning.training.lifecycle import checkpoint_position, resume_state
+    from colearning.training.run import preflight
+
+    path = Path(cell_dir)
+    done = done_status(path, config)
+    if done is not None:
+        return done
+    status = cell_status(path)
+    try:
+        resolved = config_from_dict(config)
+        preflight(resolved)
+        if not rundir.is_run_dir(path):
+            return status if status == "pending" else f"{status}: retried from scratch"
+        before = config_from_dict(read_yaml(path / rundir.CONFIG)).train.epochs
+        after, checkpoint, finished = resume_state(path, resolved.to_dict(), write=False)
+    except ColearningError as error:
+        return f"{status}: refused: {error}"
+    except Exception as error:  # what the real run records as the cell's failure
+        return f"{status}: refused: {type(error).__name__}: {error}"
+    if finished is not None:
+        return finished.status
+    if checkpoint is None:
+        where = "restarts from epoch 1 (no checkpoint)"
+    else:
+        epoch, step = checkpoint_position(checkpoint)
+        where = f"resumes in epoch {epoch + 1}" + (f" at step {step}" if step else "")
+    if after.train.epochs > before:
+        return f"{status}: extended from {before} to {after.train.epochs} epochs ({where})"
+    return f"{status}: {where}"

@@ -98,11 +98,14 @@ def _stats(values: list[float]) -> tuple[float, float]:
 
 
 def compare_sweeps(sweep_dirs: Sequence[str | Path],
-                   reference: str = REFERENCE) -> list[dict[str, Any]]:
+                   reference: str | None = None) -> list[dict[str, Any]]:
     """One row per (configuration, N) over the cells of all ``sweep_dirs`` (see the module
     docstring). Differences are taken against ``reference`` with the same N and the same
     other grid values (``independent kl_reduction=mean`` for the ``kl_reduction=mean``
-    configurations)."""
+    configurations). ``reference`` must name a configuration of the sweeps (without the
+    other grid values; ConfigError listing the names otherwise); None: ``independent``,
+    and no differences where the sweeps have no independent configuration."""
+    given, reference = reference is not None, reference or REFERENCE
     rows: list[dict[str, Any]] = []
     for path in sweep_dirs:
         cells = cell_rows(path)
@@ -112,11 +115,15 @@ def compare_sweeps(sweep_dirs: Sequence[str | Path],
         extra = [k for k in facet_keys(cells) if k not in skip]
         for row in cells:
             others = _others(row, extra)
-            rows.append({**row, "configuration": label(row, extra),
+            rows.append({**row, "configuration": label(row, extra), "name": label(row),
                          "reference": " ".join([reference, *others]),
                          "others": " ".join(others), "sweep": str(path),
                          "fingerprint": _fingerprint(configs[row["cell"]],
                                                      bool(row.get("independent")))})
+    names = sorted({row["name"] for row in rows})
+    if given and reference not in names:
+        raise ConfigError(f"unknown reference {reference!r}: no configuration of these sweeps "
+                          f"is called that; valid: {', '.join(names)}")
     groups: dict[tuple[str, Any], list[dict[str, Any]]] = {}
     for row in rows:
         groups.setdefault((row["configuration"], row["N"]), []).append(row)
@@ -199,10 +206,28 @@ def _percent(mean: float, std: float) -> str:
     return f"{100 * mean:.2f}" + (f" ± {100 * std:.2f}" if math.isfinite(std) else "")
 
 
+def _bare(name: str, others: str) -> str:
+    """A configuration's name without its other grid values."""
+    return name[:-len(others) - 1] if others and name.endswith(" " + others) else name
+
+
+def reference_name(rows: list[dict[str, Any]]) -> str:
+    """The configuration the differences of :func:`compare_sweeps`'s ``rows`` are taken
+    against (without the other grid values)."""
+    return _bare(rows[0]["reference"], rows[0]["others"]) if rows else REFERENCE
+
+
+def configuration_names(rows: list[dict[str, Any]]) -> list[str]:
+    """The names a reference may take: the configurations of ``rows`` without their other
+    grid values."""
+    return sorted({_bare(row["configuration"], row["others"]) for row in rows})
+
+
 def markdown(rows: list[dict[str, Any]]) -> str:
-    """The comparison as a Markdown table (accuracies in %, mean ± std over seeds)."""
+    """The comparison as a Markdown table (accuracies in %, mean ± std over seeds); the
+    difference column names the reference."""
     lines = ["| configuration | N | finished | collapsed (first epoch) | ensemble % | members % "
-             "| JS (nats) | epoch | diff vs independent (pp) | Wilcoxon p |",
+             f"| JS (nats) | epoch | diff vs {reference_name(rows)} (pp) | Wilcoxon p |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         js = f"{r['js:mean']:.3f}" if math.isfinite(r["js:mean"]) else "-"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from colearning import rundir
 from colearning.config import read_yaml
@@ -45,12 +46,32 @@ def cell_status(cell_dir: str | Path) -> str:
     return status or ("started" if rundir.is_run_dir(path) else "pending")
 
 
-def load_sweep_spec(sweep_dir: str | Path) -> SweepSpec:
-    """The resolved spec stored in a sweep directory (for resume and reports)."""
+def done_status(cell_dir: str | Path, config: dict[str, Any]) -> str | None:
+    """The status of a cell that running the sweep leaves as it is: ``diverged``, or
+    ``finished`` with at least ``config``'s train.epochs (one with fewer, after the sweep's
+    train.epochs grew, is extended); None when running the sweep trains it."""
+    path = Path(cell_dir)
+    status = cell_status(path)
+    if status == "finished":
+        try:
+            trained = json.loads((path / rundir.SUMMARY).read_text()).get("epochs_completed")
+        except (json.JSONDecodeError, OSError):
+            trained = None
+        if isinstance(trained, int) and trained < config["train"]["epochs"]:
+            return None
+    return status if status in DONE else None
+
+
+def load_sweep_spec(sweep_dir: str | Path, overrides: list[str] | None = None) -> SweepSpec:
+    """The resolved spec stored in a sweep directory (for resume and reports).
+
+    ``overrides`` (``key=value``) change its base run config, e.g. ``["train.epochs=300"]``
+    to extend every cell (whether the sweep directory allows a change is decided when it
+    runs: :func:`colearning.sweep.runner.check_sweep_dir`)."""
     path = Path(sweep_dir)
     if not (path / SPEC_FILE).is_file():
         raise RunDirError(f"{path} is not a sweep directory (it has no {SPEC_FILE})")
     values = read_yaml(path / SPEC_FILE)
     grid = dict(values.get("grid") or {})
     return spec_from_dict({"name": values.get("name"), "base": values.get("base"),
-                           "grid": grid})
+                           "grid": grid}, overrides=overrides)

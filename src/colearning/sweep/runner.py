@@ -7,8 +7,9 @@
 
 Cells that may share a pack (:mod:`colearning.training.pack`) are trained together, their
 members stacked into one engine; each still writes its own run directory. Rerunning is
-resuming: a finished (or diverged) cell is skipped without being opened for writing, a cell
-with a run directory is continued from its checkpoint, a failed cell is retried. A cell that
+resuming: a finished (or diverged) cell is skipped without being opened for writing (a
+finished one is extended when the sweep's train.epochs grew), a cell with a run directory is
+continued from its checkpoint, a failed cell is retried. A cell that
 raises is recorded and never stops the others. The directory layout is in
 :mod:`colearning.sweep.layout`.
 """
@@ -17,9 +18,11 @@ from __future__ import annotations
 
 import concurrent.futures as futures
 import contextlib
+import json
 import multiprocessing
 import os
 import signal
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,14 +30,14 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from colearning import rundir
-from colearning.config import config_from_dict, read_yaml
+from colearning.config import config_diff, config_from_dict, read_yaml
 from colearning.errors import ConfigError, RunDirError
-from colearning.sweep.cell import CellOutcome, available_cores, run_pack
-from colearning.sweep.layout import CELLS, DONE, SPEC_FILE, cell_status
+from colearning.sweep.cell import CellOutcome, available_cores, cell_plan, run_pack
+from colearning.sweep.layout import CELLS, DONE, SPEC_FILE, done_status, load_sweep_spec
 from colearning.sweep.spec import Cell, SweepSpec, dump_spec
 from colearning.sweep.table import write_tables
 from colearning.training.launch import watch_parent
-from colearning.training.lifecycle import STOP_SIGNALS
+from colearning.training.lifecycle import CONFIG_HISTORY, STOP_SIGNALS, check_extension
 from colearning.training.pack import plan_packs
 
 # --pack auto: members per pack, by device (None: do not pack). On a GPU one pack holds what
@@ -106,28 +109,64 @@ def _run_pack_in_worker(configs: list[dict[str, Any]], cell_dirs: list[str],
 
 
 # ------------------------------------------------------------------------- the sweep
-def prepare(spec: SweepSpec, sweep_dir: str | Path) -> tuple[Path, list[Cell]]:
-    """Create (or check) the sweep directory and return it with the spec's cells.
-
-    An existing sweep directory must hold the same base run config: its cells would
-    otherwise mix two experiments. The grid may grow (new cells are added).
+def check_sweep_dir(spec: SweepSpec, sweep_dir: str | Path) -> int | None:
+    """Whether ``spec`` may run in ``sweep_dir``, decided without writing anything (the
+    real run and ``--dry-run`` both ask here). None: a new sweep directory, or one holding
+    the same base run config (the grid may grow: new cells are added). An int: the saved
+    train.epochs, which ``spec`` raises: every cell is extended, each cell checked first
+    as ``colearn train --resume RUN train.epochs=M`` checks a run (refused where a schedule
+    is set by train.epochs). Any other change of the base run config is a RunDirError: the
+    cells would otherwise mix two experiments.
     """
     path = Path(sweep_dir)
     spec_path = path / SPEC_FILE
+    if path.exists() and not path.is_dir():
+        raise RunDirError(f"{path} is not a directory; pick another --out")
+    if not spec_path.exists():
+        if path.exists() and any(p.name != rundir.LOCK for p in path.iterdir()):
+            raise RunDirError(f"{path} exists, is not empty and is not a sweep directory; "
+                              "pick another --out")
+        return None
+    # resolved again, so a config section added since then takes its default
+    saved = config_from_dict(read_yaml(spec_path).get("base") or {}).to_dict()
+    if saved == spec.base:
+        return None
+    before, after = saved["train"]["epochs"], spec.base["train"]["epochs"]
+    if config_diff(saved, spec.base) != ["train.epochs"] or after < before:
+        details = config_diff(saved, spec.base, show=True)
+        shown = ", ".join(details[:3]) + (f" and {len(details) - 3} more" if len(details) > 3
+                                          else "")
+        raise RunDirError(
+            f"{path} holds a sweep with another base config ({shown}); only train.epochs "
+            f"may grow (colearn sweep --resume {path} train.epochs=M); resume it with "
+            f"colearn sweep --resume {path} or pick another --out")
+    old = {cell.name: cell.config for cell in load_sweep_spec(path).cells()}
+    seen = set()
+    for cell in spec.cells():
+        was = old.get(cell.name)
+        if was is None or cell.config["train"]["epochs"] <= was["train"]["epochs"]:
+            continue  # a new cell, or one whose length the grid sets
+        key = json.dumps({**cell.config, "seed": None}, sort_keys=True, default=str)
+        if key not in seen:  # the schedules do not depend on the seed
+            seen.add(key)
+            check_extension(path / CELLS / cell.name, config_from_dict(was),
+                            config_from_dict(cell.config))
+    return before
+
+
+def prepare(spec: SweepSpec, sweep_dir: str | Path) -> tuple[Path, list[Cell]]:
+    """Create (or check, see :func:`check_sweep_dir`) the sweep directory, save ``spec`` in
+    it and return it with the spec's cells. A longer train.epochs is recorded in the
+    sweep's config_history.jsonl; the cells are extended as they run."""
+    path = Path(sweep_dir)
+    extended_from = check_sweep_dir(spec, path)
     cells = spec.cells()
-    if spec_path.exists():
-        saved = read_yaml(spec_path)
-        # resolved again, so a config section added since then takes its default
-        if config_from_dict(saved.get("base") or {}).to_dict() != spec.base:
-            raise RunDirError(
-                f"{path} holds a sweep with another base config; resume it with "
-                f"colearn sweep --resume {path} or pick another --out"
-            )
-    elif path.exists() and any(path.iterdir()):
-        raise RunDirError(f"{path} exists, is not empty and is not a sweep directory; "
-                          "pick another --out")
     (path / CELLS).mkdir(parents=True, exist_ok=True)
-    rundir.atomic_write_text(spec_path, dump_spec(spec))
+    rundir.atomic_write_text(path / SPEC_FILE, dump_spec(spec))
+    if extended_from is not None:
+        rundir.append_jsonl(path / CONFIG_HISTORY, {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "changed": {"train.epochs": [extended_from, spec.base["train"]["epochs"]]}})
     return path, cells
 
 
@@ -188,9 +227,14 @@ def run_sweep(spec: SweepSpec, sweep_dir: str | Path, *, backend: str = "local",
         raise ConfigError(f"unknown sweep backend {backend!r}; valid: local, ray")
     if workers is not None and workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {workers}")
-    path, cells = prepare(spec, sweep_dir)
+    path = Path(sweep_dir)
+    check_sweep_dir(spec, path)  # refused before anything is made
+    with rundir.os_errors(path, "create the sweep directory"):
+        path.mkdir(parents=True, exist_ok=True)
+    # locked before sweep.yaml changes: a sweep running there keeps the spec it runs
     with rundir.locked(path, "sweep directory", "let it finish (colearn sweep --resume DIR "
                                                 "continues a stopped one)"):
+        path, cells = prepare(spec, path)
         return _run_cells(spec, path, cells, backend, workers, address, cpus_per_cell,
                           gpus_per_cell, pack, pack_members, progress, aggregate)
 
@@ -199,12 +243,12 @@ def _run_cells(spec: SweepSpec, path: Path, cells: list[Cell], backend: str,
                workers: int | None, address: str | None, cpus_per_cell: float,
                gpus_per_cell: float, pack: str | int, pack_members: int | None,
                progress: bool, aggregate: bool) -> SweepResult:
-    status = {c.name: cell_status(path / CELLS / c.name) for c in cells}
-    todo = [c for c in cells if status[c.name] not in DONE]
+    status = {c.name: done_status(path / CELLS / c.name, c.config) for c in cells}
+    todo = [c for c in cells if status[c.name] is None]
     groups = packs(todo, pack, pack_members, _device_kind(todo))
     result = SweepResult(path)
     result.outcomes = [CellOutcome(c.name, status[c.name], skipped=True)
-                       for c in cells if status[c.name] in DONE]
+                       for c in cells if status[c.name] is not None]
     bar = tqdm(total=len(cells), initial=len(cells) - len(todo), desc=f"sweep {spec.name}",
                unit="cell", disable=not progress, dynamic_ncols=True)
 
@@ -293,17 +337,26 @@ def _is_main_thread() -> bool:
 
 
 def describe_cells(spec: SweepSpec, sweep_dir: str | Path) -> str:
-    """One line per cell: its name and state on disk (for --dry-run), and for cells still to
-    run what can be checked without running them: that their data path exists."""
+    """What running ``spec`` in ``sweep_dir`` will do (for --dry-run), decided as the run
+    decides and writing nothing: the sweep directory's refusal (raised, as the run raises
+    it, :func:`check_sweep_dir`), else one line per cell with its name and
+    :func:`colearning.sweep.cell.cell_plan` (left as it is, new, resumed, extended or
+    refused), and for cells still to run whether their data path exists."""
+    extended_from = check_sweep_dir(spec, sweep_dir)
     path = Path(sweep_dir) / CELLS
     cells = spec.cells()
-    lines = [f"sweep {spec.name}: {len(cells)} cells in {sweep_dir}"]
+    head = f"sweep {spec.name}: {len(cells)} cells in {sweep_dir}"
+    if extended_from is not None:
+        head += (f"; train.epochs {extended_from} -> {spec.base['train']['epochs']}: "
+                 "finished cells are extended")
+    lines = [head]
     for cell in cells:
-        status = cell_status(path / cell.name)
+        plan = cell_plan(cell.config, path / cell.name)
         data_path = cell.config["data"]["path"]
-        if status not in DONE and data_path and not Path(data_path).exists():
-            status += f" (cannot run: data.path {data_path} does not exist)"
-        lines.append(f"  {cell.name:<40} {status}")
+        if plan not in DONE and "refused:" not in plan and data_path and \
+                not Path(data_path).exists():
+            plan += f" (cannot run: data.path {data_path} does not exist)"
+        lines.append(f"  {cell.name:<40} {plan}")
     return "\n".join(lines)
 
 

@@ -19,6 +19,11 @@ Grid keys may use the short names ``beta``, ``beta_bar``, ``N``, ``kl_reduction`
 (unknown keys, wrong types and bad values are :class:`ConfigError`). Cells are ordered
 seed-major (all cells of seed 0 first, so a sweep stopped early already has whole curves)
 and named from their grid values with the seed last, e.g. ``N2_beta-0.4_seed0``.
+
+A sweep holds at most :data:`MAX_CELLS` cells, counted (the product of the grid's lengths
+and the seeds) before any is built. Command-line overrides may not set a grid key (nor the
+other of loss.beta / loss.beta_bar when one of them is a grid key): grids live in the sweep
+file.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import copy
 import hashlib
 import itertools
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +51,10 @@ from colearning.config import (
 from colearning.errors import ConfigError
 
 SPEC_KEYS = ("name", "base", "base_config", "overrides", "grid", "seeds")
+# The most cells one sweep may hold. Cells are planned up front (named, their configs
+# validated and kept), so a grid beyond this (4 keys of 100 values: 10^8 cells) would fill
+# the memory for minutes before the first cell ran; counted before any cell is built.
+MAX_CELLS = 100_000
 ALIASES = {
     "beta": "loss.beta",
     "beta_bar": "loss.beta_bar",
@@ -88,8 +98,13 @@ class SweepSpec:
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "base": self.base, "grid": self.grid}
 
+    def n_cells(self) -> int:
+        """How many cells the grid holds (the product of its lengths), without building them."""
+        return math.prod(len(values) for values in self.grid.values())
+
     def cells(self) -> list[Cell]:
         """Every grid point, seed-major, with a validated run config and a unique name."""
+        check_size({key: len(values) for key, values in self.grid.items()})
         keys = sorted(self.grid, key=lambda k: k != "seed")  # seed outermost
         cells, names = [], {}
         # The seed is an int that no other key depends on: validate each other combination
@@ -187,6 +202,70 @@ def _leaf(base: dict[str, Any], dotted: str) -> Any:
     return node
 
 
+def check_size(lengths: dict[str, int]) -> int:
+    """The number of cells of a grid with these lengths (per dotted key, ``seed`` included);
+    ConfigError when it exceeds :data:`MAX_CELLS`."""
+    count = math.prod(lengths.values())
+    if count > MAX_CELLS:
+        parts = " x ".join(f"{n:,} {'seeds' if key == 'seed' else key}"
+                           for key, n in lengths.items() if n != 1)
+        raise ConfigError(f"the sweep has {count:,} cells ({parts}), more than the "
+                          f"{MAX_CELLS:,} one sweep may hold; use fewer grid values or seeds, "
+                          "or split it into several sweeps")
+    return count
+
+
+def _seed_count(value: Any) -> int:
+    """How many seeds ``value`` (a count or a list) names, without building the list."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return max(value, 1)  # < 1 is refused by _seed_list
+    return len(value) if isinstance(value, list) else 1
+
+
+PARTNERS = {"loss.beta": "loss.beta_bar", "loss.beta_bar": "loss.beta"}
+
+
+def _dotted(nested: dict[str, Any], prefix: str = "") -> list[str]:
+    """The dotted keys of the leaves of a nested dict."""
+    out = []
+    for key, value in nested.items():
+        if isinstance(value, dict) and value:
+            out += _dotted(value, f"{prefix}{key}.")
+        else:
+            out.append(f"{prefix}{key}")
+    return out
+
+
+def _shown(key: str, values: Any) -> str:
+    """``key: [v1, v2, ...]`` (the first few values), or ``seeds: K`` for a seed count."""
+    if isinstance(values, int) and not isinstance(values, bool):
+        return f"seeds: {values}"
+    values = list(values) if isinstance(values, list) else [values]
+    return (f"{key}: [" + ", ".join(map(str, values[:6])) + (", ..." if len(values) > 6 else "")
+            + "]")
+
+
+def check_overrides(overrides: list[str], grid: dict[str, Any]) -> None:
+    """Refuse a command-line override that sets a grid key (dotted ``grid`` keys, ``seed``
+    included, -> the sweep's values for them), or the other of loss.beta / loss.beta_bar
+    when one of them is a grid key: the grid's values would silently win (or clash)."""
+    for item in overrides:
+        for key in _dotted(parse_overrides([item])):
+            for grid_key, values in grid.items():
+                related = [grid_key] + ([PARTNERS[grid_key]] if grid_key in PARTNERS else [])
+                hit = next((g for g in related if key == g or key.startswith(g + ".")
+                            or g.startswith(key + ".")), None)
+                if hit is None:
+                    continue
+                what = (f"sets {key}, a grid key of the sweep" if hit == grid_key else
+                        f"sets {key}, which every cell replaces by the sweep's grid key "
+                        f"{grid_key}")
+                where = "its grid or seeds (or give --seeds K)" if grid_key == "seed" else \
+                    "its grid"
+                raise ConfigError(f"{item} {what} ({_shown(grid_key, values)}); grids live "
+                                  f"in the sweep file: change {where} there, or drop {item}")
+
+
 def _seed_list(value: Any) -> list[int]:
     if isinstance(value, int) and not isinstance(value, bool):
         if value < 1:
@@ -217,6 +296,19 @@ def spec_from_dict(values: dict[str, Any], *, base_dir: str | Path = ".",
     if "base" in values and "base_config" in values:
         raise ConfigError("give the sweep's base run config as `base:` or `base_config:`, "
                           "not both")
+    raw_grid = values.get("grid") or {}
+    if not isinstance(raw_grid, dict):
+        raise ConfigError("sweep `grid` must map config keys to lists of values")
+    if seeds is None and "seeds" in values:
+        seeds = values["seeds"]
+    # before anything is merged or built: a grid key set on the command line, the size
+    grid_values = {_canonical_key(str(key)): options for key, options in raw_grid.items()}
+    if seeds is not None:
+        grid_values["seed"] = seeds
+    check_overrides(overrides or [], grid_values)
+    check_size({key: _seed_count(options) if key == "seed" else
+                len(options) if isinstance(options, list) else 1
+                for key, options in grid_values.items()})
     base = resolve_paths(dict(values.get("base") or {}), base_dir)
     if "base_config" in values:
         config_file = Path(base_dir) / values["base_config"]
@@ -230,9 +322,6 @@ def spec_from_dict(values: dict[str, Any], *, base_dir: str | Path = ".",
     base = merge(base, resolve_paths(parse_overrides(overrides or []), "."))
     base = config_from_dict(base).to_dict()
 
-    raw_grid = values.get("grid") or {}
-    if not isinstance(raw_grid, dict):
-        raise ConfigError("sweep `grid` must map config keys to lists of values")
     grid: dict[str, list[Any]] = {}
     for key, options in raw_grid.items():
         dotted = _canonical_key(str(key))
@@ -249,8 +338,6 @@ def spec_from_dict(values: dict[str, Any], *, base_dir: str | Path = ".",
         grid[dotted] = list(options)
     if "loss.beta" in grid and "loss.beta_bar" in grid:
         raise ConfigError("grid over loss.beta or loss.beta_bar, not both")
-    if seeds is None and "seeds" in values:
-        seeds = values["seeds"]
     if seeds is not None:
         grid["seed"] = _seed_list(seeds)
     name = str(values.get("name") or "sweep")

@@ -154,7 +154,7 @@ def cell_rows(sweep_dir: str | Path) -> list[dict[str, Any]]:
             row[key] = _scalar(_get(cell.config, key))
         row["coupling"], row["independent"] = label, independent
         row.update({"N": n, "beta": beta, "beta_bar": beta_bar, "seed": cell.config["seed"]})
-        records = rundir.read_jsonl(cell_dir / rundir.METRICS) if cell_dir.exists() else []
+        records = rundir.read_metrics(cell_dir / rundir.METRICS) if cell_dir.exists() else []
         row["epochs_completed"] = len(records)
         row["first_collapse_epoch"] = first_collapse(records)
         if status == "failed":
@@ -175,8 +175,7 @@ def cell_rows(sweep_dir: str | Path) -> list[dict[str, Any]]:
 def first_collapse(records: list[dict[str, Any]]) -> int | None:
     """When the collapse a run ended in began: the first epoch from which one of the members
     collapsed at its last epoch stayed collapsed (None when no member ended collapsed).
-    Untrained members look collapsed too (near-constant outputs), so a collapse that lasts
-    from epoch 1 means the member never learned."""
+    A member that never learned is not collapsed (``test/member_not_learned``)."""
     flags = [r.get("test/member_collapsed") or [] for r in records]
     if not flags or not any(flags[-1]):
         return None
@@ -221,7 +220,7 @@ def epoch_rows(sweep_dir: str | Path) -> list[dict[str, Any]]:
     out = []
     for row in rows:
         keys = {k: row[k] for k in wanted}
-        for record in rundir.read_jsonl(path / CELLS / row["cell"] / rundir.METRICS):
+        for record in rundir.read_metrics(path / CELLS / row["cell"] / rundir.METRICS):
             line = dict(keys, epoch=record["epoch"])
             final = _final_metrics(record)
             line.update({m: final.get(m, record.get(m)) for m in EPOCH_METRICS})

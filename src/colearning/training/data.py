@@ -9,7 +9,6 @@ one copy of it, not K.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from colearning.config import Config
+from colearning.config import Config, env_number
 from colearning.data import RawDataset, channel_stats, load_dataset, split_indices, take
 from colearning.errors import ConfigError
 
@@ -49,8 +48,7 @@ class CellData:
 def load_raw(config: Config) -> RawDataset:
     # A testing hook only (like rundir's COLEARNING_KILL_DURING_WRITE): a data load slow
     # enough for the tests to interrupt it.
-    if os.environ.get("COLEARNING_SLEEP_BEFORE_DATA"):
-        time.sleep(float(os.environ["COLEARNING_SLEEP_BEFORE_DATA"]))
+    time.sleep(env_number("COLEARNING_SLEEP_BEFORE_DATA", 0))
     data = config.data
     return load_dataset(data.name, data.path, cache_dir=data.cache_dir,
                         progress=config.train.progress)

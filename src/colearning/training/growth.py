@@ -171,16 +171,20 @@ def growth_plan(config: Config, pool: Pool, cell: CellData, device: torch.device
     old_state = rundir.load_checkpoint(source_path / rundir.CHECKPOINT)["model"]
     beta = beta_matrix(config.loss.beta, n_old + add, beta_bar=config.loss.beta_bar,
                        device=device)  # [N+M, N+M], old members first
-    if mode == "add-retrain":
-        trained = build_members(config, pool, device)
-        fresh = trained.state_dict()
-        trained.load_state_dict({k: torch.cat([old_state[k].to(v), v[n_old:]])
-                                 for k, v in fresh.items()})
-        _write_or_check_lineage(run_dir / LINEAGE, lineage)
-        return MemberPlan(trained, trained, beta)
-
-    frozen = build_members(config, pool, device, n_members=n_old)
-    frozen.load_state_dict(old_state)
+    try:
+        if mode == "add-retrain":
+            trained = build_members(config, pool, device)
+            fresh = trained.state_dict()
+            trained.load_state_dict({k: torch.cat([old_state[k].to(v), v[n_old:]])
+                                     for k, v in fresh.items()})
+            _write_or_check_lineage(run_dir / LINEAGE, lineage)
+            return MemberPlan(trained, trained, beta)
+        frozen = build_members(config, pool, device, n_members=n_old)
+        frozen.load_state_dict(old_state)
+    except (RuntimeError, KeyError) as error:
+        raise RunDirError(f"the checkpoint of {source_path} does not fit its run's "
+                          f"{n_old} {config.model.name} members ({type(error).__name__}); "
+                          "restore the source run's checkpoint.pt") from None
     trained = build_members(config, pool, device, n_members=add, first_index=n_old)
     # coupled_loss orders peers as (trained, frozen): rows and columns of the new members first
     order = torch.cat([torch.arange(n_old, n_old + add), torch.arange(n_old)]).to(device)

@@ -12,6 +12,7 @@ import platform
 import re
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -37,8 +38,6 @@ from colearning.couplings import coupling_label
 from colearning.errors import ConfigError, RunDirError
 from colearning.training.setup import resolve_device
 
-# 2: the optimizer state is StackedSGD's (per-member rows); 1 held torch.optim.SGD's.
-CHECKPOINT_FORMAT = 2
 PACKS = "packs.jsonl"  # one line per training session: the cells trained together
 CONFIG_HISTORY = "config_history.jsonl"  # one line per change of a run's config (extension)
 
@@ -140,7 +139,7 @@ def record_pack(paths: list[Path], device: torch.device) -> None:
 
 
 # ------------------------------------------------------------------------- resuming
-def resume_state(path: Path, overrides: dict[str, Any] | None = None
+def resume_state(path: Path, overrides: dict[str, Any] | None = None, *, write: bool = True
                  ) -> tuple[Config, dict[str, Any] | None, Run | None]:
     """(config, checkpoint or None, the finished Run or None) of the run in ``path``.
 
@@ -148,6 +147,8 @@ def resume_state(path: Path, overrides: dict[str, Any] | None = None
     (``train.progress``: for this session, not saved) or raise ``train.epochs`` to extend
     the run (see :func:`_extension`); any other change is an error, because the resumed
     numbers would no longer match one uninterrupted run. Call with the directory locked.
+    ``write=False`` decides without writing (a sweep's dry run): an extension is checked
+    and returned, not saved.
     """
     saved = read_yaml(path / rundir.CONFIG)
     config = config_from_dict(saved)
@@ -173,7 +174,7 @@ def resume_state(path: Path, overrides: dict[str, Any] | None = None
         if summary.get("status") == "finished" and summary.get("epochs_completed", 0) >= \
                 (extended or config).train.epochs:
             return (_with_display(config, display), None,
-                    Run(path, config, rundir.read_jsonl(path / rundir.METRICS), summary))
+                    Run(path, config, rundir.read_metrics(path / rundir.METRICS), summary))
     if (path / rundir.CHECKPOINT).exists():
         checkpoint = rundir.load_checkpoint(path / rundir.CHECKPOINT)
         # compared as Configs, so a config section added since then takes its default; an
@@ -185,7 +186,7 @@ def resume_state(path: Path, overrides: dict[str, Any] | None = None
                 f"the checkpoint in {path} was written with another config.yaml; restore "
                 "the original config.yaml or start a new run"
             )
-        covered = len(rundir.read_jsonl(path / rundir.METRICS))
+        covered = len(rundir.read_metrics(path / rundir.METRICS))
         if covered < checkpoint["epoch"]:
             missing = (f"epoch {checkpoint['epoch']}" if covered + 1 == checkpoint["epoch"]
                        else f"epochs {covered + 1}-{checkpoint['epoch']}")
@@ -194,7 +195,7 @@ def resume_state(path: Path, overrides: dict[str, Any] | None = None
                 f"epoch {checkpoint['epoch']}: the metrics of {missing} are gone, and a resumed "
                 "run would have a gap; restore metrics.jsonl or start a new run")
     if extended is not None:
-        config = _extension(path, config, extended)
+        config = _extension(path, config, extended, write=write)
     return _with_display(config, display), checkpoint, None
 
 
@@ -209,7 +210,7 @@ def _with_display(config: Config, changed: dict[str, Any]) -> Config:
     return config_from_dict(values)
 
 
-def _extension(path: Path, config: Config, extended: Config) -> Config:
+def _extension(path: Path, config: Config, extended: Config, write: bool = True) -> Config:
     """Raise a run's train.epochs: allowed when the schedule does not depend on the total
     (constant, step), so the continued run equals a straight run of the new length; saved
     in config.yaml and recorded in config_history.jsonl."""
@@ -231,12 +232,20 @@ def _extension(path: Path, config: Config, extended: Config) -> Config:
     values = config.to_dict()
     values["train"]["epochs"] = extended.train.epochs
     longer = config_from_dict(values)
-    rundir.atomic_write_text(path / rundir.CONFIG, dump_yaml(longer))
-    rundir.append_jsonl(path / CONFIG_HISTORY, {
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "changed": {"train.epochs": [config.train.epochs, extended.train.epochs]},
-    })
+    if write:
+        rundir.atomic_write_text(path / rundir.CONFIG, dump_yaml(longer))
+        rundir.append_jsonl(path / CONFIG_HISTORY, {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "changed": {"train.epochs": [config.train.epochs, extended.train.epochs]},
+        })
     return longer
+
+
+def check_extension(path: Path, config: Config, extended: Config) -> None:
+    """Refuse, as :func:`_extension` does, to extend ``config`` to ``extended``'s
+    train.epochs (a schedule set by train.epochs); writes nothing. A sweep checks every
+    cell before it extends any."""
+    _extension(path, config, extended, write=False)
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -267,11 +276,15 @@ def restart_records(path: Path, start_epoch: int, fresh: bool) -> list[dict[str,
     writes) and a torn last line (a kill mid-append) go, or the next append would be glued
     to the torn tail. From scratch, even the epoch-0 statistics are rewritten.
     """
-    records = rundir.read_jsonl(path / rundir.METRICS)[:start_epoch]
-    rundir.truncate_jsonl(path / rundir.METRICS, len(records))
+    records = rundir.read_metrics(path / rundir.METRICS)[:start_epoch]
+    kept = rundir.truncate_jsonl(path / rundir.METRICS, len(records))
+    if kept is not None:
+        print(f"colearn: note: {path / rundir.METRICS} held more than the checkpoint covers "
+              f"(epochs after {start_epoch} or a torn line); continuing from the checkpoint, "
+              f"the original file is kept as {kept}", file=sys.stderr)
     analysis = [] if fresh else rundir.read_jsonl(path / rundir.ANALYSIS)
-    rundir.truncate_jsonl(path / rundir.ANALYSIS,
-                          sum(r["epoch"] <= start_epoch for r in analysis))
+    rundir.truncate_jsonl(path / rundir.ANALYSIS, sum(
+        type(r.get("epoch")) is int and r["epoch"] <= start_epoch for r in analysis))
     return records
 
 
@@ -283,7 +296,7 @@ def save_checkpoint(path: Path, config: Config, model: dict[str, torch.Tensor],
     """Write checkpoint.pt atomically. ``inputs``: what the members take (classes,
     channels, image size, normalization), so the checkpoint alone rebuilds them."""
     rundir.atomic_torch_save(path / rundir.CHECKPOINT, {
-        "format": CHECKPOINT_FORMAT,
+        "format": rundir.CHECKPOINT_FORMAT,
         "epoch": epoch,  # position of the next step to run: (epoch, step), 0-based
         "step": step,
         "model": model,
@@ -320,6 +333,8 @@ def summarize(records: list[dict[str, Any]], status: str, detail: str | None,
     summary["wall_seconds"] = wall
     collapsed = summary.get("test/member_collapsed", [])
     summary["collapsed_members"] = [i for i, c in enumerate(collapsed) if c]
+    unlearned = summary.get("test/member_not_learned", [])
+    summary["not_learned_members"] = [i for i, c in enumerate(unlearned) if c]
     return summary
 
 
@@ -370,7 +385,7 @@ def load_run(run_dir: str | Path) -> Run:
     config = config_from_dict(read_yaml(path / rundir.CONFIG))
     summary_path = path / rundir.SUMMARY
     summary = read_json(summary_path) if summary_path.exists() else {"status": "running"}
-    return Run(path, config, rundir.read_jsonl(path / rundir.METRICS), summary)
+    return Run(path, config, rundir.read_metrics(path / rundir.METRICS), summary)
 
 
 # ------------------------------------------------------------------------- process state

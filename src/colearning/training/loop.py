@@ -34,7 +34,8 @@ from colearning.config import Config
 from colearning.couplings import adapt_scale, beta_factor
 from colearning.data import augment_batch
 from colearning.engine import Ensemble
-from colearning.evaluation import evaluate_log_probs
+from colearning.errors import RunDirError
+from colearning.evaluation import evaluate_log_probs, member_states
 from colearning.losses import OBJECTIVES, CoupledLoss
 from colearning.optim import StackedSGD
 from colearning.seeding import derive_seed, generator
@@ -217,33 +218,47 @@ class Pack:
 
     # ----------------------------------------------------------------- state
     def load(self) -> None:
-        """Members, momentum, sums and RNG states from the cells' checkpoints (if any)."""
-        names = list(self.trained.stacked_parameters())
+        """Members, momentum, sums and RNG states from the cells' checkpoints (if any); a
+        checkpoint that does not fit its cell (another N or architecture) is a one-line
+        RunDirError."""
         for cell, rows in zip(self.cells, self.rows, strict=True):
-            checkpoint = cell.checkpoint
-            if checkpoint is None:
+            if cell.checkpoint is None:
                 continue
-            if self.single:
-                self.members.load_state_dict(checkpoint["model"])
-                state = optimizer_state(checkpoint, names)
-                self.optimizer.load_state_dict(
-                    {**state, "buffers": [b[self.local] for b in state.get("buffers") or []]})
-            else:  # the cell's rows that are this process's
-                start, stop = max(rows.start, self.local.start), min(rows.stop, self.local.stop)
-                if start >= stop:
-                    continue
-                mine = slice(start - self.local.start, stop - self.local.start)
-                theirs = slice(start - rows.start, stop - rows.start)
-                state = self.engine.state_dict()
-                with torch.no_grad():
-                    for key, value in checkpoint["model"].items():
-                        state[key][mine].copy_(value[theirs])
-                saved = optimizer_state(checkpoint, names)
-                self.optimizer.load_member_state(mine, {
-                    **saved, "buffers": [b[theirs] for b in saved.get("buffers") or []]})
+            try:
+                self._load_cell(cell.checkpoint, rows)
+            except (RuntimeError, KeyError, IndexError, TypeError, ValueError) as error:
+                detail = str(error).strip().splitlines()[0][:160] if str(error).strip() else ""
+                raise RunDirError(
+                    f"the checkpoint in {cell.path} does not fit its run ({type(error).__name__}"
+                    f"{': ' + detail if detail else ''}); restore the run's own checkpoint.pt "
+                    "and config.yaml") from None
         first = self.cells[0].checkpoint
         if first is not None:
             restore_rng(first["rng"])
+
+    def _load_cell(self, checkpoint: dict[str, Any], rows: slice) -> None:
+        """One cell's members and momentum rows from its checkpoint."""
+        names = list(self.trained.stacked_parameters())
+        if self.single:
+            self.members.load_state_dict(checkpoint["model"])
+            state = optimizer_state(checkpoint, names)
+            self.optimizer.load_state_dict(
+                {**state, "buffers": [b[self.local] for b in state.get("buffers") or []]})
+        else:  # the cell's rows that are this process's
+            start, stop = max(rows.start, self.local.start), min(rows.stop, self.local.stop)
+            if start >= stop:
+                return
+            mine = slice(start - self.local.start, stop - self.local.start)
+            theirs = slice(start - rows.start, stop - rows.start)
+            state = self.engine.state_dict()
+            if set(checkpoint["model"]) != set(state):
+                raise KeyError("its parameters are not the model's")
+            with torch.no_grad():
+                for key, value in checkpoint["model"].items():
+                    state[key][mine].copy_(value[theirs])
+            saved = optimizer_state(checkpoint, names)
+            self.optimizer.load_member_state(mine, {
+                **saved, "buffers": [b[theirs] for b in saved.get("buffers") or []]})
 
     def cell_model(self, k: int) -> dict[str, torch.Tensor]:
         if self.single:
@@ -574,14 +589,17 @@ def _evaluate(pack: Pack, epoch: int, labels: list[torch.Tensor], train_seconds:
         cell = pack.cells[k]
         cell.log_probs = log_probs[pack.eval_rows(k)]
         lr = cell.config.optim.lr * schedule_factor(config, epoch)
-        record = epoch_record(epoch, lr, sums[k], cell.log_probs, labels[k], train_seconds)
+        previous = cell.records[-1] if cell.records else None
+        record = epoch_record(epoch, lr, sums[k], cell.log_probs, labels[k], train_seconds,
+                              previous)
         record["train/beta_mean"] = pack.beta_mean(k)
         mine = norms if pack.single else norms[pack.rows[k]]
         frozen = [None] * (cell.log_probs.shape[0] - len(mine))  # frozen members come first
         record["train/member_weight_norm"] = frozen + mine
         if val is not None:  # for selection (best epoch, beta*): never the test set
-            record.update(evaluate_log_probs(val[pack.eval_rows(k)], val_labels[k],
-                                             prefix="val"))
+            record.update(evaluate_log_probs(
+                val[pack.eval_rows(k)], val_labels[k], prefix="val",
+                learned_before=(previous or {}).get("val/member_learned")))
         target = cell.config.loss.target_js
         if target is not None:  # the adaptive coupling: this epoch's scale, then the next
             record["train/coupling_scale"] = pack.scales[k]
@@ -627,8 +645,10 @@ def _show(bar: tqdm, pack: Pack) -> None:
 
 
 def epoch_record(epoch: int, lr: float, sums: dict[str, Any], log_probs: torch.Tensor,
-                 labels: torch.Tensor, train_seconds: float) -> dict[str, Any]:
-    """One metrics.jsonl line: the epoch's mean training losses and the test metrics."""
+                 labels: torch.Tensor, train_seconds: float,
+                 previous: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One metrics.jsonl line: the epoch's mean training losses and the test metrics
+    (``previous``: the last epoch's record, which says which members had learned)."""
     record: dict[str, Any] = {"epoch": epoch + 1, "lr": lr}
     untrained = [None] * (log_probs.shape[0] - len(sums["total"]))  # frozen come first
     for key in ("total", "task", "coupling"):
@@ -642,17 +662,19 @@ def epoch_record(epoch: int, lr: float, sums: dict[str, Any], log_probs: torch.T
         record["train/note"] = (f"every step of epoch {epoch + 1} was skipped (non-finite loss "
                                 "or gradient): no training loss, weights unchanged")
         tqdm.write(f"colearn: warning: {record['train/note']}", file=sys.stderr)
-    record.update(evaluate_log_probs(log_probs, labels))
+    record.update(evaluate_log_probs(log_probs, labels,
+                                     learned_before=(previous or {}).get("test/member_learned")))
     record["time/train_seconds"] = train_seconds
     return record
 
 
 def mark_dead_layers(record: dict[str, Any], structure: dict[str, Any]) -> None:
-    """Add each member's all-zero ReLU layers to the record; such a member is collapsed."""
+    """Add each member's all-zero ReLU layers to the record; such a member is collapsed (or,
+    if it never learned, not learned yet)."""
     dead = [[layer for layer, stats in member["activation"].items() if stats["dead"]]
             for member in structure["members"]]
     record["test/member_dead_layers"] = dead
-    record["test/member_collapsed"] = [
-        bool(collapsed or layers)
-        for collapsed, layers in zip(record["test/member_collapsed"], dead, strict=True)
-    ]
+    states = member_states(record["test/member_ignores_input"], record["test/member_learned"],
+                           dead)
+    record["test/member_collapsed"] = states["collapsed"]
+    record["test/member_not_learned"] = states["not_learned"]

@@ -30,10 +30,11 @@ from colearning.couplings import beta_factor, coupling_matrix
 from colearning.data import DATASETS
 from colearning.engine import Ensemble
 from colearning.errors import ColearningError, ConfigError, RunDirError
-from colearning.models import MODELS
+from colearning.models import check_model_options
 from colearning.training.data import Pool, cell_data, load_raw, make_pool
 from colearning.training.growth import check_source, growth_plan
 from colearning.training.lifecycle import (
+    Interrupted,
     Run,
     check_new_run_dir,
     checkpoint_position,
@@ -48,18 +49,24 @@ from colearning.training.lifecycle import (
 from colearning.training.loop import Cell, fit
 from colearning.training.pack import check_packable
 from colearning.training.plan import plain_plan
-from colearning.training.resources import check_fits
+from colearning.training.resources import (
+    allocation,
+    check_couplings_fit,
+    check_fits,
+    out_of_memory,
+)
 from colearning.training.setup import build_members, resolve_device
 from colearning.training.shard import Shard, ShardedEnsemble, current_shard
 
 
 def preflight(config: Config) -> None:
     """Fail fast, before any directory or data is touched, on names that cannot resolve."""
-    MODELS.get(config.model.name)
+    check_model_options(config.model.name, config.model.options)
     DATASETS.get(config.data.name)
     resolve_device(config.device)
     if config.train.log_to == "tensorboard":
         tensorboard_writer()
+    check_couplings_fit(config.ensemble.n_members)  # before building the [N, N] matrix
     coupling_matrix(config.loss, config.ensemble.n_members)  # bad options: one line, now
     beta_factor(config.loss, 0, config.train.epochs)
     if config.expand.source is not None:
@@ -77,6 +84,7 @@ def train(config: Config | dict[str, Any], run_dir: str | Path | None = None) ->
     shard = current_shard()
     _check_split(shard, config.ensemble.n_members)
     path = Path(shard.broadcast(str(run_dir if run_dir is not None else new_run_dir(config))))
+    found = _contents(path)  # what a failed start puts back (None: no directory)
 
     def prepare() -> None:
         with rundir.os_errors(path, "create the run directory"):
@@ -88,19 +96,21 @@ def train(config: Config | dict[str, Any], run_dir: str | Path | None = None) ->
     def start() -> list[_Entry]:
         try:
             write_new_run(path, config)
-        except BaseException:  # a full disk, an interrupt: leave the directory as it was
-            _forget_new_run(path)
+        except BaseException:  # a full disk, an interrupt
+            _forget_new_run(path, found)
             raise
         return [_Entry(0, config, path)]
 
     with _run_directories([path], shard, start, prepare) as entries:
         try:
             return _fit([entries[0].spec()], shard)[0]
-        except ColearningError:
-            # Refused before its first epoch (no room, bad data): the directory goes back to
-            # how it was, so the same --run-dir works on the retry.
-            if shard.writer:
-                _forget_new_run(path)
+        except Exception as error:
+            # Failed before its first epoch (bad data, no room, a model that cannot be
+            # built): the directory goes back to how it was, so the same --run-dir works on
+            # the retry and no empty run directory is left behind. (A stop by a signal keeps
+            # the run: its message says how to continue it.)
+            if shard.writer and not isinstance(error, Interrupted):
+                _forget_new_run(path, found)
             raise
 
 
@@ -114,13 +124,30 @@ def _check_split(shard: Shard, n_members: int) -> None:
         raise
 
 
-def _forget_new_run(path: Path) -> None:
-    """Remove the files :func:`write_new_run` wrote into ``path``, unless training began."""
+def _contents(path: Path) -> set[str] | None:
+    """The names in ``path`` before a fresh run starts there (None: no such directory)."""
+    try:
+        return {entry.name for entry in path.iterdir()}
+    except OSError:
+        return None
+
+
+def _forget_new_run(path: Path, found: set[str] | None) -> None:
+    """Put ``path`` back as :func:`_contents` found it (``found``), unless training began
+    (a checkpoint or a metrics line): the files of the fresh start go, and the directory
+    itself when it did not exist before."""
     if (path / rundir.METRICS).exists() or (path / rundir.CHECKPOINT).exists():
         return
-    for name in (rundir.CONFIG, rundir.META):
+    for name in sorted(set(_contents(path) or ()) - (found or set())):
         with contextlib.suppress(OSError):
-            (path / name).unlink()
+            entry = path / name
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+    if found is None:
+        with contextlib.suppress(OSError):
+            path.rmdir()
 
 
 def resume(run_dir: str | Path, overrides: dict[str, Any] | None = None) -> Run:
@@ -293,6 +320,19 @@ def engine_note(ensemble: Ensemble, device: torch.device) -> str:
     return f"members run {how} (strategy {strategy}{why})"
 
 
+def _lone_coupled(config: Config) -> str:
+    """What couples the members of a one-member run (which has no peers), "" if nothing."""
+    loss = config.loss
+    if config.ensemble.n_members != 1:
+        return ""
+    if loss.objective != "colearning":
+        return f"loss.objective={loss.objective}"
+    for key in ("beta", "beta_bar", "target_js"):
+        if getattr(loss, key) not in (None, 0.0):
+            return f"loss.{key}"
+    return "loss.coupling" if loss.coupling not in ("uniform", "matrix") else ""
+
+
 def _mkdir(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     return path
@@ -331,6 +371,10 @@ def _fit(specs: list[tuple[Config, Path, dict[str, Any] | None]],
                     + f" on {device}")
         cells = []
         for config, path, checkpoint in specs:
+            if shard.writer and _lone_coupled(config):
+                print(f"colearn: warning: {path}: ensemble.n_members=1 is one network, not an "
+                      f"ensemble: {_lone_coupled(config)} and the ensemble combiners do nothing "
+                      "(set ensemble.n_members >= 2)", file=sys.stderr, flush=True)
             data = cell_data(config, raw, device)
             if config.expand.source is not None:
                 plan = growth_plan(config, pool, data, device, path)
@@ -349,5 +393,14 @@ def _fit(specs: list[tuple[Config, Path, dict[str, Any] | None]],
         if len(cells) > 1:
             record_pack([cell.path for cell in cells], device)
         # fit returns the runs in its own (size-sorted) order: give them back in ours
-        by_path = {run.run_dir: run for run in fit(cells, pool, device, shard)}
+        try:
+            by_path = {run.run_dir: run for run in fit(cells, pool, device, shard)}
+        except (MemoryError, RuntimeError) as error:
+            if not out_of_memory(error):
+                raise
+            raise ConfigError(
+                f"out of memory while training {total} members on {device} "
+                f"({allocation(error)}); the last checkpoint is intact: free memory and resume, "
+                "or start again with a smaller ensemble.n_members or train.batch_size "
+                "(or --nproc K)") from None
         return [by_path[cell.path] for cell in cells]

@@ -31,13 +31,13 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from colearning.config import env_number
 from colearning.engine import Ensemble
 from colearning.errors import ConfigError, RankFailed
 
 # Seconds a collective waits for a silent rank before the whole job fails (a rank killed
 # without its process closing the connection, a hung machine). A dead process is noticed
 # at once: its sockets close.
-TIMEOUT = float(os.environ.get("COLEARNING_DIST_TIMEOUT", 300))
 
 
 def member_slice(n_members: int, rank: int, world: int) -> slice:
@@ -170,7 +170,8 @@ def init_from_environment(device: str) -> bool:
     if cuda:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     dist.init_process_group("nccl" if cuda else "gloo",
-                            timeout=datetime.timedelta(seconds=TIMEOUT))
+                            timeout=datetime.timedelta(seconds=env_number(
+                                "COLEARNING_DIST_TIMEOUT", 300, minimum=1)))
     return True
 
 
