@@ -85,7 +85,7 @@ def checked(monkeypatch):
     from pathlib import Path
 
     import colearning.report.figures as run_figures
-    import colearning.report.sweep as sweep_figures
+    import colearning.report.sweep_figures as sweep_figures
 
     problems = {}
     for module in (run_figures, sweep_figures):

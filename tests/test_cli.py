@@ -20,8 +20,8 @@ def test_train_quickstart_style_run_and_summary(tmp_path, capsys):
     "argv, code, message",
     [
         (["train", "loss.betta=1"], 2, "unknown config key loss.betta"),
-        (["train", "model.name=resnet"], 2, "unknown model 'resnet'; valid:"),
-        (["train", "data.name=mnist"], 2, "unknown dataset 'mnist'; valid:"),
+        (["train", "model.name=resnet"], 2, "model.name='resnet' is not valid; valid:"),
+        (["train", "data.name=mnist"], 2, "data.name='mnist' is not valid; valid:"),
         (["train", "ensemble.strategy=turbo"], 2, "valid: auto, loop, grouped, vmap"),
         (["train", "ensemble.n_members=0"], 2, "ensemble.n_members must be >= 1"),
         (["train", "--config", "missing.yaml"], 2, "does not exist"),

@@ -44,14 +44,13 @@ def test_int_is_accepted_for_float_but_not_bool_for_int():
         ({"ensemble": {"n_members": 0}}, "ensemble.n_members must be >= 1"),
         ({"train": {"batch_size": 0}}, "train.batch_size must be >= 1"),
         ({"loss": {"peers": "all"}}, "valid: detached, joint"),
-        ({"optim": {"schedule": "linear"}}, "valid: constant, step, cosine"),
+        ({"optim": {"schedule": "linear"}}, "valid: constant, cosine, step, warmup"),
         ({"loss": {"beta": 0.1, "beta_bar": -1.0}}, "not both"),
         ({"loss": {"beta": [[0, 1], [1, 0]]}, "ensemble": {"n_members": 3}}, "must be 3x3"),
         ({"loss": {"beta": float("nan")}}, "finite"),
         ({"loss": {"beta": [[0.0, float("inf")], [0.0, 0.0]]}}, "finite"),
         ({"data": {"test_size": 0}}, "data.test_size must be >= 1"),
         ({"train": "fast"}, "train must be a mapping"),
-        ({"loss": {"objective": "ncl"}}, "valid: colearning, joint, interpolated"),
         ({"loss": {"objective": "interpolated"}}, r"needs loss.joint_weight in \[0, 1\]"),
         ({"loss": {"objective": "interpolated", "joint_weight": 1.5}}, r"in \[0, 1\]"),
         ({"loss": {"joint_weight": 0.5}}, "applies to loss.objective=interpolated only"),
@@ -64,8 +63,10 @@ def test_int_is_accepted_for_float_but_not_bool_for_int():
         ({"seed": 2**64}, "seed=18446744073709551616 is out of range"),
         ({"train": {"epochs": 10**30}}, "train.epochs=.* is out of range"),
         ({"optim": {"momentum": float("nan")}}, "optim.momentum must be a finite number"),
-        ({"optim": {"gamma": float("inf")}}, "optim.gamma must be a finite number"),
-        ({"optim": {"gamma": 0.0}}, "optim.gamma must be > 0"),
+        ({"optim": {"schedule": "step", "schedule_options": {"gamma": float("inf")}}},
+         "optim.schedule_options.gamma must be a finite number"),
+        ({"optim": {"schedule": "step", "schedule_options": {"gamma": 0.0}}},
+         "step option gamma must be a number > 0"),
         ({"optim": {"lr": float("-inf")}}, "optim.lr must be a finite number"),
         ({"loss": {"coupling": "ring", "coupling_options": {"k": float("nan")}}},
          "loss.coupling_options.k must be a finite number"),
@@ -138,11 +139,27 @@ def test_relative_data_paths_in_a_config_file_are_relative_to_it(tmp_path, monke
     assert load_config(path, ["data.path=y"]).data.path == "/y"  # overrides: the cwd
 
 
-def test_objective_choices_are_the_registered_objectives():
-    from colearning.config import CHOICES
-    from colearning.losses import OBJECTIVES
+@pytest.mark.parametrize("key, bad, valid", [
+    ("loss.objective", "ncl", "colearning, interpolated, joint"),
+    ("loss.divergence", "wasserstein", "js, kl, l2, reverse_kl"),
+    ("loss.coupling", "mesh", "communities, matrix, random, ring, star, uniform"),
+    ("model.name", "lenet", None),
+    ("data.name", "mnist", None),
+])
+def test_every_named_key_is_checked_against_its_registry(key, bad, valid):
+    """The registries are the only lists of names: one check for all of them."""
+    from colearning.names import check_names
+    from colearning.registry import Registry
 
-    assert sorted(CHOICES["loss.objective"]) == OBJECTIVES.names()
+    registry = Registry.by_key[key]
+    section, name = key.split(".")
+    config = config_from_dict({section: {name: bad}})  # types and ranges only
+    with pytest.raises(ConfigError, match=f"{key}='{bad}' is not valid; valid: "
+                                          f"{', '.join(registry.names())}"):
+        check_names(config)
+    if valid is not None:
+        assert ", ".join(registry.names()) == valid
+    check_names(Config())  # the defaults name registered entries
 
 
 def test_shipped_sweeps_point_at_the_shared_data():
@@ -194,13 +211,10 @@ def test_hostile_config_files_on_the_command_line(tmp_path, capsys):
     assert not (tmp_path / "r").exists()
 
 
-def test_divergence_choices_are_the_registered_divergences():
-    from colearning.config import CHOICES
-    from colearning.losses import DIVERGENCES
-
-    assert sorted(CHOICES["loss.divergence"]) == DIVERGENCES.names()
-    with pytest.raises(ConfigError, match="valid: kl, reverse_kl, js, l2"):
-        config_from_dict({"loss": {"divergence": "wasserstein"}})
+def test_fixed_choices_are_field_metadata():
+    with pytest.raises(ConfigError, match="ensemble.strategy='fast' is not valid; valid: "
+                                          "auto, loop, grouped, vmap"):
+        config_from_dict({"ensemble": {"strategy": "fast"}})
 
 
 def test_a_key_given_twice_in_a_file_is_refused(tmp_path):

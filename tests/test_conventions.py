@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+from colearning import rundir
 from colearning.config import config_from_dict
 from colearning.errors import ConfigError
 from colearning.evaluation import evaluate_log_probs, logit_norm
@@ -41,6 +42,8 @@ def test_both_terms_over_c_is_eq1_with_lr_over_c_and_weight_decay_times_c(tmp_pa
                                                               rel=1e-4)
         assert [x * classes for x in a["train/loss_total"]] == pytest.approx(
             b["train/loss_total"], rel=1e-4)
+    # train.analysis_every=0: structure statistics of the final epoch only (none at init)
+    assert [a["epoch"] for a in rundir.read_jsonl(both.run_dir / rundir.ANALYSIS)] == [2]
     # and it is not a no-op: Eq. 1 at the same lr and weight decay trains differently
     same = run(tmp_path, "same", "batchmean", 0.5, 1e-3)
     assert same.metrics[-1]["train/member_weight_norm"] != pytest.approx(

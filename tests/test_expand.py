@@ -132,6 +132,26 @@ def test_add_freeze_independent(source, tmp_path):
                            {k: v[2:] for k, v in grown.items()})
 
 
+def test_a_grown_run_couples_through_the_couplings_registry(source, tmp_path, monkeypatch):
+    """A ring over the N + M members: the new members' rows of the ring's matrix, no more."""
+    from colearning.couplings import coupling_matrix
+    from colearning.training import growth
+
+    plans = []
+    original = growth.growth_plan
+    monkeypatch.setattr(growth, "growth_plan",
+                        lambda *a, **k: plans.append(original(*a, **k)) or plans[-1])
+    import colearning.training.run as run_module
+    monkeypatch.setattr(run_module, "growth_plan", growth.growth_plan)
+    run = expand(source.run_dir, 2, "add-freeze", ["loss.coupling=ring", "loss.beta=-0.3",
+                                                   "train.epochs=1"], run_dir=tmp_path / "g")
+    assert run.status == "finished"
+    ring = coupling_matrix(run.config.loss, 4).float()  # [4, 4], old members first
+    order = [2, 3, 0, 1]  # the plan's peers: the new members, then the old ones
+    torch.testing.assert_close(plans[0].beta, ring[2:][:, order])
+    assert ring[2, 0] == 0 and ring[2, 1] == -0.3  # a ring, not all-to-all
+
+
 def test_add_retrain_updates_old_and_new_members(source, tmp_path):
     run = expand(source.run_dir, 1, "add-retrain", ["train.epochs=1"], run_dir=tmp_path / "r")
     assert run.status == "finished" and run.config.ensemble.n_members == 3

@@ -187,10 +187,10 @@ def test_the_fit_check_uses_the_address_space_limit(tmp_path):
 
 def test_an_allocation_failure_mid_run_is_one_line_and_keeps_the_checkpoint(
         tmp_path, capsys, monkeypatch):
-    import colearning.training.loop as loop
+    import colearning.training.records as records
 
     path = tmp_path / "run"
-    original = loop.epoch_record
+    original = records.epoch_record
 
     def failing(epoch, *args, **kwargs):
         if epoch == 1:
@@ -198,11 +198,11 @@ def test_an_allocation_failure_mid_run_is_one_line_and_keeps_the_checkpoint(
                                " can't allocate memory: you tried to allocate 2147483648 bytes.")
         return original(epoch, *args, **kwargs)
 
-    monkeypatch.setattr(loop, "epoch_record", failing)
+    monkeypatch.setattr(records, "epoch_record", failing)
     assert main(["train", "--run-dir", str(path), *SMALL, "train.epochs=3"]) == 2
     one_line_error(capsys, "out of memory", "2.00 GiB", "the last checkpoint is intact")
     assert rundir.load_checkpoint(path / "checkpoint.pt")["epoch"] == 1
-    monkeypatch.setattr(loop, "epoch_record", original)
+    monkeypatch.setattr(records, "epoch_record", original)
     assert main(["train", "--resume", str(path), "--no-progress"]) == 0
     assert len(rundir.read_metrics(path / "metrics.jsonl")) == 3
 

@@ -10,16 +10,19 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "colearning"
 
 # Lowest first. A module may import its own layer (without cycles) and the layers below.
 LAYERS = [
-    ("colearning.errors", "colearning.registry", "colearning.config", "colearning.seeding",
+    ("colearning.errors", "colearning.registry", "colearning.schedules", "colearning.yamlfiles",
+     "colearning.environment", "colearning.plugins", "colearning.config", "colearning.seeding",
      "colearning.rundir"),
     ("colearning.models", "colearning.grouped", "colearning.losses", "colearning.couplings",
+     "colearning.names",
      "colearning.combiners",
      "colearning.metrics", "colearning.data", "colearning.optim", "colearning.evaluation"),
     ("colearning.engine",),
     ("colearning.training",),
     ("colearning.sweep", "colearning.expand", "colearning.bench"),
     ("colearning.report",),
-    ("colearning.console", "colearning.cli", "colearning.entry", "colearning.__main__"),
+    ("colearning.console", "colearning.arguments", "colearning.cli", "colearning.entry",
+     "colearning.__main__"),
 ]
 
 

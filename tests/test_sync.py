@@ -14,9 +14,9 @@ import torch
 
 from colearning.config import config_from_dict
 from colearning.training.data import cell_data, load_raw, make_pool
-from colearning.training.loop import Cell, Pack
 from colearning.training.plan import plain_plan
 from colearning.training.setup import build_members
+from colearning.training.step import Cell, Pack
 
 READS = ("item", "tolist", "__bool__", "__int__", "__float__", "__index__", "cpu", "numpy")
 

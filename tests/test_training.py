@@ -16,7 +16,7 @@ from colearning.config import config_from_dict
 from colearning.errors import ConfigError, RunDirError
 from colearning.training import Interrupted, load_run, resume, train
 from colearning.training.data import load_raw, make_pool
-from colearning.training.setup import build_members, learning_rate, predict
+from colearning.training.setup import build_members, predict
 from tests.conftest import comparable
 
 REQUIRED = ["epoch", "test/member_accuracy", "test/ensemble_accuracy_mean",
@@ -64,13 +64,11 @@ def test_run_directory_contents(finished):
 
 def test_predictions_match_the_checkpoint(finished):
     """The saved log-probabilities are what the checkpointed members predict."""
-    from colearning.data import load_dataset, make_split, to_tensors
-
-    pool = make_pool(load_raw(finished.config), torch.device("cpu"))
+    raw = load_raw(finished.config)
+    pool = make_pool(raw, torch.device("cpu"))
     ens = build_members(finished.config, pool, torch.device("cpu"))
     ens.load_state_dict(rundir.load_checkpoint(finished.run_dir / "checkpoint.pt")["model"])
-    split = make_split(load_dataset("digits"), "official")
-    log_probs = predict(ens, to_tensors(split.test_x, "cpu"), 512)
+    log_probs = predict(ens, torch.from_numpy(raw.test_x).float() / 255, 512)  # official test
     saved = np.load(finished.run_dir / "predictions.npz")["log_probs"]
     np.testing.assert_array_equal(log_probs.numpy(), saved)
 
@@ -250,21 +248,39 @@ def test_batch_larger_than_training_set(tmp_path, tiny_config):
 
 def test_unknown_names_fail_before_anything_is_written(tmp_path, tiny_config):
     tiny_config["model"]["name"] = "resnet"
-    with pytest.raises(ConfigError, match="unknown model 'resnet'; valid: lenet5"):
+    with pytest.raises(ConfigError, match="model.name='resnet' is not valid; valid: lenet5"):
         train(tiny_config, run_dir=tmp_path / "y")
     assert not (tmp_path / "y").exists()
 
 
-@pytest.mark.parametrize(
-    "schedule, expected",
-    [("constant", [0.1, 0.1, 0.1, 0.1]), ("step", [0.1, 0.1, 0.01, 0.01]),
-     ("cosine", [0.1, 0.05 * (1 + np.cos(np.pi / 4)), 0.05, 0.05 * (1 + np.cos(3 * np.pi / 4))])],
-)
-def test_learning_rate_schedules(schedule, expected):
-    config = config_from_dict({"optim": {"lr": 0.1, "schedule": schedule, "step_size": 2},
-                               "train": {"epochs": 4}})
-    got = [learning_rate(config, epoch) for epoch in range(4)]
-    np.testing.assert_allclose(got, expected)
+@pytest.mark.parametrize("schedule, options, expected", [
+    ("constant", {}, [0.1, 0.1, 0.1, 0.1]),
+    ("step", {"every": 2, "gamma": 0.5}, [0.1, 0.1, 0.05, 0.05]),
+    ("cosine", {}, [0.05 * (1 + math.cos(math.pi * t / 4)) for t in range(4)]),
+    ("warmup", {"epochs": 2}, [0.0, 0.05, 0.1, 0.1]),
+])
+def test_learning_rate_schedules(tmp_path, tiny_config, monkeypatch, schedule, options,
+                                 expected):
+    """The learning rate each epoch of a run trains with (what its optimizer is given) and
+    logs, against the schedule's formula."""
+    from colearning.optim import StackedSGD
+
+    given = []
+    original = StackedSGD.set_lr
+
+    def recording(self, lr):
+        given.append(lr)
+        return original(self, lr)
+
+    monkeypatch.setattr(StackedSGD, "set_lr", recording)
+    tiny_config["optim"].update(lr=0.1, schedule=schedule, schedule_options=options)
+    tiny_config["train"]["epochs"] = 4
+    run = train(tiny_config, run_dir=tmp_path / schedule)
+    logged = [r["lr"] for r in rundir.read_jsonl(run.run_dir / "metrics.jsonl")]
+    assert logged == pytest.approx(expected, rel=1e-12, abs=1e-15)
+    # once per epoch, one rate per member: the logged one
+    assert [list(lr) for lr in given] == [[pytest.approx(lr, rel=1e-12, abs=1e-15)] * 2
+                                          for lr in expected]
 
 
 def test_load_run(finished):
@@ -396,7 +412,8 @@ def test_a_finished_run_extends_to_more_epochs_like_a_straight_run(tmp_path, tin
 def test_extension_is_refused_where_it_would_not_equal_a_straight_run(tmp_path, tiny_config):
     tiny_config["optim"]["schedule"] = "cosine"
     run = train(tiny_config, run_dir=tmp_path / "cos")
-    with pytest.raises(RunDirError, match="cosine learning-rate schedule is set by train.epochs"):
+    with pytest.raises(RunDirError, match=r"cosine learning-rate schedule \(optim.schedule\) "
+                                          "depends on train.epochs"):
         resume(run.run_dir, {"train": {"epochs": 6}})
     with pytest.raises(RunDirError, match="only train.epochs may grow"):
         resume(run.run_dir, {"train": {"epochs": 2}})
@@ -416,14 +433,14 @@ def test_run_directory_names_say_beta_or_beta_bar():
 
 def test_load_ensemble_gives_the_trained_members_for_inference(finished):
     import colearning
-    from colearning.data import load_dataset, make_split, to_tensors
+    from colearning.data import load_dataset
 
     ensemble, config = colearning.load_ensemble(finished.run_dir)
     assert config == finished.config and not ensemble.training
     assert ensemble.inputs["num_classes"] == 10 and ensemble.inputs["mean"] is None
-    split = make_split(load_dataset("digits"), "official")
+    test_x = load_dataset("digits").test_x  # the official test side, all of it
     with torch.no_grad():
-        log_probs = torch.log_softmax(ensemble(to_tensors(split.test_x, "cpu")), -1)
+        log_probs = torch.log_softmax(ensemble(torch.from_numpy(test_x).float() / 255), -1)
     saved = np.load(finished.run_dir / "predictions.npz")["log_probs"]
     np.testing.assert_allclose(log_probs.numpy(), saved, atol=1e-5)
     assert len(ensemble.members()) == 2

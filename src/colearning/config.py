@@ -10,8 +10,6 @@ Unknown keys and wrong types raise :class:`ConfigError` naming the valid keys.
 from __future__ import annotations
 
 import dataclasses
-import math
-import os
 import types
 import typing
 from collections.abc import Iterator
@@ -22,61 +20,114 @@ from typing import Any, Union
 import yaml
 
 from colearning.errors import ConfigError
+from colearning.plugins import import_plugins
+from colearning.schedules import schedule_factor
+from colearning.yamlfiles import (  # noqa: F401 - the config's files, also read from here
+    MAX_YAML_BYTES,
+    load_yaml,
+    parse_overrides,
+    read_yaml,
+    resolve_paths,
+)
+
+
+def _choice(default: Any, *others: Any, tags: tuple[str, ...] = ()) -> Any:
+    """A config field whose value is one of a fixed few (``default`` first); names that a
+    registry lists (models, couplings, ...) are checked against it instead
+    (:func:`colearning.names.check_names`)."""
+    return field(default=default, metadata={"choices": (default, *others), "tags": tags})
+
+
+def _tagged(default: Any = None, *tags: str, factory: Any = None) -> Any:
+    """A config field with tags (:data:`TAGS`), from which the key groups are derived."""
+    if factory is not None:
+        return field(default_factory=factory, metadata={"tags": tags})
+    return field(default=default, metadata={"tags": tags})
+
+
+# What a tag on a field means (keys_tagged(tag) lists the fields that carry it):
+TAGS = {
+    "display": "changes how a run is shown, not what it computes: may differ between a run "
+               "and its resumption, and between the cells of a pack",
+    "cell": "may differ between the cells of a pack (each cell's own experiment)",
+    "coupling": "matters only when members are coupled (the paper's objective at beta != 0)",
+    "label": "part of the coupling's label (colearning.couplings.coupling_label), not its "
+             "strength",
+}
+
+
+# Keys that name a registry entry (data.name, model.name, loss.coupling, loss.divergence,
+# loss.objective, optim.schedule, loss.beta_schedule) list no names here: the registries
+# are the lists (colearning.names.check_names checks them).
 
 
 @dataclass
 class DataConfig:
-    name: str = "digits"  # registry name: digits, cifar10, cifar100, imagefolder
+    name: str = "digits"  # a registered dataset (colearning.data.DATASETS)
     path: str | None = None  # file or directory of the data (cifar*, imagefolder)
-    split: str = "official"  # "official" train/test, or "random" (pool all, split per seed)
+    # "official" train/test, or "random" (pool all, split per seed)
+    split: str = _choice("official", "random")
     train_size: int | None = None  # images; None keeps the official count
     test_size: int | None = None  # images; None keeps the official count
     val_size: int = 0  # images held out of the training split per seed for selection; 0: none
     normalize: bool = False  # per-channel standardization after scaling to [0, 1]
-    augment: bool | None = None  # crop+flip; None: on for vgg9, off otherwise (paper)
+    augment: bool | None = None  # crop+flip; None: the model's paper recipe (its registry
+    # metadata: on for vgg9)
     cache_dir: str | None = None  # decoded-array cache; None: ~/.cache/colearning/decoded
 
 
 @dataclass
 class ModelConfig:
-    name: str = "small_cnn"  # registry name: lenet5, vgg9, small_cnn, mlp
+    name: str = "small_cnn"  # a registered model (colearning.models.MODELS)
     options: dict[str, Any] = field(default_factory=dict)  # extra builder keyword arguments
 
 
 @dataclass
 class EnsembleConfig:
-    n_members: int = 2  # N, the one place it is stated
-    strategy: str = "auto"  # auto, loop, grouped, vmap (see colearning.engine)
+    n_members: int = _tagged(2, "cell")  # N, the one place it is stated
+    # how the members run (colearning.engine)
+    strategy: str = _choice("auto", "loop", "grouped", "vmap")
 
 
 @dataclass
 class LossConfig:
-    beta: float | list[list[float]] | None = None  # scalar or [N, N]; None: 0 unless beta_bar
-    beta_bar: float | None = None  # size-normalized coupling: beta = beta_bar / N
-    coupling: str = "uniform"  # who is coupled: uniform, matrix, ring, random, communities,
-    # star (colearning.couplings)
-    coupling_options: dict[str, Any] = field(default_factory=dict)  # e.g. {k: 2} for ring
-    beta_schedule: str = "constant"  # the coupling over epochs: constant, warmup, cosine, step
-    beta_schedule_options: dict[str, Any] = field(default_factory=dict)  # e.g. {epochs: 10}
-    target_js: float | None = None  # adaptive coupling: scale beta each epoch to hold the
-    # members' mean validation JS distance (nats) here (colearning.couplings.adapt_scale)
-    peers: str = "detached"  # detached: p_j constant in L_i; joint: gradients through p_j
-    kl_reduction: str = "batchmean"  # batchmean: Eq. 1 as written; mean: coupling / classes;
-    # mean_all: both terms / classes (KLDivLoss's default reduction everywhere)
-    divergence: str = "kl"  # coupling term D(p_j, p_i): kl (Eq. 1), reverse_kl, js, l2
-    objective: str = "colearning"  # colearning (Eq. 1), joint (KL(q||p_ens)), interpolated
-    joint_weight: float | None = None  # interpolated's lambda in [0, 1]: lambda KL(q||p_ens)
-    # + (1 - lambda) KL(q||p_i); unset for the other objectives
+    # scalar or [N, N]; None: 0 unless beta_bar
+    beta: float | list[list[float]] | None = _tagged(None, "cell", "coupling")
+    # size-normalized coupling: beta = beta_bar / N
+    beta_bar: float | None = _tagged(None, "cell", "coupling")
+    # who is coupled (colearning.couplings.COUPLINGS)
+    coupling: str = _tagged("uniform", "coupling", "label")
+    # e.g. {k: 2} for ring
+    coupling_options: dict[str, Any] = _tagged(None, "coupling", "label", factory=dict)
+    # the coupling over epochs (colearning.schedules)
+    beta_schedule: str = _tagged("constant", "coupling", "label")
+    # e.g. {epochs: 10}
+    beta_schedule_options: dict[str, Any] = _tagged(None, "coupling", "label", factory=dict)
+    # adaptive coupling: scale beta each epoch to hold the members' mean validation JS
+    # distance (nats) here (colearning.couplings.adapt_scale)
+    target_js: float | None = _tagged(None, "coupling", "label")
+    # detached: p_j constant in L_i; joint: gradients through p_j
+    peers: str = _choice("detached", "joint")
+    # batchmean: Eq. 1 as written; mean: coupling / classes; mean_all: both terms / classes
+    # (KLDivLoss's default reduction everywhere)
+    kl_reduction: str = _choice("batchmean", "mean", "mean_all", tags=("cell",))
+    # the coupling term D(p_j, p_i) (colearning.losses.DIVERGENCES)
+    divergence: str = _tagged("kl", "coupling")
+    # what each member minimizes (colearning.losses.OBJECTIVES)
+    objective: str = _tagged("colearning", "cell")
+    # interpolated's lambda in [0, 1]: lambda KL(q||p_ens) + (1 - lambda) KL(q||p_i); unset
+    # for the other objectives
+    joint_weight: float | None = _tagged(None, "cell")
 
 
 @dataclass
 class OptimConfig:
-    lr: float = 0.01  # initial learning rate (paper: 0.01)
+    lr: float = _tagged(0.01, "cell")  # initial learning rate (paper: 0.01)
     momentum: float = 0.9  # SGD momentum (paper: 0.9)
-    weight_decay: float = 5e-4  # L2 coefficient (paper: 0.0005)
-    schedule: str = "constant"  # constant, step, cosine (per epoch)
-    step_size: int = 50  # epochs between learning-rate drops (step schedule)
-    gamma: float = 0.1  # learning-rate factor at each drop (step schedule)
+    weight_decay: float = _tagged(5e-4, "cell")  # L2 coefficient (paper: 0.0005)
+    schedule: str = "constant"  # the learning rate over epochs (colearning.schedules)
+    schedule_options: dict[str, Any] = field(default_factory=dict)  # e.g. {every: 50,
+    # gamma: 0.1} for step
     grad_clip: float | None = None  # max gradient norm per member; None: no clipping
 
 
@@ -85,19 +136,22 @@ class TrainConfig:
     epochs: int = 10
     batch_size: int = 128  # images per step, shared by all members (paper: 512 / 256)
     eval_batch_size: int = 1024  # images per evaluation forward pass
-    on_nonfinite: str = "stop"  # stop: end the run as diverged; skip: drop that step
+    # stop: end the run as diverged; skip: drop that step
+    on_nonfinite: str = _choice("stop", "skip")
     analysis_every: int = 1  # epochs between activation/weight statistics; 0: final only
     analysis_samples: int = 1000  # test images used for activation statistics
     save_probs_every: int = 0  # epochs between saved test probabilities; 0: final only
-    progress: bool = True  # progress bars on stderr
-    precision: str = "fp32"  # fp32, or bf16: autocast for the members' forward and backward
-    # (the loss, softmax/KL, metrics and optimizer stay fp32)
+    progress: bool = _tagged(True, "display")  # progress bars on stderr
+    # fp32, or bf16: autocast for the members' forward and backward (the loss, softmax/KL,
+    # metrics and optimizer stay fp32)
+    precision: str = _choice("fp32", "bf16")
     tf32: bool = False  # CUDA only: TF32 matmuls and convolutions under fp32 (Ampere and newer)
-    compile: str = "off"  # off, default, reduce-overhead (CUDA graphs): torch.compile of the
-    # members' forward and backward and of the loss; falls back to eager with a warning
-    log_to: str | None = None  # tensorboard: also log every metric for TensorBoard
-    # (RUN_DIR/tensorboard; pip install 'colearning[tensorboard]'); the run directory stays
-    # the source of truth
+    # off, default, reduce-overhead (CUDA graphs): torch.compile of the members' forward and
+    # backward and of the loss; falls back to eager with a warning
+    compile: str = _choice("off", "default", "reduce-overhead")
+    # tensorboard: also log every metric for TensorBoard (RUN_DIR/tensorboard; pip install
+    # 'colearning[tensorboard]'); the run directory stays the source of truth
+    log_to: str | None = _choice(None, "tensorboard", tags=("display",))
 
 
 EXPAND_MODES = ("add-freeze", "add-retrain", "boost")
@@ -115,7 +169,10 @@ class ExpandConfig:
 
 @dataclass
 class Config:
-    seed: int = 0  # determines the split, every member's init and the batch order
+    # modules that register models, data sets, couplings, objectives or metrics, imported
+    # whenever a config is read, so in every process (colearning.plugins)
+    plugins: list[str] = field(default_factory=list)
+    seed: int = _tagged(0, "cell")  # determines the split, every member's init and the batch order
     device: str = "auto"  # auto, cpu, cuda, cuda:K
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -193,32 +250,26 @@ def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
     return cls(**kwargs)
 
 
+def _upgrade(values: dict[str, Any]) -> dict[str, Any]:
+    """A config dict written before 0.3 in today's layout: optim.step_size and optim.gamma
+    (the step learning-rate schedule's) are optim.schedule_options ``every`` and ``gamma``."""
+    optim = values.get("optim") if isinstance(values, dict) else None
+    if not isinstance(optim, dict) or not {"step_size", "gamma"} & set(optim):
+        return values
+    optim = dict(optim)
+    legacy = {"every": optim.pop("step_size", 50), "gamma": optim.pop("gamma", 0.1)}
+    if optim.get("schedule") == "step" and not optim.get("schedule_options"):
+        optim["schedule_options"] = legacy
+    return {**values, "optim": optim}
+
+
 def config_from_dict(values: dict[str, Any]) -> Config:
-    """A validated :class:`Config` from a nested dict (missing keys take the defaults)."""
-    config = _build(Config, values or {}, "")
+    """A validated :class:`Config` from a nested dict (missing keys take the defaults); its
+    plugins are imported first, so the registries hold their entries."""
+    config = _build(Config, _upgrade(values or {}), "")
+    import_plugins(config.plugins)
     validate(config)
     return config
-
-
-def parse_overrides(overrides: list[str]) -> dict[str, Any]:
-    """``["loss.beta=-0.2", "train.epochs=3"]`` -> nested dict; values are parsed as YAML."""
-    nested: dict[str, Any] = {}
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"override {item!r} must look like key=value, e.g. loss.beta=-0.2")
-        try:
-            value = load_yaml(raw) if raw.strip() else None
-        except ConfigError:
-            value = raw
-        node = nested
-        parts = key.strip().split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override {item!r} conflicts with another override")
-        node[parts[-1]] = value
-    return nested
 
 
 def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
@@ -229,95 +280,6 @@ def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
             out[key] = merge(out[key], value)
         else:
             out[key] = value
-    return out
-
-
-# A config, sweep or run file is a few KB; anything this large is some other file.
-MAX_YAML_BYTES = 4 * 2**20
-
-
-class _NoAliasLoader(yaml.SafeLoader):
-    """YAML without aliases: ``*name`` could expand a few lines into gigabytes (a "billion
-    laughs" file), which every later copy or dump of the config would then expand."""
-
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
-            raise ConfigError(f"YAML aliases (*{event.anchor}) are not allowed in config files "
-                              f"(line {event.start_mark.line + 1}); write the values out")
-        return super().compose_node(parent, index)
-
-    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
-        """A mapping, refusing a key given twice (YAML would silently keep the last)."""
-        if isinstance(node, yaml.MappingNode):
-            seen: dict[Any, int] = {}
-            for key_node, _ in node.value:
-                key = self.construct_object(key_node, deep=True)
-                line = key_node.start_mark.line + 1
-                try:
-                    if key in seen:
-                        where = (f"line {line}" if seen[key] == line
-                                 else f"lines {seen[key]} and {line}")
-                        raise ConfigError(f"key {key!r} is given twice ({where}); keep one")
-                    seen[key] = line
-                except TypeError:  # an unhashable key: the base class says so
-                    break
-        return super().construct_mapping(node, deep=deep)
-
-
-def load_yaml(text: str, source: str = "config") -> Any:
-    """A YAML document from ``text`` (no aliases); ConfigError naming ``source`` when it is
-    not valid YAML."""
-    try:
-        return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{source} is not valid YAML{where}") from None
-    except ConfigError as error:  # an alias or a repeated key
-        raise ConfigError(f"{source}: {error}") from None
-
-
-def read_yaml(path: str | Path) -> dict[str, Any]:
-    """A YAML mapping from ``path`` with a one-line error for a missing, unreadable, binary,
-    oversized or malformed file."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
-    try:
-        size = path.stat().st_size
-        if size > MAX_YAML_BYTES:
-            raise ConfigError(f"config file {path} is {size / 2**20:.1f} MB; a config is a few "
-                              "KB of YAML (is this the right file?)")
-        text = path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError:
-        raise ConfigError(f"config file {path} is not UTF-8 text (is this the right file?)"
-                          ) from None
-    except OSError as error:
-        raise ConfigError(f"cannot read config file {path}: {error.strerror}") from None
-    if "\0" in text:
-        raise ConfigError(f"config file {path} is binary, not YAML (is this the right file?)")
-    values = load_yaml(text, f"config file {path}") or {}
-    if not isinstance(values, dict):
-        raise ConfigError(f"config file {path} must hold a mapping of keys, got {type(values)}")
-    return values
-
-
-# Config keys that hold file-system paths: relative ones mean relative to the file that names
-# them (a command-line override: to the current directory).
-PATH_KEYS = (("data", "path"), ("data", "cache_dir"))
-
-
-def resolve_paths(values: dict[str, Any], base_dir: str | Path) -> dict[str, Any]:
-    """``values`` (a nested config dict) with relative :data:`PATH_KEYS` made absolute
-    against ``base_dir`` ("~" expanded)."""
-    out = dict(values)
-    for section, key in PATH_KEYS:
-        node = out.get(section)
-        if isinstance(node, dict) and isinstance(node.get(key), str):
-            path = Path(node[key]).expanduser()
-            if not path.is_absolute():
-                out[section] = {**node, key: str((Path(base_dir) / path).absolute())}
     return out
 
 
@@ -345,9 +307,23 @@ def merge_coupling(base: dict[str, Any], update: dict[str, Any]) -> dict[str, An
     return merged
 
 
-# Keys that change how a run is shown, not what it computes: they may differ between a run
-# and its resumption, and between the cells of a pack.
-DISPLAY_KEYS = ("train.progress", "train.log_to")
+def keys_tagged(tag: str, cls: type | None = None, prefix: str = "") -> tuple[str, ...]:
+    """The dotted config keys whose field carries ``tag`` (:data:`TAGS`), in declaration
+    order: the one source of every key group."""
+    if tag not in TAGS:
+        raise ValueError(f"unknown tag {tag!r}; valid: {', '.join(TAGS)}")
+    cls = cls or Config
+    hints = typing.get_type_hints(cls)
+    keys: list[str] = []
+    for item in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[item.name]):
+            keys += keys_tagged(tag, hints[item.name], f"{prefix}{item.name}.")
+        elif tag in item.metadata.get("tags", ()):
+            keys.append(f"{prefix}{item.name}")
+    return tuple(keys)
+
+
+DISPLAY_KEYS = keys_tagged("display")
 
 
 def without_keys(values: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
@@ -381,22 +357,16 @@ def config_diff(old: dict[str, Any], new: dict[str, Any], prefix: str = "", *,
     return keys
 
 
-CHOICES = {
-    "data.split": ("official", "random"),
-    "ensemble.strategy": ("auto", "loop", "grouped", "vmap"),
-    "loss.peers": ("detached", "joint"),
-    "loss.kl_reduction": ("batchmean", "mean", "mean_all"),
-    "loss.objective": ("colearning", "joint", "interpolated"),  # colearning.losses.OBJECTIVES
-    "loss.divergence": ("kl", "reverse_kl", "js", "l2"),  # colearning.losses.DIVERGENCES
-    # colearning.couplings.COUPLINGS and SCHEDULES
-    "loss.coupling": ("uniform", "matrix", "ring", "random", "communities", "star"),
-    "loss.beta_schedule": ("constant", "warmup", "cosine", "step"),
-    "optim.schedule": ("constant", "step", "cosine"),
-    "train.on_nonfinite": ("stop", "skip"),
-    "train.precision": ("fp32", "bf16"),
-    "train.compile": ("off", "default", "reduce-overhead"),
-    "train.log_to": (None, "tensorboard"),
-}
+
+
+def _choices(cls: type, prefix: str = "") -> Iterator[tuple[str, tuple[Any, ...]]]:
+    """(dotted key, allowed values) of every fixed-choice field, through the sections."""
+    hints = typing.get_type_hints(cls)
+    for item in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[item.name]):
+            yield from _choices(hints[item.name], f"{prefix}{item.name}.")
+        elif "choices" in item.metadata:
+            yield f"{prefix}{item.name}", item.metadata["choices"]
 
 
 # Integers travel into numpy and torch as int64; a seed is a non-negative one.
@@ -432,13 +402,11 @@ def _validate_numbers(config: Config) -> None:
 def validate(config: Config) -> None:
     """Value checks that types alone cannot express; one-line ConfigError on failure."""
     _validate_numbers(config)
-    for key, choices in CHOICES.items():
+    for key, choices in _choices(Config):
         if config.get(key) not in choices:
-            raise ConfigError(
-                f"{key}={config.get(key)!r} is not valid; valid: {', '.join(choices)}"
-            )
-    positive = ["ensemble.n_members", "train.epochs", "train.batch_size", "train.eval_batch_size",
-                "optim.step_size"]
+            raise ConfigError(f"{key}={config.get(key)!r} is not valid; valid: "
+                              f"{', '.join(map(str, choices))}")
+    positive = ["ensemble.n_members", "train.epochs", "train.batch_size", "train.eval_batch_size"]
     for key in positive:
         if config.get(key) < 1:
             raise ConfigError(f"{key} must be >= 1, got {config.get(key)}")
@@ -467,13 +435,8 @@ def validate(config: Config) -> None:
         if config.data.val_size < 1:
             raise ConfigError("loss.target_js measures the members' JS distance on a "
                               "validation split: set data.val_size > 0")
-        if config.loss.beta is None and config.loss.beta_bar is None \
-                and config.loss.coupling != "communities":
-            raise ConfigError("loss.target_js scales a coupling: set loss.beta or "
-                              "loss.beta_bar (its starting value and sign)")
-    if config.optim.gamma <= 0:
-        raise ConfigError(f"optim.gamma must be > 0 (the learning-rate factor at each drop), "
-                          f"got {config.optim.gamma}")
+    for key in ("optim.schedule", "loss.beta_schedule"):  # the registry is the list of names
+        schedule_factor(config.get(key), config.get(f"{key}_options"), 0, config.train.epochs)
     if config.optim.grad_clip is not None and config.optim.grad_clip <= 0:
         raise ConfigError(f"optim.grad_clip must be > 0 or null, got {config.optim.grad_clip}")
     _validate_expand(config)
@@ -527,33 +490,3 @@ def _validate_expand(config: Config) -> None:
 def dump_yaml(config: Config) -> str:
     """The resolved config as YAML (keys in declaration order)."""
     return yaml.safe_dump(config.to_dict(), sort_keys=False)
-
-
-def env_number(name: str, default: float, *, minimum: float = 0.0, integer: bool = False
-               ) -> float:
-    """The number in environment variable ``name`` (``default`` when unset or empty); a value
-    that is not a finite number >= ``minimum`` is a one-line ConfigError naming it."""
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw) if integer else float(raw)
-    except ValueError:
-        value = None
-    if value is None or not math.isfinite(value) or value < minimum:
-        kind = "an integer" if integer else "a number"
-        raise ConfigError(f"environment variable {name}={raw!r} must be {kind} >= {minimum:g}; "
-                          f"fix or unset it")
-    return value
-
-
-def check_environment() -> None:
-    """Refuse malformed COLEARNING_* variables at a command's start, in one line each, before
-    anything is written (each is read again where it is used)."""
-    env_number("COLEARNING_DIST_TIMEOUT", 300, minimum=1)
-    env_number("COLEARNING_SLEEP_BEFORE_DATA", 0)
-    spec = os.environ.get("COLEARNING_KILL_DURING_WRITE", "")
-    name, _, count = spec.rpartition(":")
-    if spec and not (name and count.strip().isdigit() and int(count) >= 1):
-        raise ConfigError(f"environment variable COLEARNING_KILL_DURING_WRITE={spec!r} must "
-                          "look like FILE:K (K >= 1, a testing hook); fix or unset it")

@@ -21,11 +21,9 @@ member i's edges get beta_bar / (degree_i + 1), which is the paper's beta_bar / 
 complete graph, so beta_bar keeps its meaning (the total coupling a member feels,
 sum_j beta_ij = beta_bar (degree_i / (degree_i + 1)), is the same on every graph).
 
-Schedules (``loss.beta_schedule``, parameters in ``loss.beta_schedule_options``), a factor
-on the whole matrix per epoch (0-based ``epoch`` of ``epochs``): ``constant`` (1),
-``warmup`` (linear from 0 at epoch 0 to 1 at ``epochs`` option, default a tenth of the run),
-``cosine`` ((1 + cos(pi epoch / epochs)) / 2: 1 at the start, near 0 at the end), ``step``
-(``gamma`` ** (epoch // ``every``), defaults 0.5 and a third of the run).
+Beta schedules (``loss.beta_schedule``, options in ``loss.beta_schedule_options``) are a
+factor on the whole matrix per epoch, from the one schedule registry the learning rate
+uses too (:mod:`colearning.schedules`: constant, warmup, cosine, step).
 
 :func:`coupling_label` names all of it in a few characters (``uniform``, ``ring(k=2)``,
 ``communities(beta_in=0.1,beta_out=-0.1,groups=2)+warmup(epochs=3)``, ``uniform+js0.2`` for
@@ -45,19 +43,11 @@ import torch
 from colearning.config import LossConfig
 from colearning.errors import ConfigError
 from colearning.losses import beta_matrix
-from colearning.registry import Registry
+from colearning.registry import Registry, with_defaults
+from colearning.schedules import schedule_factor
 
 Builder = Callable[[int, float | None, float | None, dict[str, Any]], torch.Tensor]
-COUPLINGS: Registry[Builder] = Registry("coupling")
-SCHEDULES: Registry[Callable[[dict[str, Any], int, int], float]] = Registry("beta schedule")
-
-
-def _options(options: dict[str, Any], allowed: dict[str, Any], what: str) -> dict[str, Any]:
-    unknown = sorted(set(options) - set(allowed))
-    if unknown:
-        valid = ", ".join(sorted(allowed)) or "none"
-        raise ConfigError(f"unknown option {unknown[0]!r} of {what}; valid: {valid}")
-    return {**allowed, **options}
+COUPLINGS: Registry[Builder] = Registry("coupling", key="loss.coupling")
 
 
 def _on_graph(edges: torch.Tensor, beta: float | None, beta_bar: float | None) -> torch.Tensor:
@@ -73,28 +63,28 @@ def _on_graph(edges: torch.Tensor, beta: float | None, beta_bar: float | None) -
     return torch.where(edges, strength, torch.zeros((), dtype=torch.float64))
 
 
-@COUPLINGS.register("uniform")
+@COUPLINGS.register("uniform", strength="beta")
 def uniform(n: int, beta: float | None, beta_bar: float | None,
             options: dict[str, Any]) -> torch.Tensor:
-    _options(options, {}, "coupling uniform")
+    with_defaults(options, {}, "coupling uniform")
     if isinstance(beta, list):
         raise ConfigError("a beta matrix needs loss.coupling=matrix (or leave it as the "
                           "default and it is taken as one)")
     return beta_matrix(beta, n, beta_bar=beta_bar, dtype=torch.float64)
 
 
-@COUPLINGS.register("matrix")
+@COUPLINGS.register("matrix", strength="matrix")
 def matrix(n: int, beta: Any, beta_bar: float | None, options: dict[str, Any]) -> torch.Tensor:
-    _options(options, {}, "coupling matrix")
+    with_defaults(options, {}, "coupling matrix")
     if not isinstance(beta, list) or beta_bar is not None:
         raise ConfigError("loss.coupling=matrix takes loss.beta as an [N, N] list of lists")
     return beta_matrix(beta, n, dtype=torch.float64)
 
 
-@COUPLINGS.register("ring")
+@COUPLINGS.register("ring", strength="beta")
 def ring(n: int, beta: float | None, beta_bar: float | None,
          options: dict[str, Any]) -> torch.Tensor:
-    k = _options(options, {"k": 1}, "coupling ring")["k"]
+    k = with_defaults(options, {"k": 1}, "coupling ring")["k"]
     if not isinstance(k, int) or k < 1:
         raise ConfigError(f"ring option k must be an integer >= 1, got {k!r}")
     index = torch.arange(n)
@@ -103,10 +93,10 @@ def ring(n: int, beta: float | None, beta_bar: float | None,
     return _on_graph(distance <= k, beta, beta_bar)
 
 
-@COUPLINGS.register("random")
+@COUPLINGS.register("random", strength="beta")
 def random(n: int, beta: float | None, beta_bar: float | None,
            options: dict[str, Any]) -> torch.Tensor:
-    chosen = _options(options, {"p": 0.5, "seed": 0}, "coupling random")
+    chosen = with_defaults(options, {"p": 0.5, "seed": 0}, "coupling random")
     p = chosen["p"]
     if not isinstance(p, (int, float)) or not 0 <= p <= 1:
         raise ConfigError(f"random option p must be a probability in [0, 1], got {p!r}")
@@ -115,10 +105,10 @@ def random(n: int, beta: float | None, beta_bar: float | None,
     return _on_graph(upper | upper.T, beta, beta_bar)
 
 
-@COUPLINGS.register("communities")
+@COUPLINGS.register("communities", strength="options")
 def communities(n: int, beta: float | None, beta_bar: float | None,
                 options: dict[str, Any]) -> torch.Tensor:
-    chosen = _options(options, {"groups": 2, "beta_in": 0.0, "beta_out": 0.0},
+    chosen = with_defaults(options, {"groups": 2, "beta_in": 0.0, "beta_out": 0.0},
                       "coupling communities")
     groups = chosen["groups"]
     if beta is not None or beta_bar is not None:
@@ -134,10 +124,10 @@ def communities(n: int, beta: float | None, beta_bar: float | None,
     return torch.where(same, inside, across) * (1 - torch.eye(n, dtype=torch.float64))
 
 
-@COUPLINGS.register("star")
+@COUPLINGS.register("star", strength="beta")
 def star(n: int, beta: float | None, beta_bar: float | None,
          options: dict[str, Any]) -> torch.Tensor:
-    _options(options, {}, "coupling star")
+    with_defaults(options, {}, "coupling star")
     edges = torch.zeros(n, n, dtype=torch.bool)
     edges[0, :] = edges[:, 0] = True
     return _on_graph(edges, beta, beta_bar)
@@ -147,6 +137,22 @@ def _topology(loss: LossConfig) -> str:
     """The coupling's registry name: a list beta under the default is a matrix."""
     return "matrix" if isinstance(loss.beta, list) and loss.coupling == "uniform" \
         else loss.coupling
+
+
+def strength_in_options(loss: LossConfig) -> bool:
+    """Whether ``loss``'s coupling takes its strengths from its options (communities:
+    beta_in, beta_out) rather than from loss.beta / loss.beta_bar (its registry metadata)."""
+    return COUPLINGS.meta(_topology(loss))["strength"] == "options"
+
+
+def check_coupling(loss: LossConfig, n_members: int) -> torch.Tensor:
+    """:func:`coupling_matrix`, after the rules a coupling's options and strength must obey
+    (one-line ConfigErrors): the adaptive coupling needs a strength to scale."""
+    if loss.target_js is not None and loss.beta is None and loss.beta_bar is None \
+            and not strength_in_options(loss):
+        raise ConfigError("loss.target_js scales a coupling: set loss.beta or loss.beta_bar "
+                          "(its starting value and sign)")
+    return coupling_matrix(loss, n_members)
 
 
 def coupling_matrix(loss: LossConfig, n_members: int) -> torch.Tensor:
@@ -176,36 +182,6 @@ def coupling_label(loss: LossConfig) -> str:
     return label
 
 
-@SCHEDULES.register("constant")
-def constant(options: dict[str, Any], epoch: int, epochs: int) -> float:
-    _options(options, {}, "beta schedule constant")
-    return 1.0
-
-
-@SCHEDULES.register("warmup")
-def warmup(options: dict[str, Any], epoch: int, epochs: int) -> float:
-    length = _options(options, {"epochs": max(1, epochs // 10)},
-                      "beta schedule warmup")["epochs"]
-    if not isinstance(length, int) or length < 1:
-        raise ConfigError(f"warmup option epochs must be an integer >= 1, got {length!r}")
-    return min(1.0, epoch / length)
-
-
-@SCHEDULES.register("cosine")
-def cosine(options: dict[str, Any], epoch: int, epochs: int) -> float:
-    _options(options, {}, "beta schedule cosine")
-    return 0.5 * (1 + math.cos(math.pi * epoch / max(1, epochs)))
-
-
-@SCHEDULES.register("step")
-def step(options: dict[str, Any], epoch: int, epochs: int) -> float:
-    chosen = _options(options, {"every": max(1, epochs // 3), "gamma": 0.5},
-                      "beta schedule step")
-    if not isinstance(chosen["every"], int) or chosen["every"] < 1:
-        raise ConfigError(f"step option every must be an integer >= 1, got {chosen['every']!r}")
-    return float(chosen["gamma"]) ** (epoch // chosen["every"])
-
-
 # The adaptive coupling's update: scale_{t+1} = clip(scale_t * exp(GAIN * (target - js_t) /
 # target), SCALE_MIN, SCALE_MAX). A JS distance below the target strengthens the coupling
 # (more negative beta: more diversity), above it weakens it; multiplicative, so the sign of
@@ -224,5 +200,6 @@ def adapt_scale(scale: float, js: float | None, target: float) -> float:
 
 
 def beta_factor(loss: LossConfig, epoch: int, epochs: int) -> float:
-    """The schedule's factor on the coupling matrix at 0-based ``epoch`` of ``epochs``."""
-    return SCHEDULES.get(loss.beta_schedule)(dict(loss.beta_schedule_options), epoch, epochs)
+    """The beta schedule's factor on the coupling matrix at 0-based ``epoch`` of ``epochs``
+    (:mod:`colearning.schedules`)."""
+    return schedule_factor(loss.beta_schedule, loss.beta_schedule_options, epoch, epochs)

@@ -22,13 +22,9 @@ members in one elementwise step and every strategy below reads the same storage:
 - ``auto``: ``grouped`` when the architecture allows it, else ``loop`` on CPU and ``vmap``
   on accelerators.
 
-Why ``auto`` picks ``grouped`` on CPUs too (``colearn bench``, LeNet-5, batch 512, a full
-training step with the coupled loss and SGD, in member-images per second, one thread on a
-Xeon shared with other jobs, so +-20%): N separate nn.Modules in a Python loop 4.8k / 5.7k
-/ 5.9k at N = 1 / 10 / 50; ``loop`` 5.2k / 5.6k / 5.9k; ``grouped`` in chunks of 5 members
-6.9k / 9.2k / 11.1k (1.4x / 1.6x / 1.9x the separate modules); ``grouped`` with all 50
-members in one chunk 6.3k, ``vmap`` 2.5k. VGG-9 with one member per chunk (as at batch 256)
-runs level with the separate modules (N=2, batch 64: 1.94 s vs 1.95 s per step).
+``auto`` picks ``grouped`` on CPUs too: ``colearn bench`` measured it the fastest strategy
+there for LeNet-5 and level with the others for VGG-9 and ResNet-20 (README, "Speed:
+colearn bench", with the machines and dates).
 """
 
 from __future__ import annotations
@@ -47,13 +43,12 @@ from colearning.seeding import derive_seed
 STRATEGIES = ("auto", "loop", "grouped", "vmap")
 # On CPUs the grouped strategy runs members in chunks whose widest activation (training
 # batch) is about this size: LeNet-5 at batch 512 gets chunks of 5 members, which ran
-# 1.3-2x faster than one chunk of all members at N=10 and N=50 (see the module docstring).
+# faster than one chunk of all members (README, "Speed").
 CPU_CHUNK_BYTES = 48 * 2**20
 # ...and with at most this many channels in a chunk's narrowest convolution: grouping widens
 # narrow layers (LeNet-5's 6 channels) to fill the vector units. Members whose narrowest
 # convolution has CPU_WIDE_CHANNELS or more run one per chunk: grouped kernels gain nothing
-# there (VGG-9, 64+ channels: 3% slower than one member at a time; ResNet-20, 16+ channels:
-# chunks of 4 members 1.3x slower, of 2 level, at N=5 and batch 128 on 2 EPYC cores).
+# there (VGG-9's 64+ channels, ResNet-20's 16+ fill the vector units alone; README, "Speed").
 CPU_GROUP_CHANNELS = 64
 CPU_WIDE_CHANNELS = 16
 
@@ -278,7 +273,7 @@ class Ensemble(nn.Module):
             return self._forward_loop(x, inputs)
         if strategy == "vmap":
             return self._forward_vmap(x, inputs)
-        if self._program is None:
+        if self._program is None:  # strategy set to grouped after construction
             raise ConfigError(f"strategy 'grouped' cannot run this member: "
                               f"{self.grouped_problem}; use 'loop' or 'vmap'")
         return self._forward_grouped(x, inputs)
@@ -286,7 +281,7 @@ class Ensemble(nn.Module):
     def _forward_loop(self, x: torch.Tensor, inputs: torch.Tensor | None) -> torch.Tensor:
         batches = [x] if inputs is None else list(x.unbind(0))
         if x.dim() - (inputs is not None) == 4 and x.device.type == "cpu" and self._channels_last:
-            # oneDNN convolutions on CPU run ~1.3x faster on channels-last inputs (bench).
+            # oneDNN convolutions on CPU run faster on channels-last inputs (README, "Speed").
             batches = [b.contiguous(memory_format=torch.channels_last) for b in batches]
         index = [0] * self.n_members if inputs is None else inputs.tolist()
         # unbind (not p[i]) so the backward is one stack per parameter, not N scatters.
@@ -356,7 +351,7 @@ def _member_layout(stacked: torch.Tensor, channels_last: bool) -> torch.Tensor:
 
     Each member's kernel [O, I, k, k] (and the grouped strategy's [N*O, I, k, k] view) then
     has channels-last strides, the layout oneDNN and cuDNN compute in: without it they
-    reorder every kernel on every call (3% of a VGG-9 step on CPU).
+    reorder every kernel on every call.
     """
     if stacked.dim() != 5 or not channels_last:
         return stacked.clone()

@@ -4,7 +4,9 @@ Every problem caused by input (a bad config, an unknown name, a corrupt data fil
 a run directory in the wrong state) raises a subclass of :class:`ColearningError`
 with a one-line message that says what is wrong and how to fix it. The CLI prints
 that line and exits with the class's code; anything else is a crash (exit 1 with a
-traceback), so the two are never confused.
+traceback), so the two are never confused. A run that diverges is no error: it ends with
+status ``diverged`` in its summary.json, and ``colearn train`` (or ``expand``) then
+exits 5.
 """
 
 from __future__ import annotations
@@ -32,12 +34,6 @@ class RunDirError(ColearningError):
     """A path is not a run/sweep directory, is locked, or does not match the config."""
 
     exit_code = 4
-
-
-class DivergedError(ColearningError):
-    """Training produced non-finite losses, gradients or parameters."""
-
-    exit_code = 5
 
 
 class RankFailed(ColearningError):

@@ -1,11 +1,25 @@
-"""Per-epoch evaluation: member probabilities [N, B, C] -> the flat metric dict of a run.
+"""Per-epoch evaluation: member log-probabilities [N, B, C] -> the flat metric dict of a run.
 
 Keys follow ``split/metric``; lists are per member. These are the keys written to
 metrics.jsonl and summary.json (see the README for the full table).
+
+Every metric is an entry of :data:`METRICS` (a registry): its function of the epoch's
+:class:`Outputs` and what the rest of the library needs to know about it (one value per
+member or one for the ensemble, which way is better, its title and format, whether sweep
+tables carry it). Registering one is all a new metric takes: it is then computed every
+epoch, written to metrics.jsonl, tabulated by sweeps and shown in the run report.
+
+    @register_metric("ensemble_top2", scope="ensemble", direction="max",
+                     title="top-2 accuracy (%)", percent=True, table=("test",))
+    def top2(out):
+        return (out.ensemble.topk(2, -1).indices == out.labels[:, None]).any(-1).float().mean()
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -13,6 +27,138 @@ import torch
 from colearning import metrics
 from colearning.combiners import COMBINERS, combine, ensemble_predict
 from colearning.errors import ConfigError
+from colearning.registry import Registry
+
+
+class Outputs:
+    """One split's predictions at one epoch, and what metrics share (computed once, on
+    first use): ``log_probs`` [N, B, C] (log_softmax), ``labels`` [B], ``probs``,
+    ``ensemble`` (log p_ens of the mean combiner, [B, C]) and ``js`` (the [N+1, N+1] JS
+    matrix of the members and the ensemble, Eq. 5)."""
+
+    def __init__(self, log_probs: torch.Tensor, labels: torch.Tensor) -> None:
+        self.log_probs = log_probs.float()
+        self.labels = labels.long()
+
+    @functools.cached_property
+    def probs(self) -> torch.Tensor:
+        return self.log_probs.exp()
+
+    @functools.cached_property
+    def ensemble(self) -> torch.Tensor:
+        return combine(self.log_probs, "mean", log=True)
+
+    @functools.cached_property
+    def js(self) -> torch.Tensor:
+        return metrics.js_matrix_with_ensemble(self.log_probs, self.ensemble, log=True)
+
+    @property
+    def n_members(self) -> int:
+        return self.log_probs.shape[0]
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A registered metric. ``compute(outputs)`` gives a number (scope ``ensemble``), one per
+    member (``member``: a tensor [N] or list) or an [N, N] matrix (``pairs``). ``direction``:
+    ``max`` or ``min`` is better, None for neither (diversity). ``table``: the splits whose
+    sweep tables carry it (members: their mean, min and max). ``pair``: the ensemble metric
+    shown beside a member metric in the report."""
+
+    compute: Any
+    scope: str
+    direction: str | None
+    title: str
+    percent: bool = False
+    table: tuple[str, ...] = ()
+    pair: str | None = None
+
+
+METRICS: Registry[Metric] = Registry("metric")
+SCOPES = ("member", "ensemble", "pairs")
+
+
+def _register(name: str, compute: Any, scope: str, direction: str | None, title: str,
+              **options: Any) -> None:
+    if scope not in SCOPES:
+        raise ValueError(f"metric scope must be one of {SCOPES}, got {scope!r}")
+    METRICS.register(name)(Metric(compute, scope, direction, title, **options))
+
+
+def register_metric(name: str, *, scope: str, direction: str | None, title: str,
+                    **options: Any) -> Any:
+    """A decorator registering ``compute(outputs)`` as metric ``name`` (see :class:`Metric`)."""
+    def decorator(compute: Any) -> Any:
+        _register(name, compute, scope, direction, title, **options)
+        return compute
+    return decorator
+
+
+def metric_names(scope: str | None = None) -> Iterator[str]:
+    """The registered metrics (of ``scope``), in the order they were registered."""
+    return (name for name in METRICS.ordered()
+            if scope is None or METRICS.get(name).scope == scope)
+
+
+def sweep_columns() -> tuple[str, ...]:
+    """The metric columns of sweep tables (results.csv), derived from the registry: each
+    ensemble metric per split of its ``table``, each member metric's mean, min and max."""
+    columns = []
+    for split in ("test", "val"):
+        for name in METRICS.ordered():
+            metric = METRICS.get(name)
+            if split not in metric.table:
+                continue
+            if metric.scope == "member":
+                columns += [f"{split}/{name}_{stat}" for stat in ("mean", "min", "max")]
+            elif metric.scope == "ensemble":
+                columns.append(f"{split}/{name}")
+    return tuple(columns)
+
+
+def _member(compute: Any) -> Any:
+    return lambda out: compute(out).tolist()
+
+
+_register("member_accuracy", _member(lambda o: metrics.accuracy(o.log_probs, o.labels)),
+          "member", "max", "accuracy (%)", percent=True, table=("test",),
+          pair="ensemble_accuracy_mean")
+# KL(q||p_i) with one-hot q, i.e. the member's NLL (paper Fig. 2b x-axis)
+_register("member_kl", _member(lambda o: metrics.kl_to_target(o.log_probs, o.labels, log=True)),
+          "member", "min", "NLL = KL(q‖p) (nats)", pair="ensemble_nll")
+_register("member_brier", _member(lambda o: metrics.brier(o.probs, o.labels)),
+          "member", "min", "Brier", pair="ensemble_brier")
+_register("member_ece", _member(lambda o: metrics.expected_calibration_error(o.probs,
+                                                                            o.labels)),
+          "member", "min", "ECE (15 bins)", pair="ensemble_ece")
+_register("member_entropy", _member(lambda o: metrics.entropy(o.log_probs, log=True).mean(-1)),
+          "member", None, "mean entropy (nats)", pair="ensemble_entropy")
+_register("member_logit_norm", _member(lambda o: logit_norm(o.log_probs)),
+          "member", None, "centered logit norm")
+for _method in COMBINERS:
+    _register(f"ensemble_accuracy_{_method}",
+              lambda o, m=_method: (ensemble_predict(o.log_probs, m, log=True)
+                                    == o.labels).float().mean().item(),
+              "ensemble", "max", f"accuracy, {_method} (%)", percent=True,
+              table=("test", "val"))
+_register("ensemble_nll", lambda o: metrics.nll(o.ensemble, o.labels, log=True).item(),
+          "ensemble", "min", "NLL (nats)", table=("test",))
+_register("ensemble_brier", lambda o: metrics.brier(o.ensemble.exp(), o.labels).item(),
+          "ensemble", "min", "Brier")
+_register("ensemble_ece", lambda o: metrics.expected_calibration_error(o.ensemble.exp(),
+                                                                      o.labels).item(),
+          "ensemble", "min", "ECE (15 bins)")
+_register("ensemble_entropy", lambda o: metrics.entropy(o.ensemble, log=True).mean().item(),
+          "ensemble", None, "mean entropy (nats)")
+_register("js_matrix", lambda o: o.js[:o.n_members, :o.n_members].tolist(), "pairs", None,
+          "JS distance matrix (nats, Eq. 5)")
+_register("js_mean", lambda o: metrics.js_mean(o.js[:o.n_members, :o.n_members]),
+          "ensemble", None, "mean pairwise JS distance d (nats)", table=("test",))
+_register("js_to_ensemble", lambda o: o.js[:o.n_members, o.n_members].tolist(), "member",
+          None, "JS to ensemble (nats)")
+_register("disagreement", lambda o: metrics.disagreement(o.log_probs), "ensemble", None,
+          "disagreement (fraction of pairs × samples)", table=("test",))
+
 
 # A member ignores its input when its outputs barely move (mean L1 distance of p_i(.|x) from
 # the member's average output below COLLAPSE_SPREAD, out of a maximum of 2; healthy members
@@ -96,33 +242,10 @@ def evaluate_log_probs(
             f"evaluate_log_probs needs log_probs [N, B, C] and labels [B], got "
             f"{list(log_probs.shape)} and {list(labels.shape)}"
         )
-    log_probs = log_probs.float()
-    probs = log_probs.exp()
-    labels = labels.long()
-    out: dict[str, Any] = {
-        f"{prefix}/member_accuracy": metrics.accuracy(log_probs, labels).tolist(),
-        # KL(q||p_i) with one-hot q, i.e. the member's test NLL (paper Fig. 2b x-axis)
-        f"{prefix}/member_kl": metrics.kl_to_target(log_probs, labels, log=True).tolist(),
-        f"{prefix}/member_brier": metrics.brier(probs, labels).tolist(),
-        f"{prefix}/member_ece": metrics.expected_calibration_error(probs, labels).tolist(),
-        f"{prefix}/member_entropy": metrics.entropy(log_probs, log=True).mean(-1).tolist(),
-        f"{prefix}/member_logit_norm": logit_norm(log_probs).tolist(),
-    }
-    for method in COMBINERS:
-        predicted = ensemble_predict(log_probs, method, log=True)
-        out[f"{prefix}/ensemble_accuracy_{method}"] = (predicted == labels).float().mean().item()
-    ensemble = combine(log_probs, "mean", log=True)  # log p_ens [B, C]
-    out[f"{prefix}/ensemble_nll"] = metrics.nll(ensemble, labels, log=True).item()
-    out[f"{prefix}/ensemble_brier"] = metrics.brier(ensemble.exp(), labels).item()
-    out[f"{prefix}/ensemble_ece"] = metrics.expected_calibration_error(ensemble.exp(),
-                                                                      labels).item()
-    out[f"{prefix}/ensemble_entropy"] = metrics.entropy(ensemble, log=True).mean().item()
-    js = metrics.js_matrix_with_ensemble(log_probs, ensemble, log=True)  # [N+1, N+1]
-    n = log_probs.shape[0]
-    out[f"{prefix}/js_matrix"] = js[:n, :n].tolist()
-    out[f"{prefix}/js_mean"] = metrics.js_mean(js[:n, :n])
-    out[f"{prefix}/js_to_ensemble"] = js[:n, n].tolist()
-    out[f"{prefix}/disagreement"] = metrics.disagreement(log_probs)
+    outputs = Outputs(log_probs, labels)
+    out: dict[str, Any] = {f"{prefix}/{name}": _plain(METRICS.get(name).compute(outputs))
+                           for name in METRICS.ordered()}
+    labels, probs = outputs.labels, outputs.probs
     learned = learned_members(out[f"{prefix}/member_accuracy"], labels, learned_before)
     out[f"{prefix}/member_learned"] = learned
     out[f"{prefix}/member_ignores_input"] = ignores_input(probs)
@@ -130,3 +253,10 @@ def evaluate_log_probs(
     out[f"{prefix}/member_collapsed"] = states["collapsed"]
     out[f"{prefix}/member_not_learned"] = states["not_learned"]
     return out
+
+
+def _plain(value: Any) -> Any:
+    """A metric's value as JSON-ready Python: tensors become numbers or lists."""
+    if isinstance(value, torch.Tensor):
+        return value.item() if value.dim() == 0 else value.tolist()
+    return value

@@ -177,6 +177,12 @@ def _accumulation_dtype(dtype: torch.dtype, device: torch.device) -> torch.dtype
     return dtype if device.type == "mps" else torch.float64
 
 
+def _peer_chunk(log_p: torch.Tensor, classes: int) -> int:
+    """Peers per chunk so that one block of [..., N, chunk, B, classes] elements, every
+    leading dim (the K ensembles of a pack) included, stays near _KL_CHUNK_ELEMENTS."""
+    return max(1, _KL_CHUNK_ELEMENTS // max(1, log_p[..., 0].numel() * classes))
+
+
 def pairwise_kl(log_p: torch.Tensor, peer_log_p: torch.Tensor) -> torch.Tensor:
     """Per-sample KL(p_j || p_i) [..., N, M, B] from log-probabilities [..., N, B, C] and
     [..., M, B, C] (any leading dims, e.g. K ensembles of a pack).
@@ -187,8 +193,7 @@ def pairwise_kl(log_p: torch.Tensor, peer_log_p: torch.Tensor) -> torch.Tensor:
     the rounding left is ~1e-16 nats, far below any KL that matters. A per-sample KL that
     rounding still makes negative is clamped at 0. Peers go in chunks of a bounded block.
     """
-    *_, n, batch, _ = log_p.shape
-    chunk = max(1, _KL_CHUNK_ELEMENTS // max(1, n * batch * max(1, log_p[..., 0, 0, 0].numel())))
+    chunk = _peer_chunk(log_p, classes=1)
     by_sample = log_p.transpose(-3, -2).contiguous()  # [..., B, N, C]; contiguous: one BLAS call
     out = []
     for start in range(0, peer_log_p.shape[-3], chunk):
@@ -206,8 +211,7 @@ def _pairwise(log_p: torch.Tensor, peer_log_p: torch.Tensor,
               term: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> torch.Tensor:
     """[..., N, M, B] of ``term(log p_i, log p_j)`` [..., N, m, B, C] -> summed over classes,
     peers in chunks of a bounded block (an elementwise [N, M, B, C] tensor otherwise)."""
-    *_, n, batch, classes = log_p.shape
-    chunk = max(1, _KL_CHUNK_ELEMENTS // max(1, n * batch * classes))
+    chunk = _peer_chunk(log_p, classes=log_p.shape[-1])
     mine = log_p.unsqueeze(-3)  # [..., N, 1, B, C]
     out = [term(mine, peer_log_p[..., start:start + chunk, :, :].unsqueeze(-4)).sum(-1)
            for start in range(0, peer_log_p.shape[-3], chunk)]
@@ -236,7 +240,7 @@ def _squared_l2(log_p: torch.Tensor, peer_log_p: torch.Tensor) -> torch.Tensor:
 # Divergence D(p_j, p_i) of member i from peer j: per-sample [..., N, M, B] from
 # log-probabilities [..., N, B, C] (members) and [..., M, B, C] (peers).
 DIVERGENCES: Registry[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = \
-    Registry("divergence")
+    Registry("divergence", key="loss.divergence")
 DIVERGENCES.register("kl")(pairwise_kl)  # KL(p_j || p_i), the paper's Eq. 1
 DIVERGENCES.register("reverse_kl")(_reverse_kl)
 DIVERGENCES.register("js")(_js)
@@ -383,7 +387,7 @@ def interpolated_loss(logits: torch.Tensor, target: torch.Tensor,
 
 
 ObjectiveLoss = Callable[..., CoupledLoss]
-OBJECTIVES: Registry[ObjectiveLoss] = Registry("objective")
+OBJECTIVES: Registry[ObjectiveLoss] = Registry("objective", key="loss.objective")
 
 
 @OBJECTIVES.register("colearning")
@@ -437,7 +441,8 @@ class CoupledKLLoss(torch.nn.Module):
 
     def __init__(self, beta: float | torch.Tensor | np.ndarray | None = None, *,
                  beta_bar: float | None = None, peers: str = "detached",
-                 kl_reduction: str = "batchmean", reduction: str = "sum") -> None:
+                 kl_reduction: str = "batchmean", divergence: str = "kl",
+                 reduction: str = "sum") -> None:
         super().__init__()
         if reduction not in ("sum", "mean", "none"):
             raise ConfigError(f"unknown reduction {reduction!r}; valid: sum, mean, none")
@@ -446,15 +451,17 @@ class CoupledKLLoss(torch.nn.Module):
         if kl_reduction not in KL_REDUCTIONS:
             raise ConfigError(f"unknown kl_reduction {kl_reduction!r}; valid: "
                               f"{', '.join(KL_REDUCTIONS)}")
+        DIVERGENCES.get(divergence)  # an unknown name: one line, now
         self.beta, self.beta_bar = beta, beta_bar
         self.peers, self.kl_reduction, self.reduction = peers, kl_reduction, reduction
+        self.divergence = divergence
         self.last: CoupledLoss | None = None
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor,
                 frozen: torch.Tensor | None = None) -> torch.Tensor:
         self.last = coupled_loss(logits, target, self.beta, beta_bar=self.beta_bar,
                                  peers=self.peers, kl_reduction=self.kl_reduction,
-                                 frozen=frozen)
+                                 frozen=frozen, divergence=self.divergence)
         total = self.last.total
         return total.sum() if self.reduction == "sum" else (
             total.mean() if self.reduction == "mean" else total)
@@ -463,4 +470,4 @@ class CoupledKLLoss(torch.nn.Module):
         coupling = f"beta_bar={self.beta_bar}" if self.beta_bar is not None else \
             f"beta={self.beta}"
         return (f"{coupling}, peers={self.peers!r}, kl_reduction={self.kl_reduction!r}, "
-                f"reduction={self.reduction!r}")
+                f"divergence={self.divergence!r}, reduction={self.reduction!r}")

@@ -18,7 +18,7 @@ from torch import nn
 from colearning.errors import ConfigError
 from colearning.registry import Registry
 
-MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
+MODELS: Registry[Callable[..., nn.Module]] = Registry("model", key="model.name")
 
 
 def xavier_init(module: nn.Module) -> nn.Module:
@@ -84,7 +84,7 @@ def check_model_options(name: str, options: dict[str, object]) -> None:
                               f"{', '.join(valid) or 'none'}")
 
 
-@MODELS.register("lenet5")
+@MODELS.register("lenet5", augment=False, batch_size=512)  # paper Supp.
 def lenet5(num_classes: int, in_channels: int, image_size: int) -> nn.Module:
     """LeNet-5 of paper Table S1: conv 6-16-120 (5x5), FC 84, ReLU, 2x2 max-pooling."""
     after_pools = ((image_size - 4) // 2 - 4) // 2  # spatial size entering Conv3
@@ -107,7 +107,7 @@ def lenet5(num_classes: int, in_channels: int, image_size: int) -> nn.Module:
 VGG9_PLAN: Sequence[int | str] = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")
 
 
-@MODELS.register("vgg9")
+@MODELS.register("vgg9", augment=True, batch_size=256)  # paper Supp.
 def vgg9(num_classes: int, in_channels: int, image_size: int) -> nn.Module:
     """VGG-9 of paper Table S2: eight 3x3 conv+BN+ReLU layers, five max-pools, one FC."""
     if image_size % 32 != 0:

@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from colearning.config import CHOICES, LossConfig
-from colearning.couplings import COUPLINGS, SCHEDULES, beta_factor, coupling_matrix
+from colearning.config import LossConfig, config_from_dict
+from colearning.couplings import COUPLINGS, beta_factor, coupling_matrix
 from colearning.errors import ConfigError
 from colearning.losses import beta_matrix
 
@@ -73,9 +73,44 @@ def test_schedules():
     assert [beta_factor(step, e, 10) for e in (0, 2, 3, 6)] == pytest.approx([1, 1, 0.1, 0.01])
 
 
-def test_choices_are_the_registries():
-    assert sorted(CHOICES["loss.coupling"]) == COUPLINGS.names()
-    assert sorted(CHOICES["loss.beta_schedule"]) == SCHEDULES.names()
+def test_couplings_declare_how_their_strength_is_given():
+    from colearning.couplings import strength_in_options
+
+    assert {name: COUPLINGS.meta(name)["strength"] for name in COUPLINGS} == {
+        "communities": "options", "matrix": "matrix", "random": "beta", "ring": "beta",
+        "star": "beta", "uniform": "beta"}
+    assert strength_in_options(loss(coupling="communities"))
+    assert not strength_in_options(loss(beta=[[0.0, 1.0], [1.0, 0.0]]))
+    for key in ("optim.schedule", "loss.beta_schedule"):  # validated by the registry itself
+        with pytest.raises(ConfigError, match="unknown schedule 'linear'; valid: constant, "
+                                              "cosine, step, warmup"):
+            config_from_dict({key.split(".")[0]: {key.split(".")[1]: "linear"}})
+
+
+def test_one_schedule_registry_for_the_learning_rate_and_the_coupling():
+    from colearning.schedules import uses_length
+    from colearning.training.setup import learning_rate
+
+    config = config_from_dict({"optim": {"lr": 0.1, "schedule": "step",
+                                         "schedule_options": {"every": 3, "gamma": 0.1}},
+                               "train": {"epochs": 10}})
+    lrs = [learning_rate(config, e) for e in (0, 2, 3, 6)]
+    assert lrs == pytest.approx([0.1, 0.1, 0.01, 0.001])
+    step = loss(beta_schedule="step", beta_schedule_options={"every": 3, "gamma": 0.1})
+    assert [beta_factor(step, e, 10) for e in (0, 2, 3, 6)] == pytest.approx(
+        [lr / 0.1 for lr in lrs])
+    assert uses_length("cosine", {}) and uses_length("step", {"gamma": 0.5})
+    assert not uses_length("step", {"every": 2}) and not uses_length("constant", {})
+    with pytest.raises(ConfigError, match="unknown option 'q' of schedule step"):
+        config_from_dict({"optim": {"schedule": "step", "schedule_options": {"q": 1}}})
+
+
+def test_configs_written_before_schedule_options_still_load():
+    """optim.step_size / optim.gamma (before 0.3) are the step schedule's every / gamma."""
+    old = config_from_dict({"optim": {"schedule": "step", "step_size": 50, "gamma": 0.1}})
+    assert old.optim.schedule_options == {"every": 50, "gamma": 0.1}
+    assert config_from_dict({"optim": {"step_size": 50, "gamma": 0.1}}).optim.schedule_options \
+        == {}
 
 
 def test_labels_name_topology_options_schedule_and_target():

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from colearning.errors import ConfigError
 from colearning.losses import DIVERGENCES, coupled_loss
 
 
@@ -99,3 +100,30 @@ def test_negative_correlation_identity_at_beta_bar_minus_one():
     q = torch.nn.functional.one_hot(labels, 5).double()
     for i in range(n):
         torch.testing.assert_close(logits.grad[i], (p_ens - q) / batch)
+
+
+def test_peer_chunks_count_every_ensemble_of_a_pack(monkeypatch):
+    """The block of one chunk stays bounded with K ensembles too, and chunking changes no
+    number: a pack [K, N, B, C] under a tiny block equals it unchunked, for every term."""
+    import colearning.losses as losses
+
+    log_p = torch.randn(4, 3, 5, 10, dtype=torch.float64).log_softmax(-1)
+    assert losses._peer_chunk(log_p, classes=10) == losses._KL_CHUNK_ELEMENTS // (4 * 3 * 5 * 10)
+    whole = {name: losses.DIVERGENCES.get(name)(log_p, log_p) for name in losses.DIVERGENCES}
+    monkeypatch.setattr(losses, "_KL_CHUNK_ELEMENTS", 4 * 3 * 5 * 10)  # one peer per chunk
+    assert losses._peer_chunk(log_p, classes=10) == 1
+    for name, value in whole.items():
+        torch.testing.assert_close(losses.DIVERGENCES.get(name)(log_p, log_p), value)
+
+
+def test_the_loss_module_takes_the_divergence():
+    from colearning.losses import CoupledKLLoss, coupled_loss
+
+    logits, labels = torch.randn(3, 6, 4), torch.tensor([0, 1, 2, 3, 0, 1])
+    module = CoupledKLLoss(beta=-0.5, divergence="js", reduction="none")
+    want = coupled_loss(logits, labels, beta=-0.5, divergence="js").total
+    torch.testing.assert_close(module(logits, labels), want)
+    assert not torch.allclose(want, coupled_loss(logits, labels, beta=-0.5).total)
+    assert "divergence='js'" in repr(module)
+    with pytest.raises(ConfigError, match="unknown divergence 'emd'"):
+        CoupledKLLoss(divergence="emd")

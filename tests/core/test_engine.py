@@ -9,6 +9,7 @@ from torch import nn
 
 from colearning import ConfigError, Ensemble, build_model, coupled_loss
 from colearning.grouped import chunk_sizes as _chunk_sizes
+from colearning.optim import StackedSGD
 
 STRATEGIES = ["loop", "grouped", "vmap"]
 
@@ -284,13 +285,16 @@ def test_bad_construction():
 
 
 def test_stacked_sgd_equals_per_member_sgd():
+    """The trainer's optimizer (StackedSGD over the engine's stacked parameters, one learning
+    rate and weight decay per member) takes the steps of one torch.optim.SGD per member."""
     torch.manual_seed(0)
-    ens = Ensemble(lambda: build_model("mlp", in_channels=1, image_size=4), 3, seed=0)
-    members = [ens.member(i) for i in range(3)]
-    opt = torch.optim.SGD(ens.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
-    opts = [torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
-            for m in members]
-    for _ in range(3):
+    n, lr, decay = 3, [0.1, 0.03, 0.2], [5e-4, 0.0, 1e-2]
+    ens = Ensemble(lambda: build_model("mlp", in_channels=1, image_size=4), n, seed=0)
+    members = [ens.member(i) for i in range(n)]
+    opt = StackedSGD(ens.parameters(), lr=lr, weight_decay=decay, momentum=0.9)
+    opts = [torch.optim.SGD(m.parameters(), lr=lr[i], momentum=0.9, weight_decay=decay[i])
+            for i, m in enumerate(members)]
+    for _ in range(4):
         x, y = torch.randn(8, 1, 4, 4), torch.randint(0, 10, (8,))
         opt.zero_grad()
         coupled_loss(ens(x), y, -0.2).total.sum().backward()
@@ -300,9 +304,16 @@ def test_stacked_sgd_equals_per_member_sgd():
         coupled_loss(torch.stack([m(x) for m in members]), y, -0.2).total.sum().backward()
         for o in opts:
             o.step()
+    names = {id(p): name for name, p in ens.stacked_parameters().items()}
+    assert sorted(names[id(p)] for p in opt.params) == sorted(names.values())
     for i, m in enumerate(members):
-        for name, p in m.named_parameters():
-            torch.testing.assert_close(ens.stacked_parameters()[name][i], p)
+        params = dict(m.named_parameters())
+        for p, buffer in zip(opt.params, opt.buffers, strict=True):
+            want = params[names[id(p)]]
+            # to rounding: StackedSGD fuses decay and learning rate with addcmul
+            torch.testing.assert_close(p[i].detach(), want.detach(), rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(buffer[i], opts[i].state[want]["momentum_buffer"],
+                                       rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("shape, layers", [

@@ -1,12 +1,27 @@
-"""make_split: the official split (optionally subsampled) and seeded random pooled splits."""
+"""split_indices and take: the official split (optionally subsampled) and seeded random
+pooled splits."""
 
 from __future__ import annotations
+
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from colearning.data import RawDataset, make_split
+from colearning.data import RawDataset, split_indices, take
 from colearning.errors import ConfigError
+
+
+def make_split(raw: RawDataset, split: str = "official", **options) -> SimpleNamespace:
+    """Each side's pooled indices (``train_indices``, ...) and its images and labels
+    (``train_x``, ``train_y``, ...) as take reads them; val None without val_size."""
+    indices = split_indices(len(raw.train_y), len(raw.test_y), split, **options)
+    sides = {}
+    for side in ("train", "test", "val"):
+        chosen = getattr(indices, side)
+        x, y = take(raw, chosen) if chosen is not None else (None, None)
+        sides.update({f"{side}_indices": chosen, f"{side}_x": x, f"{side}_y": y})
+    return SimpleNamespace(**sides)
 
 
 @pytest.fixture

@@ -63,15 +63,15 @@ def test_failed_cell_is_recorded_and_interrupted_cell_resumes(tmp_path, monkeypa
     assert (bad.name, good.name) == ("batch_size5000_seed0", "batch_size100_seed0")
 
     # A real SIGTERM during the good cell's first epoch: it checkpoints and stops.
-    import colearning.training.loop as train_module
+    import colearning.training.records as records
 
-    real_save = train_module.save_checkpoint
+    real_save = records.save_checkpoint
 
     def save_then_stop(*args, **kwargs):
         real_save(*args, **kwargs)
         os.kill(os.getpid(), signal.SIGTERM)
 
-    monkeypatch.setattr(train_module, "save_checkpoint", save_then_stop)
+    monkeypatch.setattr(records, "save_checkpoint", save_then_stop)
     prepare(spec, out)
     good_dir = out / CELLS / good.name
     outcome = run_cell(good.config, str(good_dir))

@@ -1,26 +1,29 @@
-"""Datasets as uint8 arrays, train/test splits, and batched on-device augmentation.
+"""Datasets as uint8 arrays, train/test splits as pooled indices, and batched on-device
+augmentation.
 
 raw = load_dataset("cifar10")                      # RawDataset, official train/test
-split = make_split(raw, "random", seed=3)          # pooled images, redrawn per seed
-x = to_tensors(split.train_x, "cuda", mean=m, std=s)
-x = augment_batch(x[:128], generator)              # random crop + flip, no Python loop
+sides = split_indices(len(raw.train_y), len(raw.test_y), "random", seed=3)  # pooled, per seed
+images, labels = take(raw, sides.train)            # uint8 [n, C, H, W], int64 [n]
+mean, std = channel_stats(images)                  # per channel, on the [0, 1] scale
+x = torch.from_numpy(images[:128]).float() / 255   # one batch, pixels in [0, 1]
+x = augment_batch(x, generator)                    # random crop + flip, no Python loop
+
+The training run keeps the pool on the device and converts batches there
+(:mod:`colearning.training.data`).
 """
 
-from colearning.data.augment import augment_batch, channel_stats, to_tensors
+from colearning.data.augment import augment_batch, channel_stats
 from colearning.data.raw import RawDataset
 from colearning.data.sources import DATASETS, load_dataset
-from colearning.data.split import Split, SplitIndices, make_split, split_indices, take
+from colearning.data.split import SplitIndices, split_indices, take
 
 __all__ = [
     "DATASETS",
     "RawDataset",
-    "Split",
     "SplitIndices",
     "augment_batch",
     "channel_stats",
     "load_dataset",
-    "make_split",
     "split_indices",
     "take",
-    "to_tensors",
 ]

@@ -1,47 +1,14 @@
-"""Images to float tensors on the training device, and batched random crop + flip there."""
+"""Per-channel statistics of uint8 images, and batched random crop + flip on the device."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from colearning.errors import ConfigError
-
-
-def to_tensors(
-    x: np.ndarray,
-    device: torch.device | str,
-    *,
-    mean: Sequence[float] | None = None,
-    std: Sequence[float] | None = None,
-) -> torch.Tensor:
-    """uint8 [n, C, H, W] -> float32 [n, C, H, W] in [0, 1] on ``device``, then (x-mean)/std.
-
-    ``mean`` and ``std`` have one value per channel (on the [0, 1] scale, see
-    :func:`channel_stats`); give both or neither.
-    """
-    if x.dtype != np.uint8 or x.ndim != 4:
-        raise ConfigError(f"to_tensors expects uint8 [n, C, H, W], got {x.dtype} {list(x.shape)}")
-    if (mean is None) != (std is None):
-        raise ConfigError("to_tensors needs both mean and std, or neither")
-    # Move the uint8 bytes, a quarter of the float32 size, and convert on the device.
-    images = torch.from_numpy(np.ascontiguousarray(x)).to(device).float().div_(255)
-    if mean is not None and std is not None:
-        channels = x.shape[1]
-        if len(mean) != channels or len(std) != channels:
-            raise ConfigError(
-                f"mean and std need {channels} values (one per channel), "
-                f"got {len(mean)} and {len(std)}"
-            )
-        if min(std) <= 0:
-            raise ConfigError(f"std must be positive, got {list(std)}")
-        shift = torch.tensor(mean, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
-        scale = torch.tensor(std, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
-        images.sub_(shift).div_(scale)
-    return images
 
 
 def channel_stats(x: np.ndarray | Iterable[np.ndarray]) -> tuple[list[float], list[float]]:
@@ -59,8 +26,8 @@ def channel_stats(x: np.ndarray | Iterable[np.ndarray]) -> tuple[list[float], li
             )
         if total is None:
             total, squares = np.zeros(part.shape[1], np.int64), np.zeros(part.shape[1], np.int64)
-        # Exact integer sums over chunks: no float copy of the whole array, ~5x faster than
-        # bincount.
+        # Exact integer sums over chunks: no float copy of the whole array, and faster than
+        # bincount (README, "Speed").
         for start in range(0, len(part), 2048):
             chunk = part[start : start + 2048].astype(np.int32)
             total += chunk.sum(axis=(0, 2, 3), dtype=np.int64)

@@ -17,7 +17,7 @@ from colearning.errors import ConfigError, DataError
 from colearning.registry import Registry
 
 Loader = Callable[..., RawDataset]
-DATASETS: Registry[Loader] = Registry("dataset")
+DATASETS: Registry[Loader] = Registry("dataset", key="data.name")
 
 # scikit-learn's digits have no official split; ours is fixed: the first 1,437 images
 # (80%) train, the last 360 test.
@@ -49,7 +49,8 @@ def load_digits(
     """scikit-learn's 1,797 8x8 digits as uint8 [n, 1, 8, 8]; ``path`` and the rest are unused.
 
     Read straight from the CSV that scikit-learn bundles (what its ``load_digits`` reads),
-    without importing scikit-learn: that import alone took ~2 s of every quick start.
+    without importing scikit-learn, whose import alone was a large part of every quick
+    start (README, "Speed").
     """
     counts, labels = _digits_table()
     # Pixel values are counts 0..16; stretch them to the usual 0..255 range.

@@ -1,4 +1,5 @@
-"""Train/test splits of a RawDataset: the official one (optionally subsampled) or a random one."""
+"""Train/test splits of a RawDataset as pooled indices: the official one (optionally
+subsampled) or a random one."""
 
 from __future__ import annotations
 
@@ -10,25 +11,6 @@ from colearning.data.raw import RawDataset
 from colearning.errors import ConfigError
 
 SPLITS = ("official", "random")
-
-
-@dataclass
-class Split:
-    """Images uint8 [n, C, H, W], labels int64 [n], and each image's index in the pool.
-
-    The pool is the official train side followed by the official test side, so index
-    ``i < n_train`` is official train image ``i`` and ``n_train + j`` is test image ``j``.
-    """
-
-    train_x: np.ndarray
-    train_y: np.ndarray
-    test_x: np.ndarray
-    test_y: np.ndarray
-    test_indices: np.ndarray
-    train_indices: np.ndarray
-    val_x: np.ndarray | None = None  # held out of the training split (val_size > 0)
-    val_y: np.ndarray | None = None
-    val_indices: np.ndarray | None = None
 
 
 @dataclass
@@ -51,9 +33,20 @@ def split_indices(
     val_size: int = 0,
     seed: int = 0,
 ) -> SplitIndices:
-    """Which pooled images each side of a split gets (see :func:`make_split`), without
-    touching the images: a pack of sweep cells keeps one pool on the device and one set of
-    indices per cell."""
+    """Which pooled images each side of a split gets, without touching the images (a pack
+    of sweep cells keeps one pool on the device and one set of indices per cell; :func:`take`
+    reads the images of a side).
+
+    "official": every image of each side, or with ``train_size``/``test_size`` a random
+    subset of that side drawn with ``seed``. "random": one permutation of the pooled images
+    from ``np.random.default_rng(seed)``; test is its first ``test_size`` images (default:
+    the official test size), train the next ``train_size`` (default: all the rest). Indices
+    are returned sorted, so images keep their pooled order. Same arguments, same split.
+
+    ``val_size`` images are then held out of the training split for validation (model and
+    coupling selection), drawn per seed from a stream of their own, so ``val_size=0`` gives
+    exactly the split of the same arguments without it and the test split never changes.
+    """
     rng = np.random.default_rng(seed)
     if split == "official":
         train_size = _size(
@@ -99,45 +92,6 @@ def split_indices(
         val_indices, train_indices = train_indices[held], train_indices[~held]
     return SplitIndices(train_indices.astype(np.int64), test_indices.astype(np.int64),
                         None if val_indices is None else val_indices.astype(np.int64))
-
-
-def make_split(
-    raw: RawDataset,
-    split: str = "official",
-    *,
-    train_size: int | None = None,
-    test_size: int | None = None,
-    val_size: int = 0,
-    seed: int = 0,
-) -> Split:
-    """The ``split`` of ``raw``: "official" (its own sides) or "random" (pool, then redraw).
-
-    "official": every image of each side, or with ``train_size``/``test_size`` a random
-    subset of that side drawn with ``seed``. "random": one permutation of the pooled images
-    from ``np.random.default_rng(seed)``; test is its first ``test_size`` images (default:
-    the official test size), train the next ``train_size`` (default: all the rest). Indices
-    are returned sorted, so images keep their pooled order. Same arguments, same split.
-
-    ``val_size`` images are then held out of the training split for validation (model and
-    coupling selection), drawn per seed from a stream of their own, so ``val_size=0`` gives
-    exactly the split of the same arguments without it and the test split never changes.
-    """
-    indices = split_indices(len(raw.train_y), len(raw.test_y), split, train_size=train_size,
-                            test_size=test_size, val_size=val_size, seed=seed)
-    train_x, train_y = take(raw, indices.train)
-    test_x, test_y = take(raw, indices.test)
-    val_x, val_y = take(raw, indices.val) if indices.val is not None else (None, None)
-    return Split(
-        train_x=train_x,
-        train_y=train_y,
-        test_x=test_x,
-        test_y=test_y,
-        test_indices=indices.test,
-        train_indices=indices.train,
-        val_x=val_x,
-        val_y=val_y,
-        val_indices=indices.val,
-    )
 
 
 # Second entropy word of the validation stream: np.random.default_rng([seed, _VAL_STREAM]).

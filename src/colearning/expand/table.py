@@ -38,6 +38,7 @@ from typing import Any
 from colearning import rundir
 from colearning.config import read_yaml
 from colearning.errors import ConfigError, RunDirError
+from colearning.metrics.statistics import mean_std
 from colearning.sweep.layout import CELLS, cell_status
 from colearning.sweep.spec import spec_from_dict
 from colearning.sweep.table import to_csv
@@ -158,12 +159,6 @@ def cell_name(method: Method, seed: int) -> str:
 
 
 # ------------------------------------------------------------------------- the table
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    if not values:
-        return math.nan, math.nan
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else math.nan
-
-
 def _final(cell_dir: Path) -> dict[str, Any] | None:
     """The summary of a finished cell, else None."""
     if cell_status(cell_dir) != "finished":
@@ -189,8 +184,8 @@ def table_s5(out: str | Path) -> list[dict[str, Any]]:
         members = [100 * statistics.fmean(f["test/member_accuracy"])
                    for f in finals.values() if f is not None]
         deltas = [accs[s] - 100 * base[s][METRIC] for s in accs if base[s] is not None]
-        mean, std = _mean_std(list(accs.values()))
-        delta_mean, delta_std = _mean_std(deltas)
+        mean, std = mean_std(list(accs.values()))
+        delta_mean, delta_std = mean_std(deltas)
         paper = PAPER.get(method.key)
         table.append({
             "method": method.key, "label": method.label, "beta": method.beta,
@@ -198,7 +193,7 @@ def table_s5(out: str | Path) -> list[dict[str, Any]]:
             "accuracy_mean": mean, "accuracy_std": std, "count": len(accs),
             "n_seeds": len(spec.seeds), "n_diverged": statuses.count("diverged"),
             "delta_mean": delta_mean, "delta_std": delta_std,
-            "member_accuracy_mean": _mean_std(members)[0],
+            "member_accuracy_mean": mean_std(members)[0],
             "per_seed": " ".join(f"{accs[s]:.2f}" for s in sorted(accs)),
             "paper": f"{paper[0]:.2f} ± {paper[1]:.2f}" if paper else "",
         })

@@ -24,7 +24,7 @@ from .reliability import ReliabilityBins, reliability_bins
 from .statistics import accuracy_change, rescued_count, spearman
 
 # The embedding (MDS: scikit-learn, scipy) is for reports only: imported on first use, so a
-# training run does not pay its ~1 s of imports.
+# training run does not pay for its imports (README, "Speed").
 _LAZY = {name: "embedding" for name in ("align_to", "embedding_distance_correlation",
                                          "mds_embed", "mds_trajectory")}
 _LAZY.update({name: "trajectory" for name in ("distance_matrix_with_ensemble",

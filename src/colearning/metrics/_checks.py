@@ -134,7 +134,7 @@ def correlation(a: np.ndarray, b: np.ndarray, method: str) -> tuple[float, float
     """
     if np.all(a == a[0]) or np.all(b == b[0]):
         return float("nan"), float("nan")
-    from scipy import stats  # here, not at import: scipy.stats costs ~1 s of every start-up
+    from scipy import stats  # here, not at import: scipy.stats slows every start-up
     test = {"pearson": stats.pearsonr, "spearman": stats.spearmanr}[method]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", stats.ConstantInputWarning)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -73,3 +75,16 @@ def accuracy_change(acc_per_epoch: Any) -> Tensor:
             f"acc_per_epoch must have shape [T] (T >= 1) or [..., T], got {shape_str(acc)}"
         )
     return torch.diff(acc, dim=-1).abs()
+
+
+def mean_std(values: Iterable[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof = 1) of ``values``: the one spread over
+    seeds or members this library reports. NaN for the std of one value; both NaN for none.
+    """
+    values = [float(v) for v in values]
+    if not values:
+        return math.nan, math.nan
+    mean = math.fsum(values) / len(values)
+    if len(values) < 2:
+        return mean, math.nan
+    return mean, math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (len(values) - 1))

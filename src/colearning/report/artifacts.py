@@ -2,6 +2,7 @@
 
     run = load_artifacts("runs/demo")
     run.n_members, run.coupling, run.log_probs.shape    # 2, 'β=-0.2', (2, 2000, 10)
+    run.tag                                             # 'N=2, β=-0.2', in every figure title
 
 Nothing here trains or evaluates a network: metrics come from metrics.jsonl and
 summary.json, per-sample numbers from predictions.npz, structure statistics from
@@ -21,9 +22,11 @@ import torch
 
 from colearning import rundir
 from colearning.config import Config, config_from_dict, read_yaml
+from colearning.couplings import coupling_label, coupling_matrix, strength_in_options
 from colearning.errors import ColearningError, ConfigError, RunDirError
 from colearning.metrics.structure import weight_layers
 from colearning.models import build_model
+from colearning.sweep.table import coupling
 
 # Any size every registered model accepts: the layer order (which is all the names need)
 # does not depend on it.
@@ -54,7 +57,26 @@ class RunArtifacts:
 
     @property
     def coupling(self) -> str:
-        return coupling_label(self.config)
+        """The coupling's label (:func:`colearning.couplings.coupling_label`; left out when it
+        is plain ``uniform``) and its strength as the sweep tables give it
+        (:func:`colearning.sweep.table.coupling`): ``β=-0.2``, ``β̄=-1 (β=-0.25)``,
+        ``ring(k=2), β̄=-1`` (a graph's beta_bar: per-edge couplings differ from beta_bar / N),
+        ``communities(beta_in=0.1,beta_out=-0.1,groups=2), mean β=-0.0333`` (the mean
+        off-diagonal coupling), ``matrix``."""
+        loss, n = self.config.loss, self.config.ensemble.n_members
+        label = coupling_label(loss)
+        _, beta, beta_bar = coupling(self.config.to_dict(), coupling_matrix(loss, n))
+        if beta is None:  # a matrix: the label says it
+            strength = ""
+        elif loss.beta_bar is not None:
+            strength = f"β̄={beta_bar:g}" + (f" (β={beta:.3g})" if loss.coupling == "uniform"
+                                           else "")
+        elif loss.beta is None and strength_in_options(loss):
+            strength = f"mean β={beta:.3g}"
+        else:
+            strength = f"β={beta:g}"
+        return ", ".join(part for part in (label if label != "uniform" else "", strength)
+                         if part)
 
     @property
     def tag(self) -> str:
@@ -82,16 +104,6 @@ class RunArtifacts:
     def final(self) -> dict[str, Any]:
         """The last epoch's metrics (empty when no epoch completed)."""
         return self.metrics[-1] if self.metrics else {}
-
-
-def coupling_label(config: Config) -> str:
-    """``β=-0.2``, ``β̄=-1 (β=-0.2)`` or ``β=matrix``, from loss.beta / loss.beta_bar."""
-    loss, n = config.loss, config.ensemble.n_members
-    if isinstance(loss.beta, list):
-        return "β=matrix"
-    if loss.beta_bar is not None:
-        return f"β̄={loss.beta_bar:g} (β={loss.beta_bar / n:.3g})"
-    return f"β={0.0 if loss.beta is None else loss.beta:g}"
 
 
 def load_artifacts(path: str | Path) -> RunArtifacts:

@@ -23,7 +23,7 @@ from colearning.report.artifacts import RunArtifacts, load_artifacts, read_predi
 from colearning.report.figures import report_folder
 from colearning.report.html import Section, Table, render_page, write_page
 
-MAX_MDS_EPOCHS = 30  # MDS per epoch costs ~0.05 s; longer runs are subsampled evenly
+MAX_MDS_EPOCHS = 30  # MDS time grows with the epochs; longer runs are subsampled evenly
 MDS_RANDOM_STARTS = 1  # besides the classical-MDS start, which is usually the best already
 COMBINERS = ("mean", "geometric", "vote")
 

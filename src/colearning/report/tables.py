@@ -6,22 +6,26 @@ member, then the mean ± std over members and the value at initialization.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
+from colearning.combiners import COMBINERS
+from colearning.evaluation import METRICS, metric_names
+from colearning.metrics import statistics
 from colearning.report.html import Table
 
 
 def mean_std(values: Sequence[float], fmt: str = "{:.3g}") -> str:
-    """``"0.45 ± 0.063"``: mean (``fmt``) and population std over members (2 significant
-    digits); NaNs are ignored."""
-    array = np.asarray(values, dtype=float)
-    array = array[np.isfinite(array)]
-    if array.size == 0:
+    """``"0.45 ± 0.063"``: mean (``fmt``) and sample std (ddof = 1, 2 significant digits)
+    over members; NaNs are ignored."""
+    finite = [v for v in np.asarray(values, dtype=float).tolist() if math.isfinite(v)]
+    if not finite:
         return "n/a"
-    return f"{fmt.format(array.mean())} ± {array.std():.2g}"
+    mean, std = statistics.mean_std(finite)
+    return f"{fmt.format(mean)} ± {std:.2g}"
 
 
 def _members(n: int) -> list[str]:
@@ -81,43 +85,54 @@ def _num(x: Any, fmt: str = "{:.4g}") -> str:
     return "n/a" if _missing(x) else fmt.format(x)
 
 
+def _metric(value: Any, percent: bool) -> str:
+    return _pct(value) if percent else _num(value)
+
+
 def final_metrics_table(final: dict[str, Any]) -> Table:
-    """Per member and for the mean ensemble: accuracy, NLL, Brier, ECE, entropy, JS, collapse."""
+    """Per member and for the mean ensemble: every registered per-member metric
+    (:data:`colearning.evaluation.METRICS`; the ensemble row shows each one's ensemble
+    counterpart), and whether the member collapsed."""
     n = len(final["test/member_accuracy"])
 
     def member(key: str) -> list[Any]:
         return final.get(key) or [None] * n
 
+    names = list(metric_names("member"))
     dead = member("test/member_dead_layers")
     rows = []
     for i in range(n):
-        flag = "yes" if member("test/member_collapsed")[i] else "no"
+        flag = ("yes" if member("test/member_collapsed")[i] else
+                "not learned" if member("test/member_not_learned")[i] else "no")
         if dead[i]:
             flag += f" (dead: {', '.join(dead[i])})"
-        rows.append([f"member {i}", _pct(member("test/member_accuracy")[i]),
-                     *(_num(member(f"test/member_{key}")[i])
-                       for key in ("kl", "brier", "ece", "entropy")),
-                     _num(member("test/js_to_ensemble")[i]), flag])
-    rows.append(["ensemble (mean)", _pct(final.get("test/ensemble_accuracy_mean")),
-                 *(_num(final.get(f"test/ensemble_{key}"))
-                   for key in ("nll", "brier", "ece", "entropy")), "0", ""])
-    header = ["model", "accuracy (%)", "NLL = KL(q‖p) (nats)", "Brier", "ECE (15 bins)",
-              "mean entropy (nats)", "JS to ensemble (nats)", "collapsed"]
+        rows.append([f"member {i}", *(_metric(member(f"test/{name}")[i],
+                                              METRICS.get(name).percent) for name in names),
+                     flag])
+    pairs = [METRICS.get(name).pair for name in names]
+    rows.append(["ensemble (mean)",
+                 *(_metric(final.get(f"test/{pair}"), METRICS.get(pair).percent) if pair
+                   else "" for pair in pairs), ""])
+    header = ["model", *(METRICS.get(name).title for name in names), "collapsed"]
     return Table(f"Final test metrics (epoch {final['epoch']})", header, rows)
 
 
 def ensemble_table(final: dict[str, Any]) -> Table:
-    """Ensemble accuracy per combiner against the members, plus diversity measures."""
+    """Ensemble accuracy per combiner against the members, and every other registered
+    ensemble-wide metric (diversity among them)."""
     members = np.array([np.nan if a is None else a for a in final["test/member_accuracy"]])
     ensemble = final.get("test/ensemble_accuracy_mean")
     gain = np.nan if ensemble is None else 100 * (ensemble - np.nanmax(members))
-    rows = [[f"ensemble, {method}", _pct(final.get(f"test/ensemble_accuracy_{method}"))]
-            for method in ("mean", "geometric", "vote")]
+    accuracies = [f"ensemble_accuracy_{method}" for method in COMBINERS]
+    rows = [[f"ensemble, {name.rpartition('_')[2]}", _pct(final.get(f"test/{name}"))]
+            for name in accuracies]
     rows += [["best member", _pct(np.nanmax(members))],
              ["member mean", _pct(np.nanmean(members))],
-             ["ensemble (mean) − best member (points)", f"{gain:+.2f}"],
-             ["mean pairwise JS distance d (nats)", _num(final.get("test/js_mean"))],
-             ["disagreement (fraction of pairs × samples)", _num(final.get("test/disagreement"))]]
+             ["ensemble (mean) − best member (points)", f"{gain:+.2f}"]]
+    paired = {METRICS.get(name).pair for name in metric_names("member")}
+    rows += [[METRICS.get(name).title, _metric(final.get(f"test/{name}"),
+                                               METRICS.get(name).percent)]
+             for name in metric_names("ensemble") if name not in accuracies + list(paired)]
     return Table(f"Ensemble vs members (epoch {final['epoch']})", ["quantity", "value"], rows)
 
 

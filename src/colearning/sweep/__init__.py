@@ -12,11 +12,11 @@ figures and HTML page are :mod:`colearning.report.sweep`.
 
 from colearning.sweep.layout import load_sweep_spec
 from colearning.sweep.runner import SweepResult, run_sweep
-from colearning.sweep.spec import Cell, SweepSpec, load_spec, spec_from_dict
+from colearning.sweep.spec import SweepCell, SweepSpec, load_spec, spec_from_dict
 from colearning.sweep.table import load_results, write_tables
 
 __all__ = [
-    "Cell",
+    "SweepCell",
     "SweepResult",
     "SweepSpec",
     "load_results",

@@ -28,7 +28,10 @@ from typing import Any
 
 from scipy import stats
 
+from colearning.config import keys_tagged
+from colearning.couplings import COUPLINGS
 from colearning.errors import ConfigError
+from colearning.metrics.statistics import mean_std
 from colearning.sweep.layout import load_sweep_spec
 from colearning.sweep.table import cell_rows, facet_keys
 
@@ -51,7 +54,7 @@ def label(row: dict[str, Any], extra: Sequence[str] = ()) -> str:
         name = REFERENCE
     else:
         topology = str(row.get("coupling") or "uniform").split("(")[0].split("+")[0]
-        if topology in ("matrix", "communities") or row.get("beta_bar") is None:
+        if COUPLINGS.meta(topology)["strength"] != "beta" or row.get("beta_bar") is None:
             name = "colearning"
         else:
             name = f"colearning beta_bar={float(row['beta_bar']):g}"
@@ -69,8 +72,8 @@ def _others(row: dict[str, Any], extra: Sequence[str]) -> list[str]:
 
 # What a cell's config may differ in from another cell of its configuration and seed and
 # still be the same training: uncoupled cells ignore every coupling key.
-_UNCOUPLED_KEYS = ("beta", "beta_bar", "divergence", "coupling", "coupling_options",
-                   "beta_schedule", "beta_schedule_options", "target_js")
+# what independent training (every coupling 0) does not depend on
+_UNCOUPLED_KEYS = tuple(key.removeprefix("loss.") for key in keys_tagged("coupling"))
 
 
 def _fingerprint(config: dict[str, Any], independent: bool) -> dict[str, Any]:
@@ -86,15 +89,6 @@ def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
         return [d for key in sorted(set(a) | set(b))
                 for d in _differences(a.get(key), b.get(key), f"{prefix}{key}.")]
     return [] if a == b else [prefix.rstrip(".")]
-
-
-def _stats(values: list[float]) -> tuple[float, float]:
-    if not values:
-        return math.nan, math.nan
-    mean = sum(values) / len(values)
-    if len(values) < 2:
-        return mean, math.nan
-    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
 
 
 def compare_sweeps(sweep_dirs: Sequence[str | Path],
@@ -148,7 +142,7 @@ def compare_sweeps(sweep_dirs: Sequence[str | Path],
         for key, column in (("ensemble", ENSEMBLE), ("member", MEMBER), ("js", JS),
                             ("epoch", "best/epoch"), ("val", SCORE)):
             values = [float(r[column]) for r in done.values() if r.get(column) is not None]
-            line[f"{key}:mean"], line[f"{key}:std"] = _stats(values)
+            line[f"{key}:mean"], line[f"{key}:std"] = mean_std(values)
         line.update(_paired(done, finished.get((line["reference"], n), {})))
         out.append(line)
     _mark_selected(out)
@@ -180,8 +174,8 @@ def _paired(cells: dict[Any, dict[str, Any]], reference: dict[Any, dict[str, Any
     p = math.nan
     if any(d != 0 for d in diff):
         p = float(stats.wilcoxon(diff, zero_method="wilcox", alternative="two-sided").pvalue)
-    return {"pairs": len(seeds), "diff:mean": _stats(diff)[0] if diff else math.nan,
-            "diff:std": _stats(diff)[1] if diff else math.nan, "p": p}
+    return {"pairs": len(seeds), "diff:mean": mean_std(diff)[0] if diff else math.nan,
+            "diff:std": mean_std(diff)[1] if diff else math.nan, "p": p}
 
 
 def _mark_selected(rows: list[dict[str, Any]]) -> None:

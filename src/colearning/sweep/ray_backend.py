@@ -20,7 +20,7 @@ from typing import Any
 from colearning.errors import ConfigError
 from colearning.sweep.cell import CellOutcome, available_cores, run_pack
 from colearning.sweep.layout import CELLS
-from colearning.sweep.spec import Cell
+from colearning.sweep.spec import SweepCell
 
 
 def import_ray() -> Any:
@@ -34,7 +34,7 @@ def import_ray() -> Any:
     return ray
 
 
-def run_ray(groups: list[list[Cell]], path: Path, *, address: str | None, workers: int | None,
+def run_ray(groups: list[list[SweepCell]], path: Path, *, address: str | None, workers: int | None,
             cpus_per_cell: float, gpus_per_cell: float,
             record: Callable[[list[CellOutcome]], None]) -> None:
     """Submit every pack as a task and record its cells' outcomes as it finishes."""

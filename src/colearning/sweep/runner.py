@@ -34,7 +34,7 @@ from colearning.config import config_diff, config_from_dict, read_yaml
 from colearning.errors import ConfigError, RunDirError
 from colearning.sweep.cell import CellOutcome, available_cores, cell_plan, run_pack
 from colearning.sweep.layout import CELLS, DONE, SPEC_FILE, done_status, load_sweep_spec
-from colearning.sweep.spec import Cell, SweepSpec, dump_spec
+from colearning.sweep.spec import SweepCell, SweepSpec, dump_spec
 from colearning.sweep.table import write_tables
 from colearning.training.launch import watch_parent
 from colearning.training.lifecycle import CONFIG_HISTORY, STOP_SIGNALS, check_extension
@@ -154,7 +154,7 @@ def check_sweep_dir(spec: SweepSpec, sweep_dir: str | Path) -> int | None:
     return before
 
 
-def prepare(spec: SweepSpec, sweep_dir: str | Path) -> tuple[Path, list[Cell]]:
+def prepare(spec: SweepSpec, sweep_dir: str | Path) -> tuple[Path, list[SweepCell]]:
     """Create (or check, see :func:`check_sweep_dir`) the sweep directory, save ``spec`` in
     it and return it with the spec's cells. A longer train.epochs is recorded in the
     sweep's config_history.jsonl; the cells are extended as they run."""
@@ -170,7 +170,7 @@ def prepare(spec: SweepSpec, sweep_dir: str | Path) -> tuple[Path, list[Cell]]:
     return path, cells
 
 
-def _prewarm_data(cells: list[Cell]) -> None:
+def _prewarm_data(cells: list[SweepCell]) -> None:
     """Decode each dataset once here, so parallel workers read the cache, not the archive."""
     from colearning.data import load_dataset
 
@@ -186,8 +186,8 @@ def _prewarm_data(cells: list[Cell]) -> None:
                              progress=False)
 
 
-def packs(cells: list[Cell], pack: str | int = "auto", pack_members: int | None = None,
-          device: str = "cpu") -> list[list[Cell]]:
+def packs(cells: list[SweepCell], pack: str | int = "auto", pack_members: int | None = None,
+          device: str = "cpu") -> list[list[SweepCell]]:
     """The cells grouped into packs: ``pack`` ``off`` (one cell each), an int K (at most K
     cells a pack) or ``auto`` (at most ``pack_members`` members a pack, by default
     :data:`AUTO_PACK_MEMBERS` for the cells' device; on CPUs no packing)."""
@@ -204,7 +204,7 @@ def packs(cells: list[Cell], pack: str | int = "auto", pack_members: int | None 
     return [[cells[k] for k in group] for group in groups]
 
 
-def _device_kind(cells: list[Cell]) -> str:
+def _device_kind(cells: list[SweepCell]) -> str:
     from colearning.training.setup import resolve_device
 
     return resolve_device(cells[0].config["device"]).type if cells else "cpu"
@@ -239,7 +239,7 @@ def run_sweep(spec: SweepSpec, sweep_dir: str | Path, *, backend: str = "local",
                           gpus_per_cell, pack, pack_members, progress, aggregate)
 
 
-def _run_cells(spec: SweepSpec, path: Path, cells: list[Cell], backend: str,
+def _run_cells(spec: SweepSpec, path: Path, cells: list[SweepCell], backend: str,
                workers: int | None, address: str | None, cpus_per_cell: float,
                gpus_per_cell: float, pack: str | int, pack_members: int | None,
                progress: bool, aggregate: bool) -> SweepResult:
@@ -275,7 +275,7 @@ def _run_cells(spec: SweepSpec, path: Path, cells: list[Cell], backend: str,
     return result
 
 
-def _run_local(groups: list[list[Cell]], path: Path, workers: int | None, record: Any) -> None:
+def _run_local(groups: list[list[SweepCell]], path: Path, workers: int | None, record: Any) -> None:
     import torch
 
     if workers is None:
@@ -316,7 +316,7 @@ def _run_local(groups: list[list[Cell]], path: Path, workers: int | None, record
                 signal.signal(signal.SIGTERM, previous)
 
 
-def _collect(pending: dict[futures.Future, list[Cell]], record: Any) -> None:
+def _collect(pending: dict[futures.Future, list[SweepCell]], record: Any) -> None:
     """Record each future's outcomes as it completes; recorded futures leave ``pending``."""
     for future in futures.as_completed(list(pending)):
         group = pending.pop(future)

@@ -49,6 +49,7 @@ from colearning.config import (
     resolve_paths,
 )
 from colearning.errors import ConfigError
+from colearning.names import check_names
 
 SPEC_KEYS = ("name", "base", "base_config", "overrides", "grid", "seeds")
 # The most cells one sweep may hold. Cells are planned up front (named, their configs
@@ -78,7 +79,7 @@ LABELS = {
 
 
 @dataclass(frozen=True)
-class Cell:
+class SweepCell:
     """One grid point: its directory name, grid values (dotted keys) and full run config."""
 
     name: str
@@ -102,13 +103,13 @@ class SweepSpec:
         """How many cells the grid holds (the product of its lengths), without building them."""
         return math.prod(len(values) for values in self.grid.values())
 
-    def cells(self) -> list[Cell]:
+    def cells(self) -> list[SweepCell]:
         """Every grid point, seed-major, with a validated run config and a unique name."""
         check_size({key: len(values) for key, values in self.grid.items()})
         keys = sorted(self.grid, key=lambda k: k != "seed")  # seed outermost
         cells, names = [], {}
         # The seed is an int that no other key depends on: validate each other combination
-        # once and stamp the seeds in (config validation is ~10 ms a cell).
+        # once and stamp the seeds in (validation is the slow part of a large grid).
         validated: dict[str, dict[str, Any]] = {}
         for combo in itertools.product(*(self.grid[k] for k in keys)):
             values = dict(zip(keys, combo, strict=True))
@@ -126,7 +127,7 @@ class SweepSpec:
             config = copy.deepcopy(validated[key])
             if "seed" in values:
                 config["seed"] = values["seed"]
-            cells.append(Cell(name, values, config))
+            cells.append(SweepCell(name, values, config))
         return cells
 
 
@@ -151,7 +152,9 @@ def cell_config(base: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
     for key, value in values.items():
         config = merge_coupling(config, _nested(key, value))
     try:
-        return config_from_dict(config).to_dict()
+        resolved = config_from_dict(config)
+        check_names(resolved)
+        return resolved.to_dict()
     except ConfigError as error:
         raise ConfigError(f"sweep cell {values}: {error}") from None
 
@@ -320,7 +323,9 @@ def spec_from_dict(values: dict[str, Any], *, base_dir: str | Path = ".",
         raise ConfigError("sweep `overrides` must be a mapping or a list of key=value")
     base = merge(base, resolve_paths(file_overrides, base_dir))
     base = merge(base, resolve_paths(parse_overrides(overrides or []), "."))
-    base = config_from_dict(base).to_dict()
+    resolved = config_from_dict(base)
+    check_names(resolved)
+    base = resolved.to_dict()
 
     grid: dict[str, list[Any]] = {}
     for key, options in raw_grid.items():

@@ -42,9 +42,11 @@ import pandas as pd
 import torch
 
 from colearning import rundir
-from colearning.config import config_from_dict
-from colearning.couplings import coupling_label, coupling_matrix
+from colearning.config import config_from_dict, keys_tagged
+from colearning.couplings import COUPLINGS, coupling_label, coupling_matrix
 from colearning.errors import ConfigError
+from colearning.evaluation import sweep_columns
+from colearning.metrics.statistics import mean_std
 from colearning.sweep.layout import CELL_ERROR, CELLS, cell_status, load_sweep_spec
 
 COUPLING_KEYS = ("loss.beta", "loss.beta_bar", "ensemble.n_members", "seed")
@@ -52,23 +54,15 @@ CONFIG_COLUMNS = ("model.name", "data.name", "train.epochs", "loss.kl_reduction"
                   "loss.objective", "loss.joint_weight", "loss.divergence")
 # Config keys the coupling label (column ``coupling``) folds together: cells are grouped by
 # the label, not by these keys one by one.
-LABELLED = ("loss.coupling", "loss.coupling_options", "loss.beta_schedule",
-            "loss.beta_schedule_options", "loss.target_js")
-METRICS = (
-    "test/ensemble_accuracy_mean",
-    "test/ensemble_accuracy_geometric",
-    "test/ensemble_accuracy_vote",
-    "test/member_accuracy_mean",
-    "test/member_accuracy_min",
-    "test/member_accuracy_max",
-    "test/js_mean",
-    "test/disagreement",
-    "test/ensemble_nll",
-    "val/ensemble_accuracy_mean",
-    "val/ensemble_accuracy_geometric",
-    "val/ensemble_accuracy_vote",
-    "n_collapsed",
-)
+LABELLED = keys_tagged("label")  # folded into the coupling's label
+
+
+def metric_columns() -> tuple[str, ...]:
+    """The metric columns: derived from the metric registry (colearning.evaluation.METRICS,
+    as it is now: plugins included), and the count of collapsed members."""
+    return (*sweep_columns(), "n_collapsed")
+
+
 EPOCH_METRICS = (
     "val/ensemble_accuracy_mean",
     "test/ensemble_accuracy_mean",
@@ -108,7 +102,8 @@ def coupling(config: dict[str, Any], matrix: torch.Tensor) -> tuple[int, float |
         return n, None, None
     if loss["beta_bar"] is not None:
         return n, loss["beta_bar"] / n, float(loss["beta_bar"])
-    if loss["beta"] is None and loss["coupling"] == "communities" and n > 1:
+    if loss["beta"] is None and COUPLINGS.meta(loss["coupling"])["strength"] == "options" \
+            and n > 1:
         beta = float(matrix.sum()) / (n * (n - 1))
         return n, beta, beta * n
     beta = float(loss["beta"] or 0.0)
@@ -128,12 +123,16 @@ def _coupling_columns(config: dict[str, Any], cache: dict[str, tuple]) -> tuple:
 
 
 def _final_metrics(record: dict[str, Any]) -> dict[str, Any]:
-    out = {key: record.get(key) for key in METRICS if key in record and "/" in key}
-    members = [a for a in record.get("test/member_accuracy") or [] if a is not None]
-    if members:
-        out["test/member_accuracy_mean"] = sum(members) / len(members)
-        out["test/member_accuracy_min"] = min(members)
-        out["test/member_accuracy_max"] = max(members)
+    columns = metric_columns()
+    out = {key: record.get(key) for key in columns if key in record and "/" in key}
+    for key in columns:  # a member metric's columns: its mean, min and max over members
+        base, _, stat = key.rpartition("_")
+        values = record.get(base)
+        if stat in ("mean", "min", "max") and isinstance(values, list) and key not in record:
+            values = [v for v in values if isinstance(v, (int, float))]
+            if values:
+                out[key] = {"mean": sum(values) / len(values), "min": min(values),
+                            "max": max(values)}[stat]
     out["n_collapsed"] = sum(bool(c) for c in record.get("test/member_collapsed") or [])
     return out
 
@@ -166,7 +165,7 @@ def cell_rows(sweep_dir: str | Path) -> list[dict[str, Any]]:
             row["error"] = summary.get("status_detail")
         row["wall_seconds"] = summary.get("wall_seconds")
         final = _final_metrics(records[-1]) if records else {}
-        row.update({key: final.get(key) for key in METRICS})
+        row.update({key: final.get(key) for key in metric_columns()})
         row.update(best_epoch(records))
         rows.append(row)
     return rows
@@ -235,7 +234,7 @@ def facet_keys(rows: list[dict[str, Any]]) -> list[str]:
     if not rows:
         return []
     fixed = {"cell", "status", "error", "N", "beta", "beta_bar", "seed", "epochs_completed",
-             "first_collapse_epoch", "wall_seconds", "coupling", "independent", *METRICS,
+             "first_collapse_epoch", "wall_seconds", "coupling", "independent", *metric_columns(),
              *BEST_COLUMNS, *CONFIG_COLUMNS}
     keys = [k for k in rows[0] if k not in fixed and not labelled(k)]
     # a config column (or the coupling label) varied by the grid is a facet too
@@ -248,22 +247,15 @@ def labelled(key: str) -> bool:
     return any(key == k or key.startswith(k + ".") for k in LABELLED)
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    mean = sum(values) / len(values)
-    if len(values) < 2:
-        return mean, math.nan
-    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
-
-
 def summarize(rows: list[dict[str, Any]], facets: list[str] | None = None,
-              metrics: Iterable[str] = METRICS) -> list[dict[str, Any]]:
+              metrics: Iterable[str] | None = None) -> list[dict[str, Any]]:
     """Per (facets..., N, beta): how many cells there are, finished, diverged, failed and
     collapsed, and the mean and std (ddof=1) over seeds of the finished cells.
 
     Groups keep the order in which they first appear in ``rows``.
     """
     facets = facet_keys(rows) if facets is None else facets
-    metrics = list(metrics)
+    metrics = list(metric_columns() if metrics is None else metrics)
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for row in rows:
         key = tuple(row.get(k) for k in facets) + (row["N"], row["beta"])
@@ -281,7 +273,7 @@ def summarize(rows: list[dict[str, Any]], facets: list[str] | None = None,
             if metric == "n_collapsed":  # a count per cell; the group's count is above
                 continue
             values = [float(r[metric]) for r in done if r.get(metric) is not None]
-            mean, std = _mean_std(values) if values else (math.nan, math.nan)
+            mean, std = mean_std(values) if values else (math.nan, math.nan)
             line[f"{metric}:mean"], line[f"{metric}:std"] = mean, std
         out.append(line)
     return out

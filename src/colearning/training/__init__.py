@@ -7,8 +7,10 @@ Modules, in the order they build on each other: ``data`` (one pool of images on 
 device, one split per cell), ``setup`` (device, members, schedule, prediction helpers),
 ``plan`` / ``growth`` (which members of a cell train, on which samples), ``lifecycle`` (the
 run directory: created, checkpointed, resumed, summarized), ``pack`` (which runs may train
-together), ``loop`` (the one training loop, over a pack of cells) and ``run`` (the entry
-points: ``train``, ``resume``, ``train_pack``).
+together), ``step`` (the stacked members, optimizer and one step of a pack of cells),
+``records`` (the end of an epoch: evaluation, metrics lines, checkpoints), ``loop`` (the one
+training loop, the epoch driver) and ``run`` (the entry points: ``train``, ``resume``,
+``train_pack``).
 """
 
 from colearning.training.lifecycle import Interrupted, Run, load_run

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from colearning.config import Config, env_number
+from colearning.config import Config
 from colearning.data import RawDataset, channel_stats, load_dataset, split_indices, take
+from colearning.environment import env_number
 from colearning.errors import ConfigError
 
 

@@ -35,8 +35,8 @@ import torch
 
 from colearning import rundir
 from colearning.config import Config, config_from_dict, read_yaml
+from colearning.couplings import coupling_matrix
 from colearning.errors import ConfigError, RunDirError
-from colearning.losses import beta_matrix
 from colearning.training.data import CellData, Pool, gather
 from colearning.training.plan import GrownEnsemble, MemberPlan
 from colearning.training.setup import build_members, predict
@@ -169,8 +169,8 @@ def growth_plan(config: Config, pool: Pool, cell: CellData, device: torch.device
     lineage = lineage_record(config, source_path, source)
     n_old, add, mode = source.ensemble.n_members, config.expand.add, config.expand.mode
     old_state = rundir.load_checkpoint(source_path / rundir.CHECKPOINT)["model"]
-    beta = beta_matrix(config.loss.beta, n_old + add, beta_bar=config.loss.beta_bar,
-                       device=device)  # [N+M, N+M], old members first
+    # [N+M, N+M], old members first, from the couplings registry (any topology)
+    beta = coupling_matrix(config.loss, n_old + add).to(device=device, dtype=torch.float32)
     try:
         if mode == "add-retrain":
             trained = build_members(config, pool, device)

@@ -60,6 +60,23 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def without_nproc(argv: Sequence[str]) -> list[str]:
+    """A ``colearn train`` command line without its ``--nproc K`` (what each rank runs).
+
+    >>> without_nproc(["train", "--nproc", "2", "seed=1", "--nproc=3"])
+    ['train', 'seed=1']
+    """
+    out, skip = [], False
+    for item in argv:
+        if skip:
+            skip = False
+        elif item == "--nproc":
+            skip = True
+        elif not item.startswith("--nproc="):
+            out.append(item)
+    return out
+
+
 def launch(command: Sequence[str], nproc: int) -> tuple[int, str | None]:
     """Run ``command`` (e.g. ``[python, -m, colearning, train, ...]``) as ``nproc`` ranks;
     (exit code, a one-line message when a rank failed, else None). The code is the first

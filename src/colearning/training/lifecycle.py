@@ -34,8 +34,9 @@ from colearning.config import (
     read_yaml,
     without_display,
 )
-from colearning.couplings import coupling_label
+from colearning.couplings import coupling_label, strength_in_options
 from colearning.errors import ConfigError, RunDirError
+from colearning.schedules import uses_length
 from colearning.training.setup import resolve_device
 
 PACKS = "packs.jsonl"  # one line per training session: the cells trained together
@@ -92,7 +93,7 @@ def new_run_dir(config: Config, root: str | Path = "runs") -> Path:
         tag = "bmatrix"
     elif loss.beta_bar is not None:
         tag = f"bb{loss.beta_bar:g}"
-    elif loss.beta is not None or loss.coupling != "communities":
+    elif loss.beta is not None or not strength_in_options(loss):
         tag = f"b{0.0 if loss.beta is None else loss.beta:g}"
     else:
         tag = ""
@@ -211,24 +212,17 @@ def _with_display(config: Config, changed: dict[str, Any]) -> Config:
 
 
 def _extension(path: Path, config: Config, extended: Config, write: bool = True) -> Config:
-    """Raise a run's train.epochs: allowed when the schedule does not depend on the total
-    (constant, step), so the continued run equals a straight run of the new length; saved
-    in config.yaml and recorded in config_history.jsonl."""
-    loss = config.loss
-    if loss.beta_schedule == "cosine" or (
-            loss.beta_schedule == "warmup" and "epochs" not in loss.beta_schedule_options) or (
-            loss.beta_schedule == "step" and "every" not in loss.beta_schedule_options):
-        raise RunDirError(
-            f"cannot extend {path}: its loss.beta_schedule={loss.beta_schedule} depends on "
-            "train.epochs, so the extension would not equal a straight run; start a new run "
-            "(or give the schedule its length in loss.beta_schedule_options)")
-    if config.optim.schedule == "cosine":
-        raise RunDirError(
-            f"cannot extend {path} from {config.train.epochs} to {extended.train.epochs} "
-            "epochs: its cosine learning-rate schedule is set by train.epochs, so the first "
-            f"{config.train.epochs} epochs already annealed to 0 and the extension would not "
-            "equal a straight run; start a new run with the longer train.epochs"
-        )
+    """Raise a run's train.epochs: allowed when neither schedule depends on the total
+    (:func:`colearning.schedules.uses_length`), so the continued run equals a straight run
+    of the new length; saved in config.yaml and recorded in config_history.jsonl."""
+    for key, what in (("optim.schedule", "learning-rate"), ("loss.beta_schedule", "beta")):
+        name, options = config.get(key), config.get(f"{key}_options")
+        if uses_length(name, options):
+            raise RunDirError(
+                f"cannot extend {path} from {config.train.epochs} to {extended.train.epochs} "
+                f"epochs: its {name} {what} schedule ({key}) depends on train.epochs, so the "
+                "extension would not equal a straight run; start a new run with the longer "
+                f"train.epochs (or give the schedule its length in {key}_options)")
     values = config.to_dict()
     values["train"]["epochs"] = extended.train.epochs
     longer = config_from_dict(values)

@@ -17,12 +17,11 @@ import json
 import math
 from collections.abc import Sequence
 
-from colearning.config import DISPLAY_KEYS, Config, config_diff, without_keys
+from colearning.config import DISPLAY_KEYS, Config, config_diff, keys_tagged, without_keys
 from colearning.errors import ConfigError
 
 # Config keys in which the cells of one pack may differ.
-CELL_KEYS = ("seed", "ensemble.n_members", "loss.beta", "loss.beta_bar", "loss.kl_reduction",
-             "loss.objective", "loss.joint_weight", "optim.lr", "optim.weight_decay")
+CELL_KEYS = keys_tagged("cell")  # what may differ between the cells of a pack
 
 
 def pack_key(config: Config) -> str:

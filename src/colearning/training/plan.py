@@ -81,10 +81,6 @@ class MemberPlan:
     subset: torch.Tensor | None = None
     coupled: Ensemble | None = None
 
-    @property
-    def grown(self) -> bool:
-        return self.members is not self.trained or self.coupled is not None
-
     def peers(self, images: torch.Tensor) -> torch.Tensor | None:
         """Log-probabilities [F, B, C] of the coupled frozen members on ``images``, or None."""
         if self.coupled is None:

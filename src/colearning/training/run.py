@@ -26,11 +26,12 @@ import torch
 
 from colearning import rundir
 from colearning.config import Config, config_from_dict, read_yaml
-from colearning.couplings import beta_factor, coupling_matrix
+from colearning.couplings import check_coupling
 from colearning.data import DATASETS
 from colearning.engine import Ensemble
 from colearning.errors import ColearningError, ConfigError, RunDirError
 from colearning.models import check_model_options
+from colearning.names import check_names
 from colearning.training.data import Pool, cell_data, load_raw, make_pool
 from colearning.training.growth import check_source, growth_plan
 from colearning.training.lifecycle import (
@@ -46,7 +47,7 @@ from colearning.training.lifecycle import (
     tensorboard_writer,
     write_new_run,
 )
-from colearning.training.loop import Cell, fit
+from colearning.training.loop import fit
 from colearning.training.pack import check_packable
 from colearning.training.plan import plain_plan
 from colearning.training.resources import (
@@ -57,22 +58,23 @@ from colearning.training.resources import (
 )
 from colearning.training.setup import build_members, resolve_device
 from colearning.training.shard import Shard, ShardedEnsemble, current_shard
+from colearning.training.step import Cell
 
 
 def preflight(config: Config) -> None:
     """Fail fast, before any directory or data is touched, on names that cannot resolve."""
+    check_names(config)
     check_model_options(config.model.name, config.model.options)
     DATASETS.get(config.data.name)
     resolve_device(config.device)
     if config.train.log_to == "tensorboard":
         tensorboard_writer()
     check_couplings_fit(config.ensemble.n_members)  # before building the [N, N] matrix
-    coupling_matrix(config.loss, config.ensemble.n_members)  # bad options: one line, now
-    beta_factor(config.loss, 0, config.train.epochs)
+    check_coupling(config.loss, config.ensemble.n_members)  # bad options: one line, now
     if config.expand.source is not None:
-        if (config.loss.coupling, config.loss.beta_schedule) != ("uniform", "constant"):
-            raise ConfigError("growing an ensemble couples uniformly with a constant beta; "
-                              "unset loss.coupling and loss.beta_schedule")
+        if config.loss.beta_schedule != "constant" or config.loss.target_js is not None:
+            raise ConfigError("growing an ensemble couples with a constant beta; unset "
+                              "loss.beta_schedule and loss.target_js")
         check_source(config)
 
 
@@ -120,7 +122,7 @@ def _check_split(shard: Shard, n_members: int) -> None:
     try:
         shard.for_members(n_members)
     except ConfigError as error:
-        error.echo = not shard.writer
+        error.said_by_another_rank = not shard.writer
         raise
 
 
@@ -245,7 +247,7 @@ def _run_directories(paths: list[Path], shard: Shard, start: Callable[[], list[_
     if not shard.writer:
         entries = shard.broadcast(None)
         if isinstance(entries, BaseException):
-            entries.echo = True  # rank 0 says it; this rank exits with its code
+            entries.said_by_another_rank = True  # rank 0 says it; this rank exits with its code
             raise entries
         with tempfile.TemporaryDirectory(prefix=f"colearning-rank{shard.rank}-") as scratch:
             for k, entry in enumerate(entries):
@@ -354,7 +356,7 @@ def _fit(specs: list[tuple[Config, Path, dict[str, Any] | None]],
                                   "train.compile=off for a run sharded over processes")
             shard = shard.for_members(total)
         except ConfigError as error:
-            error.echo = not shard.writer
+            error.said_by_another_rank = not shard.writer
             raise
     device = resolve_device(first.device)
     started = time.perf_counter()
@@ -383,7 +385,7 @@ def _fit(specs: list[tuple[Config, Path, dict[str, Any] | None]],
                 local = build_members(config, pool, device, n_members=rows.stop - rows.start,
                                       first_index=rows.start)
                 plan = plain_plan(config, ShardedEnsemble(local, shard))
-            else:  # (a sharded pack takes its rows of the stacked members: loop.Pack)
+            else:  # (a sharded pack takes its rows of the stacked members: step.Pack)
                 plan = plain_plan(config, build_members(config, pool, device))
             cells.append(Cell(config, path, data, plan, checkpoint))
         rows = shard.local

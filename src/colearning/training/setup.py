@@ -7,9 +7,8 @@ and ``colearn bench`` build on these same functions.
 from __future__ import annotations
 
 import contextlib
-import math
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import torch
@@ -19,7 +18,8 @@ from colearning.config import Config
 from colearning.engine import Ensemble
 from colearning.errors import ConfigError
 from colearning.metrics.structure import activation_stats, weight_stats
-from colearning.models import build_model
+from colearning.models import MODELS, build_model
+from colearning.schedules import schedule_factor
 from colearning.training.data import CellData, Pool, gather
 
 
@@ -101,27 +101,20 @@ def compiled(fn: Callable[..., Any], mode: str, what: str) -> Callable[..., Any]
     return fn if mode == "off" else Compiled(fn, mode, what)
 
 
-def schedule_factor(config: Config, epoch: int) -> float:
-    """The learning-rate multiplier of ``epoch`` (0-based) under the per-epoch schedule."""
-    optim = config.optim
-    if optim.schedule == "constant":
-        return 1.0
-    if optim.schedule == "step":
-        return optim.gamma ** (epoch // optim.step_size)
-    # cosine annealing, paper Supp.: eta_t = eta_0 / 2 * (1 + cos(pi * t / t_max))
-    return 0.5 * (1 + math.cos(math.pi * epoch / config.train.epochs))
-
-
 def learning_rate(config: Config, epoch: int) -> float:
-    """Learning rate of ``epoch`` (0-based) under the configured per-epoch schedule."""
-    return config.optim.lr * schedule_factor(config, epoch)
+    """The learning rate of 0-based ``epoch``: optim.lr times the optim.schedule's factor
+    (:mod:`colearning.schedules`); the one place the trainer computes it."""
+    optim = config.optim
+    return optim.lr * schedule_factor(optim.schedule, optim.schedule_options, epoch,
+                                      config.train.epochs)
 
 
 def use_augmentation(config: Config) -> bool:
-    """Crop+flip for VGG-9 and off for LeNet-5, as the paper, unless data.augment says."""
+    """Crop+flip as the model's paper recipe says (its registry metadata: on for VGG-9, off
+    for LeNet-5), unless data.augment says."""
     if config.data.augment is not None:
         return config.data.augment
-    return config.model.name == "vgg9"
+    return bool(MODELS.meta(config.model.name).get("augment", False))
 
 
 def build_members(config: Config, pool: Pool, device: torch.device, *,
@@ -143,39 +136,44 @@ def build_members(config: Config, pool: Pool, device: torch.device, *,
 
 
 @torch.no_grad()
+def _log_probs(members: nn.Module, batches: Iterable[tuple[Any, ...]],
+               precision: contextlib.AbstractContextManager | None = None) -> torch.Tensor:
+    """Member log-probabilities [N, n, C] (float32 log_softmax) on the CPU of ``members``
+    applied to each batch of arguments in turn (eval mode, restored afterwards); one copy to
+    the host. The one prediction path: :func:`predict` and :func:`predict_split`."""
+    was_training = members.training
+    members.eval()
+    chunks = []
+    for arguments in batches:
+        with precision or contextlib.nullcontext():
+            logits = members(*arguments)
+        chunks.append(torch.log_softmax(logits.float(), -1))
+    members.train(was_training)
+    return torch.cat(chunks, dim=1).cpu()
+
+
 def predict(ens: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
     """Member log-probabilities [N, n, C] (float32 log_softmax) on the CPU for images x [n, ...].
 
     Log-probabilities, not probabilities: near-certain predictions (p within 1e-7 of 1, or
     below 1e-38) keep their entropy and NLL, which rounded probabilities would lose.
     """
-    was_training = ens.training
-    ens.eval()
-    chunks = [torch.log_softmax(ens(x[i:i + batch_size]).float(), -1)
-              for i in range(0, len(x), batch_size)]
-    ens.train(was_training)
-    return torch.cat(chunks, dim=1).cpu()
+    return _log_probs(ens, ((x[i:i + batch_size],) for i in range(0, len(x), batch_size)))
 
 
-@torch.no_grad()
 def predict_split(members: nn.Module, pool: Pool, index: torch.Tensor, cells: list[CellData],
                   batch_size: int, member_inputs: torch.Tensor | None,
                   precision: contextlib.AbstractContextManager | None = None) -> torch.Tensor:
     """Log-probabilities [M, n, C] on the CPU of every member on its cell's images: pooled
     ``index`` [K, n] (row k: cell k's split), ``member_inputs`` [M] naming each member's cell
-    (None for one cell). Batched over cells on the device; one copy to the host.
+    (None for one cell). Batched over cells on the device.
     ``precision``: the members' autocast context (:func:`autocast`), if any."""
-    was_training = members.training
-    members.eval()
-    chunks = []
-    for start in range(0, index.shape[1], batch_size):
-        images = gather(pool, index[:, start:start + batch_size], cells)
-        with precision or contextlib.nullcontext():
-            logits = (members(images[0]) if member_inputs is None
-                      else members(images, member_inputs))
-        chunks.append(torch.log_softmax(logits.float(), -1))
-    members.train(was_training)
-    return torch.cat(chunks, dim=1).cpu()
+    def batches() -> Iterator[tuple[Any, ...]]:
+        for start in range(0, index.shape[1], batch_size):
+            images = gather(pool, index[:, start:start + batch_size], cells)
+            yield (images[0],) if member_inputs is None else (images, member_inputs)
+
+    return _log_probs(members, batches(), precision)
 
 
 def structure_record(members: list[nn.Module], x: torch.Tensor, epoch: int) -> dict[str, Any]:

@@ -5,18 +5,22 @@ K``) rank r holds a contiguous slice of the N members (:func:`member_slice`) in 
 :class:`~colearning.engine.Ensemble` (any strategy). Every rank draws the same batches from
 the run seed, runs its members forward, and all-gathers their detached logits, so each rank
 sees all N members' logits on the batch with its own slice live in autograd
-(:class:`ShardedEnsemble`). Each rank then computes the loss of all N members (a few
-microseconds of arithmetic) and back-propagates the sum: the gradient reaches its own
-members only and equals what one process computes, for every objective and peers mode,
-because the other members enter every loss as constants of the local logits (detached
-peers) or through values the gathered logits hold (``peers=joint`` and the ensemble
-objectives differentiate sum_i L_i with respect to the local logits alone, which needs the
-other members' values, not their graphs). No DDP: gradients are never averaged. One
-all-gather of N x B x C x 4 bytes per step (float32 logits) plus a K-flag all-reduce (the
-cells' divergence) and, between steps, one int all-reduce of the stop flag.
+(:class:`ShardedEnsemble`). Each rank then computes the loss of all N members (arithmetic
+on [N, B, C] logits, small next to the members' forward and backward) and back-propagates
+the sum: the gradient reaches its own members only and equals what one process computes,
+for every objective and peers mode, because the other members enter every loss as
+constants of the local logits (detached peers) or through values the gathered logits hold
+(``peers=joint`` and the ensemble objectives differentiate sum_i L_i with respect to the
+local logits alone, which needs the other members' values, not their graphs). No DDP:
+gradients are never averaged. One all-gather of N x B x C x 4 bytes per step (float32
+logits) plus a K-flag all-reduce (the cells' divergence) and, between steps, one int
+all-reduce of the stop flag.
 
-:class:`Shard` is the plan the loop receives: in one process it is the identity (every
-method returns its input), so the loop has no distributed branch of its own.
+:class:`Shard` is the plan the loop receives: in one process every collective is the
+identity (it returns its input), so a training step is the same code alone and across
+processes. What does differ asks :attr:`Shard.distributed`: building only this rank's
+members (``colearning.training.run``, ``colearning.training.step.Pack``) and gathering
+every rank's members and optimizer state for a checkpoint (``Pack``).
 """
 
 from __future__ import annotations
@@ -31,13 +35,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from colearning.config import env_number
 from colearning.engine import Ensemble
+from colearning.environment import env_number
 from colearning.errors import ConfigError, RankFailed
-
-# Seconds a collective waits for a silent rank before the whole job fails (a rank killed
-# without its process closing the connection, a hung machine). A dead process is noticed
-# at once: its sockets close.
 
 
 def member_slice(n_members: int, rank: int, world: int) -> slice:
@@ -53,16 +53,16 @@ def member_slice(n_members: int, rank: int, world: int) -> slice:
 
 @dataclass
 class Shard:
-    """Which members this process trains, and the collectives that join the processes."""
+    """Which members this process trains, and the collectives that join the processes
+    (over torch.distributed's default process group)."""
 
     rank: int = 0
     world: int = 1
     n_members: int = 1  # members split over the processes
-    group: Any = None  # the process group (None: the default one)
 
     def for_members(self, n_members: int) -> Shard:
         """This process's shard of ``n_members`` members (refused when fewer than ranks)."""
-        shard = Shard(self.rank, self.world, n_members, self.group)
+        shard = Shard(self.rank, self.world, n_members)
         shard.local  # noqa: B018 - raises when n_members < world
         return shard
 
@@ -92,7 +92,7 @@ class Shard:
         padded = local.new_zeros((widest, *local.shape[1:]))
         padded[:local.shape[0]] = local
         parts = [torch.empty_like(padded) for _ in range(self.world)]
-        _collective(dist.all_gather, parts, padded.contiguous(), group=self.group)
+        _collective(dist.all_gather, parts, padded.contiguous())
         return torch.cat([part[:s.stop - s.start] for part, s in zip(parts, slices,
                                                                      strict=True)])
 
@@ -101,7 +101,7 @@ class Shard:
         if not self.distributed:
             return flags
         values = flags.to(torch.int32)
-        _collective(dist.all_reduce, values, op=dist.ReduceOp.MAX, group=self.group)
+        _collective(dist.all_reduce, values, op=dist.ReduceOp.MAX)
         return values.bool()
 
     def any_host(self, flag: bool) -> bool:
@@ -109,7 +109,7 @@ class Shard:
         if not self.distributed:
             return flag
         value = torch.tensor([int(flag)], device=self.device())
-        _collective(dist.all_reduce, value, op=dist.ReduceOp.MAX, group=self.group)
+        _collective(dist.all_reduce, value, op=dist.ReduceOp.MAX)
         return bool(value.item())
 
     def broadcast(self, value: Any) -> Any:
@@ -117,7 +117,7 @@ class Shard:
         if not self.distributed:
             return value
         box = [value]
-        _collective(dist.broadcast_object_list, box, src=0, group=self.group)
+        _collective(dist.broadcast_object_list, box, src=0)
         return box[0]
 
     def barrier(self) -> None:
@@ -135,7 +135,7 @@ class Shard:
                 for key, value in state.items()}
 
     def device(self) -> torch.device:
-        backend = dist.get_backend(self.group) if self.distributed else "gloo"
+        backend = dist.get_backend() if self.distributed else "gloo"
         return torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" \
             else torch.device("cpu")
 
@@ -169,6 +169,9 @@ def init_from_environment(device: str) -> bool:
     cuda = device != "cpu" and torch.cuda.is_available()
     if cuda:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    # COLEARNING_DIST_TIMEOUT: seconds a collective waits for a silent rank before the
+    # whole job fails (a rank killed without its process closing the connection, a hung
+    # machine). A dead process is noticed at once: its sockets close.
     dist.init_process_group("nccl" if cuda else "gloo",
                             timeout=datetime.timedelta(seconds=env_number(
                                 "COLEARNING_DIST_TIMEOUT", 300, minimum=1)))

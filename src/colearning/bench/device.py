@@ -1,0 +1,114 @@
+"""The device the numbers are measured on: what it is, waiting for it, its peak memory and
+its measured matmul peak."""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import os
+import platform
+import resource
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from colearning import __version__
+
+
+def device_info(device: torch.device) -> dict[str, Any]:
+    """What the numbers were measured on: processor/GPU name, threads, versions."""
+    info: dict[str, Any] = {
+        "type": device.type,
+        "cpu": _cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch_version": torch.__version__,
+        "python": platform.python_version(),
+        "host": platform.node(),
+        "colearning_version": __version__,
+    }
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        info.update(gpu=props.name, gpu_memory_gib=round(props.total_memory / 2**30, 1),
+                    cuda_version=torch.version.cuda,
+                    cudnn_version=torch.backends.cudnn.version())
+    return info
+
+
+def device_name(info: dict[str, Any]) -> str:
+    """One line: 'cuda: NVIDIA H100 80GB HBM3' or 'cpu: Intel Xeon (2 threads)'."""
+    if info["type"] == "cuda":
+        return f"cuda: {info['gpu']} ({info['gpu_memory_gib']} GiB)"
+    return f"cpu: {info['cpu']} ({info['torch_threads']} threads)"
+
+
+def _cpu_name() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# ------------------------------------------------------------------------- memory
+def reset_peak_memory(device: torch.device) -> None:
+    """Start a new peak: CUDA allocator statistics, or the process's VmHWM on Linux."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
+
+
+def peak_memory_mib(device: torch.device) -> float:
+    """Peak since :func:`reset_peak_memory`: CUDA max allocated, or peak resident set (MiB)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    # ru_maxrss (KiB on Linux) cannot be reset: the process's peak so far.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# ------------------------------------------------------------------------- matmul peak
+def measure_peak(device: torch.device, seconds: float = 0.5) -> dict[str, float]:
+    """The device's matmul peak in GFLOP/s, fp32 and bf16, from square matmuls timed for
+    about ``seconds`` each: what the steps' GFLOP/s are compared with (a fraction of what
+    this device does at its best, not of a datasheet number). The size grows from 256 while
+    one product takes under a tenth of the budget (to 2048 on CPUs, 8192 on GPUs), so a
+    device without native bf16 (hundreds of times slower) is measured quickly too."""
+    largest = 2048 if device.type == "cpu" else 8192
+    out = {}
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        size = 256
+        while True:
+            a = torch.randn(size, size, device=device).to(dtype)
+            b = torch.randn(size, size, device=device).to(dtype)
+            synchronize(device)
+            started = time.perf_counter()
+            a @ b
+            synchronize(device)
+            once = time.perf_counter() - started
+            if once > seconds / 10 or size >= largest:
+                break
+            size *= 2
+        count, started = 0, time.perf_counter()
+        while time.perf_counter() - started < seconds or count == 0:
+            a @ b
+            count += 1
+            if device.type == "cuda" and count % 8 == 0:
+                synchronize(device)
+        synchronize(device)
+        out[name] = 2 * size ** 3 * count / (time.perf_counter() - started) / 1e9
+    return out

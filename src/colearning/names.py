@@ -1,0 +1,26 @@
+"""Every config key that names a registry entry, checked against that registry.
+
+    check_names(config)   # ConfigError: loss.divergence='emd' is not valid; valid: js, kl, ...
+
+The registries (:class:`colearning.registry.Registry`) are the only lists of names: each
+declares the config key(s) its names go in (``Registry(..., key="loss.coupling")``), and
+this module checks all of them the same way. It imports the modules that fill the
+registries, so it sits above them; the typed config below checks types, ranges and the
+fixed choices of its own fields.
+"""
+
+from __future__ import annotations
+
+from colearning import couplings, data, losses, models, schedules  # noqa: F401 - fill them
+from colearning.config import Config
+from colearning.errors import ConfigError
+from colearning.registry import Registry
+
+
+def check_names(config: Config) -> None:
+    """ConfigError (one line, the valid names) for a config key naming no registry entry."""
+    for key, registry in sorted(Registry.by_key.items()):
+        name = config.get(key)
+        if name not in registry:
+            raise ConfigError(f"{key}={name!r} is not valid; valid: "
+                              f"{', '.join(registry.names())}")

@@ -1,0 +1,35 @@
+"""Plugins: modules a config names (``plugins: [my_project.colearning_ext]``) that register
+models, datasets, couplings, schedules, objectives or metrics in the library's registries.
+
+They are imported whenever a config is read (:func:`colearning.config.config_from_dict`),
+so a plugin's entries exist in every process the library starts (sweep workers, Ray tasks,
+``--nproc`` ranks, a resume, ``load_ensemble``, a report) without registering them again.
+A plugin is an importable module name (on ``sys.path``, e.g. an installed package or a
+module beside your script), never a file path; importing it runs it, as ``import`` does.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+
+from colearning.errors import ConfigError
+
+_MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+
+
+def import_plugins(names: list[str]) -> None:
+    """Import each module of ``names`` (once per process; a one-line ConfigError when one
+    is not a module name or cannot be imported)."""
+    for name in names:
+        if not isinstance(name, str) or not _MODULE.match(name):
+            raise ConfigError(f"plugins: {name!r} is not a module name (like "
+                              "my_project.colearning_ext); a plugin is imported, never a path")
+        try:
+            importlib.import_module(name)
+        except ConfigError:
+            raise
+        except Exception as error:  # noqa: BLE001 - whatever the plugin raised: one line
+            detail = " ".join(str(error).split())[:200]
+            raise ConfigError(f"plugins: cannot import {name!r} ({type(error).__name__}"
+                              f"{': ' + detail if detail else ''})") from None
