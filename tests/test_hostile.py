@@ -357,3 +357,18 @@ def test_a_signal_in_the_first_second_exits_quietly(signum, tmp_path):
             continue  # the run finished first
         assert proc.returncode == 128 + signum, err[-2000:]
         assert "Traceback" not in err and len(err.strip().splitlines()) <= 2, err[-2000:]
+
+
+def test_a_checkpoint_naming_a_plugin_never_imports_it(finished, tmp_path, capsys,
+                                                        monkeypatch):
+    """A config inside a checkpoint is compared with the run's, never acted on."""
+    run = _copy(finished, tmp_path / "run")
+    marker = tmp_path / "imported"
+    (tmp_path / "marker_plugin.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    checkpoint = torch.load(run / "checkpoint.pt", weights_only=True)
+    checkpoint["config"]["plugins"] = ["marker_plugin"]
+    torch.save(checkpoint, run / "checkpoint.pt")
+    assert main(["train", "--resume", str(run), "train.epochs=3", "--no-progress"]) == 4
+    one_line_error(capsys, "was written with another config.yaml")
+    assert not marker.exists()

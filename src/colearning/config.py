@@ -263,11 +263,13 @@ def _upgrade(values: dict[str, Any]) -> dict[str, Any]:
     return {**values, "optim": optim}
 
 
-def config_from_dict(values: dict[str, Any]) -> Config:
+def config_from_dict(values: dict[str, Any], *, plugins: bool = True) -> Config:
     """A validated :class:`Config` from a nested dict (missing keys take the defaults); its
-    plugins are imported first, so the registries hold their entries."""
+    plugins are imported first, so the registries hold their entries. ``plugins=False``:
+    only compared, never imported (a config found inside a checkpoint)."""
     config = _build(Config, _upgrade(values or {}), "")
-    import_plugins(config.plugins)
+    if plugins:
+        import_plugins(config.plugins)
     validate(config)
     return config
 

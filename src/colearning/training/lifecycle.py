@@ -180,7 +180,12 @@ def resume_state(path: Path, overrides: dict[str, Any] | None = None, *, write: 
         checkpoint = rundir.load_checkpoint(path / rundir.CHECKPOINT)
         # compared as Configs, so a config section added since then takes its default; an
         # extended run's checkpoint holds the shorter train.epochs
-        written = config_from_dict(checkpoint.get("config") or {})
+        # compared, never a reason to import a plugin: the checkpoint is data
+        try:
+            written = config_from_dict(checkpoint.get("config") or {}, plugins=False)
+        except ConfigError as error:
+            raise RunDirError(f"the checkpoint in {path} holds a config this version cannot "
+                              f"read ({error}); restore the run's own checkpoint.pt") from None
         if config_diff(without_display(written.to_dict()), without_display(config.to_dict())) \
                 not in ([], ["train.epochs"]):
             raise RunDirError(
