@@ -38,7 +38,7 @@ from colearning.config import Config, config_from_dict, read_yaml
 from colearning.couplings import coupling_matrix
 from colearning.errors import ConfigError, RunDirError
 from colearning.training.data import CellData, Pool, gather
-from colearning.training.plan import GrownEnsemble, MemberPlan
+from colearning.training.plan import MemberPlan
 from colearning.training.setup import build_members, predict
 
 LINEAGE = "lineage.json"
@@ -178,7 +178,7 @@ def growth_plan(config: Config, pool: Pool, cell: CellData, device: torch.device
             trained.load_state_dict({k: torch.cat([old_state[k].to(v), v[n_old:]])
                                      for k, v in fresh.items()})
             _write_or_check_lineage(run_dir / LINEAGE, lineage)
-            return MemberPlan(trained, trained, beta)
+            return MemberPlan(trained, beta)
         frozen = build_members(config, pool, device, n_members=n_old)
         frozen.load_state_dict(old_state)
     except (RuntimeError, KeyError) as error:
@@ -189,8 +189,8 @@ def growth_plan(config: Config, pool: Pool, cell: CellData, device: torch.device
     # coupled_loss orders peers as (trained, frozen): rows and columns of the new members first
     order = torch.cat([torch.arange(n_old, n_old + add), torch.arange(n_old)]).to(device)
     beta = beta[n_old:][:, order]  # [M, M+N]
-    coupled = frozen if beta[:, add:].any() else None
-    if coupled is None:
+    coupled = bool(beta[:, add:].any())
+    if not coupled:
         beta = beta[:, :add]  # uncoupled from the old members: skip their forward pass
     subset = None
     if mode == "boost":
@@ -208,7 +208,7 @@ def growth_plan(config: Config, pool: Pool, cell: CellData, device: torch.device
                              "vote_histogram": np.bincount(votes.numpy(),
                                                            minlength=n_old + 1).tolist()}
     _write_or_check_lineage(run_dir / LINEAGE, lineage)
-    return MemberPlan(trained, GrownEnsemble(frozen, trained), beta, subset, coupled)
+    return MemberPlan(trained, beta, frozen=frozen, subset=subset, coupled=coupled)
 
 
 def _write_or_check_lineage(path: Path, record: dict[str, Any]) -> None:

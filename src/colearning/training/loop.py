@@ -124,7 +124,7 @@ def fit(cells: list[Cell], pool: Pool, device: torch.device,
         runs = []
         for k, cell in enumerate(cells):
             if cell.log_probs is None and cell.status == "finished":  # killed after the last
-                cell.log_probs = pack.predict(pack.test_index)[pack.eval_rows(k)]
+                cell.log_probs = pack.predict(pack.test_index)[k]
             runs.append(finish(cell.path, cell.config, cell.records, cell.status, cell.detail,
                                wall(k), cell.log_probs, labels[k], cell.data.test_indices))
     if interrupted is not None:

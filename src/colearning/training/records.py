@@ -37,18 +37,18 @@ def evaluate_epoch(pack: Pack, epoch: int, labels: list[torch.Tensor], train_sec
     epochs = config.train.epochs
     for k in running:
         cell = pack.cells[k]
-        cell.log_probs = log_probs[pack.eval_rows(k)]
+        cell.log_probs = log_probs[k]
         lr = learning_rate(cell.config, epoch)
         previous = cell.records[-1] if cell.records else None
         record = epoch_record(epoch, lr, sums[k], cell.log_probs, labels[k], train_seconds,
                               previous)
         record["train/beta_mean"] = pack.beta_mean(k)
-        mine = norms if pack.single else norms[pack.rows[k]]
+        mine = norms[pack.rows[k]]
         frozen = [None] * (cell.log_probs.shape[0] - len(mine))  # frozen members come first
         record["train/member_weight_norm"] = frozen + mine
         if val is not None:  # for selection (best epoch, beta*): never the test set
             record.update(evaluate_log_probs(
-                val[pack.eval_rows(k)], val_labels[k], prefix="val",
+                val[k], val_labels[k], prefix="val",
                 learned_before=(previous or {}).get("val/member_learned")))
         target = cell.config.loss.target_js
         if target is not None:  # the adaptive coupling: this epoch's scale, then the next

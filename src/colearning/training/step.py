@@ -79,6 +79,7 @@ class _Block:
     weight: torch.Tensor  # [K_n, 1]: the interpolated objective's lambda (joint: 1)
     beta_now: torch.Tensor | None = None  # beta at this epoch (Pack.start_epoch)
     positions: tuple[int, ...] = ()  # ``cells`` on the host
+    frozen_peers: bool = False  # its one cell is coupled to frozen members (a grown run)
 
 
 def joint_weight(config: Config) -> float:
@@ -99,10 +100,8 @@ class Pack:
         self.pool = pool
         self.device = device
         self.config = cells[0].config  # everything but the per-cell keys is shared
-        self.single = len(cells) == 1
-        if self.single:
+        if len(cells) == 1:  # the stack of one cell's trained members is that cell's
             self.trained = cells[0].plan.trained
-            self.members = cells[0].plan.members
         else:
             modules = [m for cell in cells for m in cell.plan.trained.members()]
             if shard is not None and shard.distributed:  # this process's rows of the pack
@@ -112,7 +111,6 @@ class Pack:
             else:
                 self.trained = Ensemble.from_members(modules, self.config.ensemble.strategy)
                 self.trained.to(device)
-            self.members = self.trained
         # The members this process trains (all of them unless the run is sharded over
         # processes: colearning.training.shard); every other method of Shard is then an
         # identity.
@@ -128,14 +126,16 @@ class Pack:
         starts = np.cumsum([0, *sizes])
         self.rows = [slice(int(a), int(b)) for a, b in zip(starts[:-1], starts[1:], strict=True)]
         cell_of = torch.repeat_interleave(torch.arange(len(cells)), torch.tensor(sizes))
-        self.member_inputs = None if self.single else cell_of  # CPU: no sync in the engine
+        # which cell's batch each member reads (on the CPU: no sync in the engine); one cell:
+        # the engine's shared-input form
+        self.member_inputs = None if len(cells) == 1 else cell_of
         self.cell_of = cell_of.to(device)
         self.optimizer = StackedSGD(
             self.trained.parameters(),
             lr=self._per_member(lambda config: config.optim.lr),
             weight_decay=self._per_member(lambda config: config.optim.weight_decay),
             momentum=self.config.optim.momentum)
-        self.blocks = [] if self.single else self._blocks()
+        self.blocks = self._blocks()
         self.augment = use_augmentation(self.config)
         k = len(cells)
         self.alive = torch.ones(k, dtype=torch.bool, device=device)
@@ -171,9 +171,12 @@ class Pack:
                                          for r in reductions], device=self.device)
             weight = torch.tensor([[joint_weight(self.cells[k].config)] for k in members],
                                   device=self.device)
+            frozen_peers = any(self.cells[k].plan.coupled for k in members)
+            if frozen_peers and len(members) > 1:
+                raise AssertionError("a grown run trains alone, not in a pack")
             blocks.append(_Block(torch.tensor(members, device=self.device), slice(start, stop),
                                  n, objective, beta, divisor, task_divisor, weight,
-                                 positions=tuple(members)))
+                                 positions=tuple(members), frozen_peers=frozen_peers))
             start = stop
         return blocks
 
@@ -181,12 +184,24 @@ class Pack:
         """The members' autocast context under train.precision (a fresh one per use)."""
         return autocast(self.config, self.device)
 
-    def predict(self, index: torch.Tensor) -> torch.Tensor:
-        """Log-probabilities [members, n, C] on the host of every member on its cell's
-        images at pooled ``index`` [K, n]."""
-        return predict_split(self.members, self.pool, index, [c.data for c in self.cells],
-                             self.config.train.eval_batch_size, self.member_inputs,
-                             self.precision())
+    def predict(self, index: torch.Tensor) -> list[torch.Tensor]:
+        """Per cell, the log-probabilities [members, n, C] on the host of its members on its
+        images at pooled ``index`` [K, n]: its frozen members (if any) first, then its rows
+        of the trained engine (all cells in one batched pass)."""
+        data = [cell.data for cell in self.cells]
+        trained = predict_split(self.trained, self.pool, index, data,
+                                self.config.train.eval_batch_size, self.member_inputs,
+                                self.precision())
+        out = []
+        for k, cell in enumerate(self.cells):
+            mine = trained[self.rows[k]]
+            if cell.plan.frozen is not None:
+                frozen = predict_split(cell.plan.frozen, self.pool, index[k:k + 1], [data[k]],
+                                       self.config.train.eval_batch_size, None,
+                                       self.precision())
+                mine = torch.cat([frozen, mine])
+            out.append(mine)
+        return out
 
     # ----------------------------------------------------------------- state
     def load(self) -> None:
@@ -197,7 +212,7 @@ class Pack:
             if cell.checkpoint is None:
                 continue
             try:
-                self._load_cell(cell.checkpoint, rows)
+                self._load_cell(cell, rows)
             except (RuntimeError, KeyError, IndexError, TypeError, ValueError) as error:
                 detail = str(error).strip().splitlines()[0][:160] if str(error).strip() else ""
                 raise RunDirError(
@@ -208,49 +223,57 @@ class Pack:
         if first is not None:
             restore_rng(first["rng"])
 
-    def _load_cell(self, checkpoint: dict[str, Any], rows: slice) -> None:
-        """One cell's members and momentum rows from its checkpoint."""
-        names = list(self.trained.stacked_parameters())
-        if self.single:
-            self.members.load_state_dict(checkpoint["model"])
-            state = optimizer_state(checkpoint, names)
-            self.optimizer.load_state_dict(
-                {**state, "buffers": [b[self.local] for b in state.get("buffers") or []]})
-        else:  # the cell's rows that are this process's
-            start, stop = max(rows.start, self.local.start), min(rows.stop, self.local.stop)
-            if start >= stop:
-                return
-            mine = slice(start - self.local.start, stop - self.local.start)
-            theirs = slice(start - rows.start, stop - rows.start)
-            state = self.engine.state_dict()
-            if set(checkpoint["model"]) != set(state):
-                raise KeyError("its parameters are not the model's")
-            with torch.no_grad():
-                for key, value in checkpoint["model"].items():
-                    state[key][mine].copy_(value[theirs])
-            saved = optimizer_state(checkpoint, names)
-            self.optimizer.load_member_state(mine, {
-                **saved, "buffers": [b[theirs] for b in saved.get("buffers") or []]})
+    def _load_cell(self, cell: Cell, rows: slice) -> None:
+        """One cell's members and momentum rows from its checkpoint: its frozen members
+        first, then its trained ones, of which this process takes the rows it holds."""
+        checkpoint = cell.checkpoint
+        model, n_frozen = checkpoint["model"], cell.plan.n_frozen
+        state = self.engine.state_dict()
+        if set(model) != set(state):
+            raise KeyError("its parameters are not the model's")
+        if any(value.shape[0] != n_frozen + rows.stop - rows.start for value in model.values()):
+            raise ValueError(f"it holds another number of members than the run's "
+                             f"{n_frozen + rows.stop - rows.start}")
+        if cell.plan.frozen is not None:
+            cell.plan.frozen.load_state_dict({k: v[:n_frozen] for k, v in model.items()})
+        start, stop = max(rows.start, self.local.start), min(rows.stop, self.local.stop)
+        if start >= stop:
+            return
+        mine = slice(start - self.local.start, stop - self.local.start)
+        theirs = slice(n_frozen + start - rows.start, n_frozen + stop - rows.start)
+        with torch.no_grad():
+            for key, value in model.items():
+                state[key][mine].copy_(value[theirs])
+        saved = optimizer_state(checkpoint, list(self.trained.stacked_parameters()))
+        theirs = slice(start - rows.start, stop - rows.start)  # momentum: trained rows only
+        self.optimizer.load_member_state(mine, {
+            **saved, "buffers": [b[theirs] for b in saved.get("buffers") or []]})
 
     def cell_model(self, k: int) -> dict[str, torch.Tensor]:
-        if self.single:
-            return self.members.state_dict()
+        """Cell k's stacked member state for its checkpoint: frozen members first."""
         rows = self.rows[k]
-        return {key: value[rows].clone() for key, value in self.trained.state_dict().items()}
+        model = {key: value[rows].clone() for key, value in self.trained.state_dict().items()}
+        frozen = self.cells[k].plan.frozen
+        if frozen is None:
+            return model
+        old = frozen.state_dict()
+        return {key: torch.cat([old[key].to(value), value]) for key, value in model.items()}
 
     def cell_optimizer(self, k: int) -> dict[str, Any]:
-        rows = slice(None) if self.single else self.rows[k]
+        rows = self.rows[k]
         if not self.shard.distributed:
             return self.optimizer.member_state(rows)
         state = self.optimizer.member_state(slice(None))  # this process's rows, then all
         return {**state, "buffers": [self.shard.gather_rows(b)[rows] for b in state["buffers"]]}
 
     def cell_members(self, k: int) -> list[torch.nn.Module]:
-        if self.single:
-            return self.cells[0].plan.member_modules()
+        """Cell k's members as standalone modules (analysis statistics), frozen first."""
+        frozen = self.cells[k].plan.frozen
+        old = frozen.members() if frozen is not None else []
         if self.shard.distributed:  # one gather of the pack's members
-            return self.trained.members()[self.rows[k]]
-        return [self.trained.member(i) for i in range(self.rows[k].start, self.rows[k].stop)]
+            return old + self.trained.members()[self.rows[k]]
+        return old + [self.trained.member(i)
+                      for i in range(self.rows[k].start, self.rows[k].stop)]
 
     def inputs(self, k: int) -> dict[str, Any]:
         """What cell k's members take: classes, channels, image size and the per-channel
@@ -261,9 +284,6 @@ class Pack:
                 "mean": None if data.mean is None else data.mean.tolist(),
                 "std": None if data.std is None else data.std.tolist()}
 
-    def eval_rows(self, k: int) -> slice:
-        return slice(0, self.members.n_members) if self.single else self.rows[k]
-
     # ----------------------------------------------------------------- one epoch
     def start_epoch(self, epoch: int, first_step: int) -> None:
         """Learning rates, couplings, batch orders and augmentation streams of ``epoch``;
@@ -272,9 +292,7 @@ class Pack:
         epochs = self.config.train.epochs
         self.beta_factors = [beta_factor(cell.config.loss, epoch, epochs) * self.scales[k]
                              for k, cell in enumerate(self.cells)]
-        if self.single:
-            self.beta = self.cells[0].plan.beta * self.beta_factors[0]
-        for block in self.blocks:  # a pack: each cell's matrix times its factor
+        for block in self.blocks:  # each cell's matrix times its factor
             scale = torch.tensor([self.beta_factors[k] for k in block.positions],
                                  device=self.device)
             block.beta_now = block.beta * scale.view(-1, 1, 1)
@@ -318,7 +336,7 @@ class Pack:
                                   for k in range(len(self.cells))])
         labels = self.pool.labels[index]
         with self.precision():
-            logits = (self.forward(images[0]) if self.single
+            logits = (self.forward(images[0]) if self.member_inputs is None
                       else self.forward(images, self.member_inputs))
         parts = self._loss(logits, labels, images)
         self.optimizer.zero_grad()
@@ -349,28 +367,27 @@ class Pack:
 
     def _loss(self, logits: torch.Tensor, labels: torch.Tensor,
               images: torch.Tensor) -> CoupledLoss:
+        """Every cell's per-member loss parts: one call per block of cells of one size and
+        objective, each coupled within itself (and with its frozen peers, if coupled)."""
         loss = self.config.loss
-        if self.single:
-            plan = self.cells[0].plan
-            if loss.objective != "colearning":
-                return self.loss_fns[loss.objective](logits, labels[0],
-                                                     joint_weight=joint_weight(self.config))
-            return self.loss_fns["colearning"](logits, labels[0], beta=self.beta,
-                                               peers=loss.peers, kl_reduction=loss.kl_reduction,
-                                               frozen=plan.peers(images[0]),
-                                               divergence=loss.divergence)
         totals, tasks, couplings = [], [], []
         for block in self.blocks:
             chunk = logits[block.rows].unflatten(0, (len(block.cells), block.n))
+            target = labels[block.cells]
             fn = self.loss_fns[block.objective]
-            if block.objective == "colearning":
-                parts = fn(chunk, labels[block.cells], beta=block.beta_now, peers=loss.peers,
-                           divergence=loss.divergence)
-                coupling = parts.coupling / block.divisor
-                task = parts.task / block.task_divisor
+            if block.objective != "colearning":
+                parts = fn(chunk, target, joint_weight=block.weight)
+            elif block.frozen_peers:  # a grown run coupled to its old members: K = 1
+                peers = self.cells[block.positions[0]].plan.peers(images[block.positions[0]])
+                parts = CoupledLoss(*(part.unsqueeze(0) for part in fn(
+                    chunk[0], target[0], beta=block.beta_now[0], peers=loss.peers,
+                    frozen=peers, divergence=loss.divergence)))
             else:
-                parts = fn(chunk, labels[block.cells], joint_weight=block.weight)
-                coupling, task = parts.coupling, parts.task
+                parts = fn(chunk, target, beta=block.beta_now, peers=loss.peers,
+                           divergence=loss.divergence)
+            coupling, task = parts.coupling, parts.task
+            if block.objective == "colearning":  # loss.kl_reduction, per cell
+                coupling, task = coupling / block.divisor, task / block.task_divisor
             totals.append((task + coupling).flatten())
             tasks.append(task.flatten())
             couplings.append(coupling.flatten())
