@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import nn
@@ -51,6 +52,32 @@ CPU_CHUNK_BYTES = 48 * 2**20
 # there (VGG-9's 64+ channels, ResNet-20's 16+ fill the vector units alone; README, "Speed").
 CPU_GROUP_CHANNELS = 64
 CPU_WIDE_CHANNELS = 16
+
+
+@runtime_checkable
+class Members(Protocol):
+    """What the trainer drives, whether the members live in this process (:class:`Ensemble`)
+    or are spread over processes (``colearning.training.shard.ShardedEnsemble``): N members
+    seen as one ensemble. ``forward`` gives logits [N, B, C]; ``local`` is the
+    :class:`Ensemble` of the members this process holds (its ``parameters`` and
+    ``stacked_parameters`` are what this process's optimizer steps); ``state_dict`` and
+    ``members`` cover all N (a collective when spread)."""
+
+    n_members: int
+
+    def __call__(self, x: torch.Tensor, member_inputs: torch.Tensor | None = None
+                 ) -> torch.Tensor: ...
+
+    @property
+    def local(self) -> Ensemble: ...
+
+    def stacked_parameters(self) -> dict[str, torch.Tensor]: ...
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]: ...
+
+    def members(self) -> list[nn.Module]: ...
+
+    def member(self, index: int) -> nn.Module: ...
 
 
 class Ensemble(nn.Module):
@@ -167,6 +194,13 @@ class Ensemble(nn.Module):
     @property
     def template(self) -> nn.Module:
         return self._template[0]
+
+    @property
+    def local(self) -> Ensemble:
+        """The members this process holds and steps: all of them (a
+        :class:`colearning.training.shard.ShardedEnsemble` holds a slice). Part of the
+        :class:`Members` protocol."""
+        return self
 
     def stacked_parameters(self) -> dict[str, torch.Tensor]:
         """Member parameter name -> stacked tensor [N, *shape] (the trainable storage)."""

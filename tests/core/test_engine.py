@@ -464,3 +464,16 @@ def test_engine_note_says_how_members_run_and_why_not_grouped():
     note = engine_note(Ensemble(Branchy, 2), cpu)
     assert "one after another" in note and "torch.fx cannot trace" in note
     assert "\n" not in note
+
+
+def test_one_protocol_for_members_here_and_spread_over_processes():
+    """The trainer drives both through engine.Members: `local` is what this process steps."""
+    from colearning.engine import Members
+    from colearning.training.shard import Shard, ShardedEnsemble
+
+    ens = Ensemble(lambda: nn.Linear(4, 3), 3)
+    sharded = ShardedEnsemble(ens, Shard(0, 1, 3))
+    assert isinstance(ens, Members) and isinstance(sharded, Members)
+    assert ens.local is ens and sharded.local is ens
+    x = torch.randn(5, 4)
+    torch.testing.assert_close(sharded(x), ens(x))

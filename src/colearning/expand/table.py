@@ -4,25 +4,32 @@
     run_table_s5(spec, "sweeps/tableS5")       # colearning.expand.table_run: trains the cells
     print(format_table_s5(table_s5("sweeps/tableS5")))
 
-This module reads and tabulates (reports build on it and never train);
-:mod:`colearning.expand.table_run` trains the cells.
+This module plans the cells, reads and tabulates (reports build on it and never train);
+:mod:`colearning.expand.table_run` trains the cells with the sweep runner.
 
-A Table S5 file is a sweep file (``name``, ``base_config``/``base``, ``overrides``,
-``seeds``; see :mod:`colearning.sweep.spec`) plus the experiment::
+A Table S5 file is a sweep file without a grid (``name``, ``base_config``/``base``,
+``overrides``, ``seeds``; see :mod:`colearning.sweep.spec`): the experiment is stated with
+the ordinary run config keys of its base cell, plus how the base is grown::
 
-    n_members: 10     # N, the trained ensemble that is grown
-    add: 5            # M, new members
-    beta: -0.07       # loss.beta (Eq. 1 as written) of the coupled runs
-    epochs: 150       # E: the base run, each expansion and "same budget"; double budget = 2E
-    margin: 0         # boost: k-m..k+m correct old votes, k = N/2
+    overrides:
+      ensemble: {n_members: 10}   # N, the trained ensemble that is grown
+      loss: {beta: -0.07}         # loss.beta (Eq. 1 as written) of the coupled runs
+      train: {epochs: 150}        # E: the base run, each expansion and "same budget"; 2E
+    seeds: 10
+    expand: {add: 5, margin: 0}   # expand.add = M new members; expand.margin: boost's m
+    methods: [freeze, retrain]    # optional: a subset of the rows (the base always runs)
 
 Per seed the cells are, in order: ``base`` (N members, beta, E epochs), ``freeze0`` and
 ``freeze`` (add-freeze with beta 0 and beta), ``retrain`` (add-retrain, beta, E more
 epochs), ``boost`` (M independent members on the border samples), ``scratch`` and
-``scratch2x`` (N+M members from scratch, E and 2E epochs). The expansions grow the base
-cell of their seed, so they share its split. Layout: ``table_s5.yaml`` (the resolved
-spec), ``cells/<method>_seed<k>/`` (run directories), ``table_s5.csv``, ``table_s5.txt``
-and ``report.html``. Running again continues: finished cells are skipped, interrupted ones
+``scratch2x`` (N+M members from scratch, E and 2E epochs). Every cell is an ordinary sweep
+cell (:class:`colearning.sweep.spec.SweepCell`): the base run config with the keys ``seed``,
+``ensemble.n_members``, ``loss.beta``, ``train.epochs`` and, for the expansions,
+``expand.source/mode/add/margin``, where ``expand.source`` is the base cell of its seed (so
+they share its split). Hence two stages (:func:`plan_cells`): the base and from-scratch
+cells, then the expansions. Layout: ``table_s5.yaml`` (the resolved spec),
+``cells/<method>_seed<k>/`` (run directories), ``table_s5.csv``, ``table_s5.txt`` and
+``report.html``. Running again continues: finished cells are skipped, interrupted ones
 resume from their checkpoints, failed ones are retried.
 """
 
@@ -36,15 +43,21 @@ from pathlib import Path
 from typing import Any
 
 from colearning import rundir
-from colearning.config import read_yaml
+from colearning.config import merge_coupling, parse_overrides, read_yaml
 from colearning.errors import ConfigError, RunDirError
 from colearning.metrics.statistics import mean_std
 from colearning.sweep.layout import CELLS, cell_status
-from colearning.sweep.spec import spec_from_dict
+from colearning.sweep.spec import SPEC_KEYS, SweepCell, cell_config, spec_from_dict
 from colearning.sweep.table import to_csv
 
 SPEC_FILE = "table_s5.yaml"
-EXPERIMENT_KEYS = ("n_members", "add", "beta", "epochs", "margin")
+OWN_KEYS = ("expand", "methods")  # beside a sweep file's keys (no grid: the rows are it)
+FILE_KEYS = tuple(key for key in SPEC_KEYS if key != "grid") + OWN_KEYS
+GROW_KEYS = ("add", "margin")  # of expand:, the expand.* keys the table leaves to the file
+# The experiment keys of the layout before this one (table_s5.yaml of older versions, and
+# Table S5 files): each is an ordinary config key now.
+OLD_KEYS = {"n_members": "ensemble.n_members", "beta": "loss.beta",
+            "epochs": "train.epochs", "add": "expand.add", "margin": "expand.margin"}
 METHODS = ("base", "freeze0", "freeze", "retrain", "boost", "scratch", "scratch2x")
 # Paper Table S5 and Supp. text (boost): LeNet-5 on CIFAR-10, N=10 + M=5, beta=-0.07,
 # ensemble accuracy (%) mean ± std.
@@ -56,21 +69,31 @@ METRIC = "test/ensemble_accuracy_mean"
 
 @dataclass
 class TableS5Spec:
-    """A resolved Table S5 experiment: ``base`` is a full run config dict."""
+    """A resolved Table S5 experiment: ``base`` is the base cell's full run config dict
+    (N = ensemble.n_members, beta = loss.beta, E = train.epochs), grown by ``add`` (M)."""
 
     name: str
     base: dict[str, Any]
     seeds: list[int]
-    n_members: int = 10
     add: int = 5
-    beta: float = -0.07
-    epochs: int = 150
     margin: int = 0
     methods: list[str] = field(default_factory=lambda: list(METHODS))
 
+    @property
+    def n_members(self) -> int:
+        return self.base["ensemble"]["n_members"]
+
+    @property
+    def beta(self) -> float:
+        return self.base["loss"]["beta"]
+
+    @property
+    def epochs(self) -> int:
+        return self.base["train"]["epochs"]
+
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "base": self.base, "seeds": self.seeds,
-                **{key: getattr(self, key) for key in (*EXPERIMENT_KEYS, "methods")}}
+                "expand": {"add": self.add, "margin": self.margin}, "methods": self.methods}
 
 
 @dataclass(frozen=True)
@@ -103,31 +126,97 @@ def methods(spec: TableS5Spec) -> list[Method]:
     return [row for row in rows if row.key == "base" or row.key in spec.methods]
 
 
+def cell_name(method: Method, seed: int) -> str:
+    return f"{method.key}_seed{seed}"
+
+
+def plan_cells(spec: TableS5Spec, out: str | Path) -> tuple[list[SweepCell], list[SweepCell]]:
+    """The cells of ``spec`` in the directory ``out``, as ordinary sweep cells in two stages:
+    stage 1 the base and from-scratch cells (independent of each other), stage 2 the
+    expansions, each grown from the base cell of its seed (``expand.source``, absolute).
+    Both seed-major, in table order."""
+    cells = Path(out).resolve() / CELLS
+    first: list[SweepCell] = []
+    second: list[SweepCell] = []
+    for seed in spec.seeds:
+        base = cell_config(spec.base, {"seed": seed})
+        for method in methods(spec):
+            values: dict[str, Any] = {"ensemble.n_members": method.n_members,
+                                      "loss.beta": method.beta,
+                                      "train.epochs": method.train_epochs}
+            if method.mode is None:
+                values["seed"] = seed
+                first.append(SweepCell(cell_name(method, seed), values,
+                                       cell_config(spec.base, values)))
+                continue
+            values.update({"expand.source": str(cells / f"base_seed{seed}"),
+                           "expand.mode": method.mode, "expand.add": spec.add,
+                           "expand.margin": spec.margin if method.mode == "boost" else 0})
+            second.append(SweepCell(cell_name(method, seed), values, cell_config(base, values)))
+    return first, second
+
+
 # ------------------------------------------------------------------------- the spec
+def _grow_options(values: dict[str, Any], overrides: list[str]) -> tuple[dict[str, Any],
+                                                                          list[str]]:
+    """The file's ``expand:`` updated by the expand.* overrides; the other overrides."""
+    grow = values.get("expand") or {}
+    if not isinstance(grow, dict):
+        raise ConfigError("Table S5 `expand` must be a mapping: {add: M, margin: m}")
+    grow, rest = dict(grow), []
+    for item in overrides:
+        update = parse_overrides([item])
+        if "expand" in update:
+            grow.update(update.pop("expand") or {})
+        if update:
+            rest.append(item)
+    unknown = sorted(set(grow) - set(GROW_KEYS))
+    if unknown:
+        raise ConfigError(f"Table S5 sets expand.source and expand.mode per row; its file "
+                          f"gives expand.add and expand.margin only, not expand.{unknown[0]}")
+    return grow, rest
+
+
 def table_s5_spec_from_dict(values: dict[str, Any], *, base_dir: str | Path = ".",
                             overrides: list[str] | None = None,
                             seeds: int | list[int] | None = None) -> TableS5Spec:
-    """A validated :class:`TableS5Spec` from a Table S5 mapping (see the module docstring)."""
+    """A validated :class:`TableS5Spec` from a Table S5 mapping (see the module docstring).
+
+    ``overrides`` (``key=value``) change the base run config as a sweep's do; expand.add
+    and expand.margin ones change the expansion."""
     if not isinstance(values, dict):
         raise ConfigError(f"a Table S5 file must hold a mapping, got {type(values).__name__}")
-    own = {key: values[key] for key in (*EXPERIMENT_KEYS, "methods") if key in values}
-    sweep_part = {key: v for key, v in values.items() if key not in own}
-    sweep = spec_from_dict(sweep_part, base_dir=base_dir, overrides=overrides, seeds=seeds)
+    old = next((key for key in OLD_KEYS if key in values), None)
+    if old is not None:
+        raise ConfigError(
+            f"Table S5 key {old!r} is the run config key {OLD_KEYS[old]} now: set "
+            "ensemble.n_members, loss.beta and train.epochs under overrides: (or as "
+            "key=value), expand.add and expand.margin under expand: (see "
+            "configs/sweeps/tableS5_cpu_jpeg.yaml)")
+    unknown = sorted(set(values) - set(FILE_KEYS))
+    if unknown:
+        raise ConfigError(f"unknown Table S5 key {unknown[0]!r}; valid: {', '.join(FILE_KEYS)}")
+    grow, overrides = _grow_options(values, overrides or [])
+    sweep = spec_from_dict({key: v for key, v in values.items() if key not in OWN_KEYS},
+                           base_dir=base_dir, overrides=overrides, seeds=seeds)
     spec = TableS5Spec(name=sweep.name, base=sweep.base,
-                       seeds=sweep.grid.get("seed", [sweep.base["seed"]]),
-                       epochs=sweep.base["train"]["epochs"])
-    for key, value in own.items():
-        expected = float if key == "beta" else list if key == "methods" else int
-        if expected is float and type(value) is int:
-            value = float(value)
+                       seeds=sweep.grid.get("seed", [sweep.base["seed"]]))
+    for key, value in [*grow.items(), ("methods", values.get("methods", spec.methods))]:
+        expected = list if key == "methods" else int
         if type(value) is not expected:
             raise ConfigError(f"Table S5 key {key!r} must be {expected.__name__}, got {value!r}")
         setattr(spec, key, value)
-    for key in ("n_members", "add", "epochs"):
-        if getattr(spec, key) < 1:
-            raise ConfigError(f"Table S5 {key} must be >= 1, got {getattr(spec, key)}")
-    if spec.margin < 0 or not math.isfinite(spec.beta):
-        raise ConfigError("Table S5 margin must be >= 0 and beta a finite number")
+    if spec.add < 1 or spec.margin < 0:
+        raise ConfigError(f"Table S5 expand.add must be >= 1 (new members) and expand.margin "
+                          f">= 0, got add {spec.add}, margin {spec.margin}")
+    loss = spec.base["loss"]
+    if type(loss["beta"]) is not float or loss["beta_bar"] is not None:
+        raise ConfigError("Table S5 couples its runs with one loss.beta per pair (as the "
+                          "paper's table), the same for N and N+M members: give loss.beta, not "
+                          f"loss.beta_bar or a matrix (the base has loss.beta={loss['beta']!r}, "
+                          f"loss.beta_bar={loss['beta_bar']!r})")
+    if spec.base["expand"]["source"] is not None:
+        raise ConfigError("the base of Table S5 is a run from scratch: drop expand.source")
     unknown = sorted(set(spec.methods) - set(METHODS))
     if unknown:
         raise ConfigError(f"unknown Table S5 method {unknown[0]!r}; valid: {', '.join(METHODS)}")
@@ -139,9 +228,21 @@ def load_table_s5_spec(path: str | Path, overrides: list[str] | None = None,
     """The Table S5 file at ``path`` resolved (base_config relative to the file)."""
     path = Path(path)
     values = read_yaml(path)
-    values.setdefault("name", path.stem)
+    if isinstance(values, dict):
+        values.setdefault("name", path.stem)
     return table_s5_spec_from_dict(values, base_dir=path.parent, overrides=overrides,
                                    seeds=seeds)
+
+
+def _from_old_layout(values: dict[str, Any]) -> dict[str, Any]:
+    """A table_s5.yaml written before the experiment keys were run config keys, in today's
+    layout (the same cells: their directories resume)."""
+    base = merge_coupling(values.get("base") or {}, {
+        "ensemble": {"n_members": values["n_members"]}, "loss": {"beta": values["beta"]},
+        "train": {"epochs": values["epochs"]}})
+    return {"name": values.get("name"), "base": base, "seeds": values.get("seeds"),
+            "expand": {"add": values["add"], "margin": values["margin"]},
+            "methods": values.get("methods", list(METHODS))}
 
 
 def load_table_s5_dir(out: str | Path) -> TableS5Spec:
@@ -150,12 +251,10 @@ def load_table_s5_dir(out: str | Path) -> TableS5Spec:
     if not path.is_file():
         raise RunDirError(f"{out} is not a Table S5 directory (it has no {SPEC_FILE})")
     values = read_yaml(path)
-    seeds = values.pop("seeds", None)
+    if isinstance(values, dict) and set(OLD_KEYS) <= set(values):
+        values = _from_old_layout(values)
+    seeds = values.pop("seeds", None) if isinstance(values, dict) else None
     return table_s5_spec_from_dict(values, seeds=seeds)
-
-
-def cell_name(method: Method, seed: int) -> str:
-    return f"{method.key}_seed{seed}"
 
 
 # ------------------------------------------------------------------------- the table

@@ -1,6 +1,13 @@
-"""Training the cells of a Table S5 directory (see :mod:`colearning.expand.table`).
+"""Training the cells of a Table S5 directory (see :mod:`colearning.expand.table`) with the
+sweep runner, in two stages.
 
-    run_table_s5(load_table_s5_spec("configs/sweeps/tableS5_cpu_jpeg.yaml"), "sweeps/s5")
+    spec = load_table_s5_spec("configs/sweeps/tableS5_cpu_jpeg.yaml")
+    result = run_table_s5(spec, "sweeps/s5", workers=2)    # or backend="ray", pack=...
+
+Stage 1 trains the base and from-scratch cells, stage 2 the expansions, whose
+``expand.source`` is a base cell of stage 1. Each stage is one
+:func:`colearning.sweep.runner.run_cells` call: the same worker processes, packs, Ray tasks,
+skipping, resuming and failure records as ``colearn sweep`` (a grown cell trains alone).
 """
 
 from __future__ import annotations
@@ -9,78 +16,68 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from tqdm.auto import tqdm
 
 from colearning import rundir
-from colearning.config import config_from_dict, merge
 from colearning.errors import RunDirError
-from colearning.expand.grow import grown_config
 from colearning.expand.table import (
     SPEC_FILE,
-    Method,
     TableS5Spec,
     cell_name,
     load_table_s5_dir,
     methods,
+    plan_cells,
     write_table_s5,
 )
-from colearning.sweep.cell import CellOutcome, run_cell
-from colearning.sweep.layout import CELLS, cell_status
+from colearning.sweep.cell import CellOutcome
+from colearning.sweep.layout import CELLS, cell_status, check_out_dir
+from colearning.sweep.runner import SweepResult, check_backend, run_cells
 
 
-def cell_config(spec: TableS5Spec, method: Method, seed: int, out: Path) -> dict[str, Any]:
-    """The run config of one cell; an expansion reads its base cell's config from disk."""
-    if method.mode is None:
-        values = merge(spec.base, {
-            "seed": seed, "ensemble": {"n_members": method.n_members},
-            "loss": {"beta": method.beta, "beta_bar": None},
-            "train": {"epochs": method.train_epochs, "progress": False},
-        })
-        return config_from_dict(values).to_dict()
-    source = out / CELLS / f"base_seed{seed}"
-    margin = spec.margin if method.mode == "boost" else 0
-    return grown_config(source, spec.add, method.mode,
-                        [f"loss.beta={method.beta}", f"train.epochs={method.train_epochs}"],
-                        margin).to_dict()
+def check_table_s5_dir(spec: TableS5Spec, out: str | Path) -> None:
+    """Refuse ``out`` unless it is empty, absent or a Table S5 directory of ``spec``."""
+    path = Path(out)
+    if check_out_dir(path, SPEC_FILE, "Table S5 directory") and \
+            load_table_s5_dir(path).to_dict() != spec.to_dict():
+        raise RunDirError(f"{path} holds a Table S5 run with another spec; continue it with "
+                          f"colearn expand-table --resume {path} or pick another --out")
 
 
-# ------------------------------------------------------------------------- running
-def run_table_s5(spec: TableS5Spec, out: str | Path, *, progress: bool = True) -> list[CellOutcome]:
-    """Train every missing cell of ``spec`` under ``out`` (seed-major), then write the table.
+def run_table_s5(spec: TableS5Spec, out: str | Path, *, progress: bool = True,
+                 **runner: Any) -> SweepResult:
+    """Train every missing cell of ``spec`` under ``out``, then write the table.
 
-    Cells run one after another in this process; an expansion whose base cell did not finish
-    is left pending. Returns one outcome per cell.
+    ``runner``: the options of :func:`colearning.sweep.runner.run_cells` (``backend``,
+    ``workers``, ``address``, ``cpus_per_cell``, ``gpus_per_cell``, ``pack``,
+    ``pack_members``). An expansion whose base cell did not finish is left ``pending``; when
+    stage 1 was stopped, stage 2 does not start. Returns one outcome per cell, in table order.
     """
-    out = Path(out)
-    spec_path = out / SPEC_FILE
-    if spec_path.exists():
-        if load_table_s5_dir(out).to_dict() != spec.to_dict():
-            raise RunDirError(f"{out} holds a Table S5 run with another spec; continue it with "
-                              f"colearn expand-table --resume {out} or pick another --out")
-    elif out.exists() and any(out.iterdir()):
-        raise RunDirError(f"{out} exists, is not empty and is not a Table S5 directory; "
-                          "pick another --out")
-    (out / CELLS).mkdir(parents=True, exist_ok=True)
-    rundir.atomic_write_text(spec_path, yaml.safe_dump(spec.to_dict(), sort_keys=False))
-    rows = methods(spec)
-    outcomes = []
-    bar = tqdm(total=len(rows) * len(spec.seeds), desc=f"table S5 {spec.name}", unit="cell",
-               disable=not progress, dynamic_ncols=True)
-    try:
-        for seed in spec.seeds:
-            for method in rows:
-                name = cell_name(method, seed)
-                if method.mode and cell_status(out / CELLS / f"base_seed{seed}") != "finished":
-                    outcome = CellOutcome(name, "pending", error="its base run did not finish")
-                else:
-                    config = cell_config(spec, method, seed, out)
-                    outcome = run_cell(config, str(out / CELLS / name))
-                outcomes.append(outcome)
-                bar.update(1)
-                bar.set_postfix(last=name, status=outcome.status)
-                if outcome.status == "interrupted":
-                    return outcomes
-    finally:
-        bar.close()
-        write_table_s5(out)
-    return outcomes
+    check_backend(runner.get("backend", "local"), runner.get("workers"))
+    path = Path(out)
+    check_table_s5_dir(spec, path)  # refused before anything is made
+    with rundir.os_errors(path, "create the Table S5 directory"):
+        (path / CELLS).mkdir(parents=True, exist_ok=True)
+    with rundir.locked(path, "Table S5 directory", "let it finish (colearn expand-table "
+                                                   "--resume DIR continues a stopped one)"):
+        rundir.atomic_write_text(path / SPEC_FILE,
+                                 yaml.safe_dump(spec.to_dict(), sort_keys=False))
+        first, second = plan_cells(spec, path)
+        result = SweepResult(path)
+        try:
+            result.outcomes += run_cells(first, path, desc=f"table S5 {spec.name} (1/2)",
+                                         progress=progress, **runner).outcomes
+            stopped = any(o.status == "interrupted" for o in result.outcomes)
+            ready = [cell for cell in second if not stopped
+                     and cell_status(cell.config["expand"]["source"]) == "finished"]
+            waiting = {cell.name for cell in second} - {cell.name for cell in ready}
+            result.outcomes += [
+                CellOutcome(cell.name, "pending", error="the run was stopped" if stopped
+                            else "its base run did not finish")
+                for cell in second if cell.name in waiting]
+            result.outcomes += run_cells(ready, path, desc=f"table S5 {spec.name} (2/2)",
+                                         progress=progress, **runner).outcomes
+        finally:
+            write_table_s5(path)
+    order = {cell_name(method, seed): k for k, (seed, method) in
+             enumerate((seed, method) for seed in spec.seeds for method in methods(spec))}
+    result.outcomes.sort(key=lambda o: order[o.name])
+    return result

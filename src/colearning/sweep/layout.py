@@ -62,6 +62,20 @@ def done_status(cell_dir: str | Path, config: dict[str, Any]) -> str | None:
     return status if status in DONE else None
 
 
+def check_out_dir(path: Path, spec_file: str, what: str) -> bool:
+    """Whether ``path`` already holds a ``what`` (its ``spec_file``). RunDirError when it is
+    not a directory, or holds something else: a new one is only made in an empty (or absent)
+    directory."""
+    if path.exists() and not path.is_dir():
+        raise RunDirError(f"{path} is not a directory; pick another --out")
+    if (path / spec_file).exists():
+        return True
+    if path.exists() and any(p.name != rundir.LOCK for p in path.iterdir()):
+        raise RunDirError(f"{path} exists, is not empty and is not a {what}; "
+                          "pick another --out")
+    return False
+
+
 def load_sweep_spec(sweep_dir: str | Path, overrides: list[str] | None = None) -> SweepSpec:
     """The resolved spec stored in a sweep directory (for resume and reports).
 

@@ -4,6 +4,7 @@
     result = run_sweep(spec, "sweeps/fig2c", workers=2)      # local processes
     result = run_sweep(spec, "sweeps/fig2c", backend="ray")  # Ray tasks: colearning[ray]
     result = run_sweep(spec, "sweeps/fig2c", pack=8)         # up to 8 cells per pack
+    result = run_cells(cells, "sweeps/s5")                   # cells planned elsewhere
 
 Cells that may share a pack (:mod:`colearning.training.pack`) are trained together, their
 members stacked into one engine; each still writes its own run directory. Rerunning is
@@ -33,7 +34,14 @@ from colearning import rundir
 from colearning.config import config_diff, config_from_dict, read_yaml
 from colearning.errors import ConfigError, RunDirError
 from colearning.sweep.cell import CellOutcome, available_cores, cell_plan, run_pack
-from colearning.sweep.layout import CELLS, DONE, SPEC_FILE, done_status, load_sweep_spec
+from colearning.sweep.layout import (
+    CELLS,
+    DONE,
+    SPEC_FILE,
+    check_out_dir,
+    done_status,
+    load_sweep_spec,
+)
 from colearning.sweep.spec import SweepCell, SweepSpec, dump_spec
 from colearning.sweep.table import write_tables
 from colearning.training.launch import watch_parent
@@ -120,12 +128,7 @@ def check_sweep_dir(spec: SweepSpec, sweep_dir: str | Path) -> int | None:
     """
     path = Path(sweep_dir)
     spec_path = path / SPEC_FILE
-    if path.exists() and not path.is_dir():
-        raise RunDirError(f"{path} is not a directory; pick another --out")
-    if not spec_path.exists():
-        if path.exists() and any(p.name != rundir.LOCK for p in path.iterdir()):
-            raise RunDirError(f"{path} exists, is not empty and is not a sweep directory; "
-                              "pick another --out")
+    if not check_out_dir(path, SPEC_FILE, "sweep directory"):
         return None
     # resolved again, so a config section added since then takes its default
     saved = config_from_dict(read_yaml(spec_path).get("base") or {}).to_dict()
@@ -210,6 +213,14 @@ def _device_kind(cells: list[SweepCell]) -> str:
     return resolve_device(cells[0].config["device"]).type if cells else "cpu"
 
 
+def check_backend(backend: str, workers: int | None) -> None:
+    """Refuse an unknown backend or a worker count < 1 (before any directory is made)."""
+    if backend not in ("local", "ray"):
+        raise ConfigError(f"unknown sweep backend {backend!r}; valid: local, ray")
+    if workers is not None and workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {workers}")
+
+
 def run_sweep(spec: SweepSpec, sweep_dir: str | Path, *, backend: str = "local",
               workers: int | None = None, address: str | None = None,
               cpus_per_cell: float = 1.0, gpus_per_cell: float = 0.0,
@@ -217,16 +228,13 @@ def run_sweep(spec: SweepSpec, sweep_dir: str | Path, *, backend: str = "local",
               progress: bool = True, aggregate: bool = True) -> SweepResult:
     """Run every cell of ``spec`` under ``sweep_dir`` and write the tables.
 
-    Cells are trained in packs (see :func:`packs`). local: ``workers`` processes (default:
-    one per core on CPU, 1 with CUDA), each running one pack at a time with
-    ``cores // workers`` torch threads. ray: one Ray task per pack asking ``cpus_per_cell``
-    CPUs and ``gpus_per_cell`` GPUs, on ``address`` (an existing cluster) or a local Ray
-    with ``workers`` CPUs.
+    Cells are trained by :func:`run_cells` (in packs, see :func:`packs`). local:
+    ``workers`` processes (default: one per core on CPU, 1 with CUDA), each running one pack
+    at a time with ``cores // workers`` torch threads. ray: one Ray task per pack asking
+    ``cpus_per_cell`` CPUs and ``gpus_per_cell`` GPUs, on ``address`` (an existing cluster)
+    or a local Ray with ``workers`` CPUs.
     """
-    if backend not in ("local", "ray"):
-        raise ConfigError(f"unknown sweep backend {backend!r}; valid: local, ray")
-    if workers is not None and workers < 1:
-        raise ConfigError(f"--workers must be >= 1, got {workers}")
+    check_backend(backend, workers)
     path = Path(sweep_dir)
     check_sweep_dir(spec, path)  # refused before anything is made
     with rundir.os_errors(path, "create the sweep directory"):
@@ -235,21 +243,37 @@ def run_sweep(spec: SweepSpec, sweep_dir: str | Path, *, backend: str = "local",
     with rundir.locked(path, "sweep directory", "let it finish (colearn sweep --resume DIR "
                                                 "continues a stopped one)"):
         path, cells = prepare(spec, path)
-        return _run_cells(spec, path, cells, backend, workers, address, cpus_per_cell,
-                          gpus_per_cell, pack, pack_members, progress, aggregate)
+        try:
+            return run_cells(cells, path, desc=f"sweep {spec.name}", backend=backend,
+                             workers=workers, address=address, cpus_per_cell=cpus_per_cell,
+                             gpus_per_cell=gpus_per_cell, pack=pack, pack_members=pack_members,
+                             progress=progress)
+        finally:
+            if aggregate:
+                write_tables(path)
 
 
-def _run_cells(spec: SweepSpec, path: Path, cells: list[SweepCell], backend: str,
-               workers: int | None, address: str | None, cpus_per_cell: float,
-               gpus_per_cell: float, pack: str | int, pack_members: int | None,
-               progress: bool, aggregate: bool) -> SweepResult:
+def run_cells(cells: list[SweepCell], sweep_dir: str | Path, *, desc: str = "cells",
+              backend: str = "local", workers: int | None = None, address: str | None = None,
+              cpus_per_cell: float = 1.0, gpus_per_cell: float = 0.0,
+              pack: str | int = "auto", pack_members: int | None = None,
+              progress: bool = True) -> SweepResult:
+    """Train ``cells``, each into ``sweep_dir``/cells/<name>/, as :func:`run_sweep` does
+    (the same packs, worker processes or Ray tasks, skipping, resuming and failure
+    records; options as there), with one progress bar ``desc``. The caller holds
+    ``sweep_dir`` (created and locked): :func:`run_sweep`, and ``colearn expand-table``
+    for each of its two stages (:mod:`colearning.expand.table_run`). Returns the cells'
+    outcomes in the order of ``cells``.
+    """
+    check_backend(backend, workers)
+    path = Path(sweep_dir)
     status = {c.name: done_status(path / CELLS / c.name, c.config) for c in cells}
     todo = [c for c in cells if status[c.name] is None]
     groups = packs(todo, pack, pack_members, _device_kind(todo))
     result = SweepResult(path)
     result.outcomes = [CellOutcome(c.name, status[c.name], skipped=True)
                        for c in cells if status[c.name] is not None]
-    bar = tqdm(total=len(cells), initial=len(cells) - len(todo), desc=f"sweep {spec.name}",
+    bar = tqdm(total=len(cells), initial=len(cells) - len(todo), desc=desc,
                unit="cell", disable=not progress, dynamic_ncols=True)
 
     def record(outcomes: list[CellOutcome]) -> None:
@@ -268,8 +292,6 @@ def _run_cells(spec: SweepSpec, path: Path, cells: list[SweepCell], backend: str
                     cpus_per_cell=cpus_per_cell, gpus_per_cell=gpus_per_cell, record=record)
     finally:
         bar.close()
-        if aggregate:
-            write_tables(path)
     order = {c.name: i for i, c in enumerate(cells)}
     result.outcomes.sort(key=lambda o: order[o.name])
     return result

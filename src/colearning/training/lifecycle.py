@@ -268,7 +268,8 @@ def optimizer_state(checkpoint: dict[str, Any], param_names: list[str]) -> dict[
     return {"buffers": [b for b in buffers if b is not None]}
 
 
-def restart_records(path: Path, start_epoch: int, fresh: bool) -> list[dict[str, Any]]:
+def restart_records(path: Path, start_epoch: int, fresh: bool,
+                    write: bool = True) -> list[dict[str, Any]]:
     """The metric records the checkpoint covers; later lines and torn tails are cut.
 
     Keep exactly what the checkpoint covers: lines written after it (a kill between the two
@@ -276,6 +277,8 @@ def restart_records(path: Path, start_epoch: int, fresh: bool) -> list[dict[str,
     to the torn tail. From scratch, even the epoch-0 statistics are rewritten.
     """
     records = rundir.read_metrics(path / rundir.METRICS)[:start_epoch]
+    if not write:  # another process of a sharded run: rank 0 cuts the files
+        return records
     kept = rundir.truncate_jsonl(path / rundir.METRICS, len(records))
     if kept is not None:
         print(f"colearn: note: {path / rundir.METRICS} held more than the checkpoint covers "
@@ -312,8 +315,11 @@ def save_checkpoint(path: Path, config: Config, model: dict[str, torch.Tensor],
 
 def finish(path: Path, config: Config, records: list[dict[str, Any]], status: str,
            detail: str | None, wall: float, log_probs: torch.Tensor | None,
-           labels: torch.Tensor, test_indices: np.ndarray) -> Run:
-    """Write predictions.npz (when there are predictions) and summary.json; the Run."""
+           labels: torch.Tensor, test_indices: np.ndarray, write: bool = True) -> Run:
+    """Write predictions.npz (when there are predictions) and summary.json; the Run
+    (``write=False``: the Run only, in a process of a sharded run other than rank 0)."""
+    if not write:
+        return Run(path, config, records, summarize(records, status, detail, wall))
     if log_probs is not None:
         rundir.atomic_savez(path / rundir.PREDICTIONS, log_probs=log_probs.numpy(),
                             labels=labels.cpu().numpy(), test_indices=test_indices)
@@ -342,9 +348,9 @@ class MetricLog:
     as they are, per-member lists as ``key/member_i``. TensorBoard files go to
     ``RUN_DIR/tensorboard``; the run directory's own files stay the source of truth."""
 
-    def __init__(self, config: Config, path: Path) -> None:
-        self.writer = None
-        if config.train.log_to == "tensorboard":
+    def __init__(self, config: Config | None, path: Path) -> None:
+        self.writer = None  # (config None: a process that does not write)
+        if config is not None and config.train.log_to == "tensorboard":
             self.writer = tensorboard_writer(path / "tensorboard")
 
     def write(self, record: dict[str, Any]) -> None:

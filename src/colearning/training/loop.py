@@ -62,18 +62,21 @@ def fit(cells: list[Cell], pool: Pool, device: torch.device,
     if cells[0].checkpoint is None:
         torch.manual_seed(derive_seed(config.seed, "torch"))  # CPU and every CUDA device
     pack.load()
+    writes = pack.shard.writer  # only rank 0 of a sharded run writes (the others compute)
     analysis_every = config.train.analysis_every
     for k, cell in enumerate(cells):
-        cell.records = restart_records(cell.path, start_epoch, cell.checkpoint is None)
+        cell.records = restart_records(cell.path, start_epoch, cell.checkpoint is None,
+                                       write=writes)
         if cell.records and "train/coupling_scale" in cell.records[-1]:  # resuming: the
             pack.scales[k] = adapt_scale(  # adaptive coupling goes on where it was
                 cell.records[-1]["train/coupling_scale"], cell.records[-1].get("val/js_mean"),
                 cell.config.loss.target_js)
         if cell.checkpoint is None and analysis_every:
-            rundir.append_jsonl(cell.path / rundir.ANALYSIS,
-                                cell_structure(pack, k, 0))
+            structure = cell_structure(pack, k, 0)  # gathered when sharded: every process
+            if writes:
+                rundir.append_jsonl(cell.path / rundir.ANALYSIS, structure)
     labels = [pool.labels[cell.data.test].cpu() for cell in cells]
-    logs = [MetricLog(cell.config, cell.path) for cell in cells]
+    logs = [MetricLog(cell.config if writes else None, cell.path) for cell in cells]
     epochs = config.train.epochs
     progress = config.train.progress
     epoch_bar = tqdm(range(start_epoch, epochs), desc="epochs", initial=start_epoch,
@@ -95,11 +98,12 @@ def fit(cells: list[Cell], pool: Pool, device: torch.device,
                 if stopped_at is not None:  # a signal mid-epoch: checkpoint there, stop
                     pack.settle(epoch)
                     for k in pack.running():
-                        save_checkpoint(cells[k].path, cells[k].config, pack.cell_model(k),
-                                        pack.cell_optimizer(k), epoch, stopped_at,
-                                        pack.cell_sums(k),
-                                        pack.aug[k].get_state() if pack.aug else None, wall(k),
-                                        inputs=pack.inputs(k))
+                        model, optimizer = pack.cell_model(k), pack.cell_optimizer(k)
+                        if writes:
+                            save_checkpoint(cells[k].path, cells[k].config, model, optimizer,
+                                            epoch, stopped_at, pack.cell_sums(k),
+                                            pack.aug[k].get_state() if pack.aug else None,
+                                            wall(k), inputs=pack.inputs(k))
                     raise Interrupted(stop["signal"])
                 pack.settle(epoch)
                 train_seconds = time.perf_counter() - epoch_start
@@ -126,7 +130,8 @@ def fit(cells: list[Cell], pool: Pool, device: torch.device,
             if cell.log_probs is None and cell.status == "finished":  # killed after the last
                 cell.log_probs = pack.predict(pack.test_index)[k]
             runs.append(finish(cell.path, cell.config, cell.records, cell.status, cell.detail,
-                               wall(k), cell.log_probs, labels[k], cell.data.test_indices))
+                               wall(k), cell.log_probs, labels[k], cell.data.test_indices,
+                               write=writes))
     if interrupted is not None:
         raise Interrupted(interrupted.signum, tuple(cell.path for cell in cells))
     return runs

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from colearning.config import Config
 from colearning.couplings import coupling_matrix
-from colearning.engine import Ensemble
+from colearning.engine import Ensemble, Members
 
 
 @dataclass
@@ -32,7 +32,7 @@ class MemberPlan:
     all.
     """
 
-    trained: Ensemble
+    trained: Members
     beta: torch.Tensor
     frozen: Ensemble | None = None
     subset: torch.Tensor | None = None

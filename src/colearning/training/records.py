@@ -22,8 +22,11 @@ from colearning.training.step import Pack
 
 def evaluate_epoch(pack: Pack, epoch: int, labels: list[torch.Tensor], train_seconds: float,
               epoch_start: float, wall: Any, logs: list[MetricLog]) -> None:
-    """Evaluate every cell still training, write its metrics line, analysis and checkpoint."""
+    """Evaluate every cell still training, write its metrics line, analysis and checkpoint.
+    Every process of a sharded run evaluates (the gathers are collectives); only the one
+    that writes (rank 0) writes."""
     running = pack.running()
+    writes = pack.shard.writer
     if not running:
         return
     config = pack.config
@@ -58,10 +61,14 @@ def evaluate_epoch(pack: Pack, epoch: int, labels: list[torch.Tensor], train_sec
         if (every and (epoch + 1) % every == 0) or epoch + 1 == epochs:
             structure = cell_structure(pack, k, epoch + 1)
             mark_dead_layers(record, structure)
-            rundir.append_jsonl(cell.path / rundir.ANALYSIS, structure)
+            if writes:
+                rundir.append_jsonl(cell.path / rundir.ANALYSIS, structure)
         record["time/epoch_seconds"] = time.perf_counter() - epoch_start
         record["time/pack_cells"] = len(pack.cells)
         cell.records.append(record)
+        model, optimizer = pack.cell_model(k), pack.cell_optimizer(k)  # gathered: collectives
+        if not writes:
+            continue
         rundir.append_jsonl(cell.path / rundir.METRICS, record)
         logs[k].write(record)
         every = config.train.save_probs_every
@@ -69,8 +76,8 @@ def evaluate_epoch(pack: Pack, epoch: int, labels: list[torch.Tensor], train_sec
             (cell.path / "probs").mkdir(exist_ok=True)
             rundir.atomic_savez(cell.path / "probs" / f"epoch_{epoch + 1}.npz",
                                 log_probs=cell.log_probs.numpy())
-        save_checkpoint(cell.path, cell.config, pack.cell_model(k), pack.cell_optimizer(k),
-                        epoch + 1, 0, None, None, wall(k), inputs=pack.inputs(k))
+        save_checkpoint(cell.path, cell.config, model, optimizer, epoch + 1, 0, None, None,
+                        wall(k), inputs=pack.inputs(k))
 
 
 def cell_structure(pack: Pack, k: int, epoch: int) -> dict[str, Any]:

@@ -15,7 +15,6 @@ import copy
 import errno
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -241,26 +240,19 @@ def _run_directories(paths: list[Path], shard: Shard, start: Callable[[], list[_
     In one process: ``prepare()`` (which makes the directories), then ``start()`` and the
     training with all of them locked. Sharded over processes: rank 0 does the same and
     sends the other ranks ``start``'s entries (or its error, which they raise too); they
-    train quietly on scratch copies of the run directories, removed afterwards, so every
-    run directory holds exactly what one process writes.
+    train on the same entries and write nothing (only rank 0 writes), so every run
+    directory holds exactly what one process writes.
     """
     if not shard.writer:
         entries = shard.broadcast(None)
         if isinstance(entries, BaseException):
             entries.said_by_another_rank = True  # rank 0 says it; this rank exits with its code
             raise entries
-        with tempfile.TemporaryDirectory(prefix=f"colearning-rank{shard.rank}-") as scratch:
-            for k, entry in enumerate(entries):
-                where = Path(scratch) / str(k)
-                where.mkdir()
-                for name in (rundir.CONFIG, rundir.METRICS, rundir.ANALYSIS):
-                    if (entry.path / name).exists():
-                        shutil.copy(entry.path / name, where / name)
-                entry.config = copy.deepcopy(entry.config)
-                entry.config.train.progress = False  # rank 0 shows the progress
-                entry.path = where
-            shard.barrier()  # copied: rank 0 may now change (or, refusing, remove) them
-            yield entries
+        for entry in entries:
+            entry.config = copy.deepcopy(entry.config)
+            entry.config.train.progress = False  # rank 0 shows the progress
+        shard.barrier()
+        yield entries
         return
     with contextlib.ExitStack() as stack:
         try:
@@ -272,7 +264,7 @@ def _run_directories(paths: list[Path], shard: Shard, start: Callable[[], list[_
             shard.broadcast(error)
             raise
         shard.broadcast(entries)
-        shard.barrier()  # the other ranks have copied what they read of the directories
+        shard.barrier()  # every rank has its entries before any trains
         yield entries
 
 
@@ -392,7 +384,7 @@ def _fit(specs: list[tuple[Config, Path, dict[str, Any] | None]],
         _say(first, engine_note(cells[0].plan.trained, device) + (
             f"; members {rows.start}-{rows.stop - 1} of {total} on rank {shard.rank} of "
             f"{shard.world}" if shard.distributed else ""))
-        if len(cells) > 1:
+        if len(cells) > 1 and shard.writer:
             record_pack([cell.path for cell in cells], device)
         # fit returns the runs in its own (size-sorted) order: give them back in ours
         try:

@@ -114,10 +114,10 @@ class Pack:
         # The members this process trains (all of them unless the run is sharded over
         # processes: colearning.training.shard); every other method of Shard is then an
         # identity.
-        self.shard: Shard = getattr(self.trained, "shard", None) or Shard(
+        self.shard = shard if shard is not None and shard.distributed else Shard(
             0, 1, self.trained.n_members)
         self.local = self.shard.local
-        self.engine = getattr(self.trained, "local", self.trained)  # this process's members
+        self.engine = self.trained.local  # this process's members (engine.Members)
         mode = self.config.train.compile
         self.forward = compiled(self.trained, mode, "the members' forward")
         self.loss_fns = {name: compiled(OBJECTIVES.get(name), mode, f"the {name} loss")
