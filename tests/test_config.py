@@ -226,3 +226,26 @@ def test_a_key_given_twice_in_a_file_is_refused(tmp_path):
     path.write_text("loss: {beta: -0.1, beta: -0.2}\n")
     with pytest.raises(ConfigError, match="key 'beta' is given twice"):
         load_config(path)
+
+
+@pytest.mark.parametrize("text, value", [("1e-3", 1e-3), ("5E-4", 5e-4), (".5", 0.5),
+                                         ("2.5e+3", 2500.0), ("1.5e3", 1500.0)])
+def test_numbers_in_any_spelling_python_or_yaml_1_2_accept(text, value, tmp_path):
+    """PyYAML follows YAML 1.1, where 1e-3 is a string: not here (files, overrides, grids)."""
+    assert load_config(None, [f"optim.lr={text}"]).optim.lr == value
+    path = tmp_path / "run.yaml"
+    path.write_text(f"optim:\n  lr: {text}\ntrain:\n  epochs: 1_000\n")
+    config = load_config(path)
+    assert config.optim.lr == value and config.train.epochs == 1000
+    from colearning.sweep.spec import load_spec
+
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(f"name: s\nbase_config: run.yaml\ngrid:\n  optim.weight_decay: [{text}, 0]\n")
+    cells = load_spec(sweep).cells()
+    assert sorted(c.config["optim"]["weight_decay"] for c in cells) == sorted([value, 0.0])
+
+
+def test_non_finite_numbers_are_refused_where_a_finite_one_is_required():
+    for text in (".nan", ".inf", "-.inf"):
+        with pytest.raises(ConfigError, match="optim.lr must be a finite number"):
+            load_config(None, [f"optim.lr={text}"])

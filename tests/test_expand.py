@@ -296,13 +296,31 @@ def test_cli_expand(source, tmp_path, capsys):
 
 
 # ------------------------------------------------------------------------- Table S5
-def test_table_s5_on_digits(tmp_path):
-    base = dict(copy.deepcopy(TINY), train=dict(TINY["train"], epochs=1, analysis_every=0),
-                data={"name": "digits", "train_size": 600, "test_size": 200})
-    spec = table_s5_spec_from_dict({"name": "t", "base": base, "seeds": 2, "n_members": 2,
-                                    "add": 1, "beta": -0.2, "epochs": 1})
-    outcomes = run_table_s5(spec, tmp_path / "t", progress=False)
-    assert [o.status for o in outcomes] == ["finished"] * 14
+S5_BASE = dict(copy.deepcopy(TINY), ensemble={"n_members": 2}, loss={"beta": -0.2},
+               train=dict(TINY["train"], epochs=1, analysis_every=0),
+               data={"name": "digits", "train_size": 600, "test_size": 200})
+
+
+def test_table_s5_on_digits(tmp_path, monkeypatch):
+    """The 14 cells go through the sweep runner's worker processes, in two stages."""
+    from colearning.sweep import runner
+
+    stages = []
+    run_local = runner._run_local
+    monkeypatch.setattr(runner, "_run_local", lambda groups, *a: stages.append(
+        sorted(c.name for group in groups for c in group)) or run_local(groups, *a))
+    spec = table_s5_spec_from_dict({"name": "t", "base": S5_BASE, "seeds": 2,
+                                    "expand": {"add": 1}})
+    assert (spec.n_members, spec.add, spec.beta, spec.epochs) == (2, 1, -0.2, 1)
+    result = run_table_s5(spec, tmp_path / "t", progress=False, workers=2)
+    assert [o.status for o in result.outcomes] == ["finished"] * 14
+    assert [o.name for o in result.outcomes[:7]] == [
+        "base_seed0", "freeze0_seed0", "freeze_seed0", "retrain_seed0", "boost_seed0",
+        "scratch_seed0", "scratch2x_seed0"]
+    assert stages == [  # stage 1: base and from scratch; stage 2: grown from stage 1
+        sorted(f"{m}_seed{s}" for m in ("base", "scratch", "scratch2x") for s in (0, 1)),
+        sorted(f"{m}_seed{s}" for m in ("freeze0", "freeze", "retrain", "boost")
+               for s in (0, 1))]
     cells = tmp_path / "t" / "cells"
     lineage = json.loads((cells / "retrain_seed1" / "lineage.json").read_text())
     assert lineage["source"] == str((cells / "base_seed1").resolve())
@@ -314,6 +332,10 @@ def test_table_s5_on_digits(tmp_path):
         "peers": "detached",
         "kl_reduction": "batchmean", "divergence": "kl", "objective": "colearning",
         "joint_weight": None}
+    for mode, key, beta in [("add-freeze", "freeze", -0.2), ("boost", "boost", 0.0)]:
+        # a grown cell's config is what colearn expand BASE_CELL makes of it
+        grown = grown_config(cells / "base_seed0", 1, mode, [f"loss.beta={beta}"]).to_dict()
+        assert yaml.safe_load((cells / f"{key}_seed0" / "config.yaml").read_text()) == grown
     rows = table_s5(tmp_path / "t")
     assert [r["label"] for r in rows] == [
         "2 networks ensemble", "add-freeze β=0", "add-freeze β=-0.2", "add-retrain",
@@ -329,17 +351,95 @@ def test_table_s5_on_digits(tmp_path):
     page = build_report(tmp_path / "t")  # colearn report dispatches a Table S5 directory
     assert page == tmp_path / "t" / "report.html" and page.read_text().count("<tr>") == 8
     # continuing skips every finished cell; a changed spec is refused
+    stages.clear()
     again = run_table_s5(load_table_s5_dir(tmp_path / "t"), tmp_path / "t", progress=False)
-    assert all(o.skipped for o in again)
-    spec.beta = -0.1
+    assert all(o.skipped for o in again.outcomes) and len(again.outcomes) == 14
+    assert stages == []  # nothing left to train: no worker started
+    # a directory written before the experiment keys were run config keys still resumes
+    saved = yaml.safe_load((tmp_path / "t" / "table_s5.yaml").read_text())
+    base = copy.deepcopy(saved["base"])
+    base["ensemble"]["n_members"], base["loss"]["beta"], base["train"]["epochs"] = 10, 0.0, 9
+    old = {"name": "t", "base": base, "seeds": [0, 1], "n_members": 2, "add": 1,
+           "beta": -0.2, "epochs": 1, "margin": 0, "methods": saved["methods"]}
+    (tmp_path / "t" / "table_s5.yaml").write_text(yaml.safe_dump(old))
+    assert load_table_s5_dir(tmp_path / "t").to_dict() == spec.to_dict()
+    again = run_table_s5(load_table_s5_dir(tmp_path / "t"), tmp_path / "t", progress=False)
+    assert all(o.skipped for o in again.outcomes) and len(again.outcomes) == 14
+    assert yaml.safe_load((tmp_path / "t" / "table_s5.yaml").read_text()) == saved
+    changed = table_s5_spec_from_dict({"name": "t", "base": S5_BASE, "seeds": 2,
+                                       "expand": {"add": 1}}, overrides=["loss.beta=-0.1"])
     with pytest.raises(RunDirError, match="another spec"):
-        run_table_s5(spec, tmp_path / "t", progress=False)
+        run_table_s5(changed, tmp_path / "t", progress=False)
+
+
+def test_table_s5_interrupted_run_resumes(tmp_path, monkeypatch, capsys):
+    """Stopped between its stages, colearn expand-table --resume trains what is left."""
+    from colearning.expand import table_run
+
+    spec_file = tmp_path / "s5.yaml"
+    spec_file.write_text(yaml.safe_dump({"name": "s", "base": S5_BASE, "seeds": 1,
+                                         "methods": ["freeze0", "scratch"]}))
+    out = tmp_path / "s"
+    calls = []
+    run_cells = table_run.run_cells
+
+    def stop_at_stage_2(cells, *args, **kwargs):
+        calls.append([c.name for c in cells])
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return run_cells(cells, *args, **kwargs)
+
+    monkeypatch.setattr(table_run, "run_cells", stop_at_stage_2)
+    code = main(["expand-table", "--config", str(spec_file), "--out", str(out),
+                 "--no-progress", "-j", "1", "expand.add=1", "train.epochs=1"])
+    assert code == 130 and calls == [["base_seed0", "scratch_seed0"], ["freeze0_seed0"]]
+    assert f"continue with: colearn expand-table --resume {out}" in capsys.readouterr().err
+    assert not (out / "cells" / "freeze0_seed0").exists()
+    rows = {r["method"]: r for r in table_s5(out)}  # the table of what finished is written
+    assert (rows["base"]["count"], rows["freeze0"]["count"]) == (1, 0)
+    monkeypatch.setattr(table_run, "run_cells", run_cells)
+    assert main(["expand-table", "--resume", str(out), "--no-progress", "-j", "2"]) == 0
+    assert "add-freeze β=0" in capsys.readouterr().out
+    rows = {r["method"]: r for r in table_s5(out)}
+    assert [r["count"] for r in rows.values()] == [1, 1, 1]
+    lineage = json.loads((out / "cells" / "freeze0_seed0" / "lineage.json").read_text())
+    assert lineage["source"] == str((out / "cells" / "base_seed0").resolve())
+
+
+def test_shipped_table_s5_configs_plan_their_cells():
+    from pathlib import Path
+
+    from colearning.expand.table import load_table_s5_spec, plan_cells
+
+    root = Path(__file__).parents[1] / "configs" / "sweeps"
+    spec = load_table_s5_spec(root / "tableS5_lenet5_cifar10.yaml")
+    assert (spec.n_members, spec.add, spec.beta, spec.epochs, spec.margin) == (10, 5, -0.07,
+                                                                                150, 0)
+    first, second = plan_cells(spec, "out")
+    assert (len(first), len(second)) == (30, 40)
+    spec = load_table_s5_spec(root / "tableS5_cpu_jpeg.yaml", ["expand.add=3"], seeds=1)
+    assert (spec.n_members, spec.add, spec.beta, spec.epochs) == (10, 3, -0.02, 2)
+    first, second = plan_cells(spec, "out")
+    assert [c.name for c in first] == ["base_seed0", "scratch_seed0", "scratch2x_seed0"]
+    assert [c.config["ensemble"]["n_members"] for c in first + second] == [10] + [13] * 6
 
 
 def test_table_s5_spec_errors():
     with pytest.raises(ConfigError, match="unknown Table S5 method"):
         table_s5_spec_from_dict({"base": TINY, "methods": ["base", "bagging"]})
     with pytest.raises(ConfigError, match="add must be >= 1"):
-        table_s5_spec_from_dict({"base": TINY, "add": 0})
-    with pytest.raises(ConfigError, match="unknown sweep key"):
+        table_s5_spec_from_dict({"base": TINY, "expand": {"add": 0}})
+    with pytest.raises(ConfigError, match="add must be >= 1"):
+        table_s5_spec_from_dict({"base": TINY}, overrides=["expand.add=0"])
+    with pytest.raises(ConfigError, match="unknown Table S5 key 'n_member'"):
         table_s5_spec_from_dict({"base": TINY, "n_member": 3})
+    with pytest.raises(ConfigError, match="unknown Table S5 key 'grid'"):
+        table_s5_spec_from_dict({"base": TINY, "grid": {"beta": [0.0]}})
+    with pytest.raises(ConfigError, match="'n_members' is the run config key ensemble.n_members"):
+        table_s5_spec_from_dict({"base": TINY, "n_members": 3})
+    with pytest.raises(ConfigError, match="expand.add and expand.margin only, not expand.mode"):
+        table_s5_spec_from_dict({"base": TINY}, overrides=["expand.mode=boost"])
+    with pytest.raises(ConfigError, match="give loss.beta, not loss.beta_bar"):
+        table_s5_spec_from_dict({"base": dict(TINY, loss={"beta_bar": -0.5})})
+    with pytest.raises(ConfigError, match="'margin' must be int"):
+        table_s5_spec_from_dict({"base": TINY, "expand": {"margin": 0.5}})

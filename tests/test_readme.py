@@ -19,6 +19,7 @@ def test_exactly_two_setup_commands_and_ci_runs_the_test_one():
     assert len(commands) == 2
     main, tests = commands
     assert "colearn train --config configs/quickstart.yaml" in main
+    assert "[test]" not in main and 'pip install -e ".[test]"' in tests  # what each job needs
     assert tests.endswith("pytest")
     ci = (ROOT / ".ci" / "run").read_text().splitlines()
     assert tests in ci

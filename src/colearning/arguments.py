@@ -36,27 +36,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                         "CPU, NCCL with one GPU per process; rank 0 writes the run directory")
 
 
-def _add_sweep(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "sweep", help="run a grid of co-learning runs (beta, N, seeds, ...) and tabulate them",
-        description="Run every cell of a sweep file (a base run config and a grid of values) "
-                    "into SWEEP_DIR/cells/<name>/, then write results.csv (one row per cell), "
-                    "summary.csv (mean/std/count over seeds per (N, beta)) and epochs.csv "
-                    "(+ .parquet with pyarrow). Rerunning resumes: finished cells are skipped, "
-                    "interrupted ones continue from their checkpoints, failed ones are retried. "
-                    "colearn report SWEEP_DIR draws the paper's figures. Exits 1 when a cell "
-                    "failed (its error is in cells/<name>/cell_error.json), 130 when stopped.",
-        epilog=EPILOG)
-    p.add_argument("overrides", nargs="*", metavar="key=value",
-                   help="overrides of the base run config (e.g. train.epochs=20); not of a "
-                        "grid key (grids live in the sweep file); with --resume only "
-                        "train.epochs=M, which extends every cell to M epochs")
-    p.add_argument("--config", "-c", help="sweep YAML file (see configs/sweeps/)")
-    p.add_argument("--out", "-o", help="sweep directory (default: sweeps/<sweep name>)")
-    p.add_argument("--resume", metavar="SWEEP_DIR",
-                   help="continue the sweep in SWEEP_DIR (its saved sweep.yaml); with "
-                        "train.epochs=M, extend every cell to M epochs")
-    p.add_argument("--seeds", type=int, metavar="K", help="use seeds 0..K-1 instead of the file's")
+def _add_runner_options(p: argparse.ArgumentParser) -> None:
+    """How cells are trained (colearning.sweep.runner.run_cells): colearn sweep and
+    colearn expand-table."""
     p.add_argument("--backend", choices=["local", "ray"], default="local",
                    help="local worker processes (default) or Ray tasks")
     p.add_argument("--workers", "-j", type=int, metavar="K",
@@ -78,6 +60,30 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--gpus-per-cell", type=float, default=0.0,
                    help="Ray: GPUs per task (one pack, or one cell with --pack off); a fraction "
                         "shares one GPU between tasks")
+
+
+def _add_sweep(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "sweep", help="run a grid of co-learning runs (beta, N, seeds, ...) and tabulate them",
+        description="Run every cell of a sweep file (a base run config and a grid of values) "
+                    "into SWEEP_DIR/cells/<name>/, then write results.csv (one row per cell), "
+                    "summary.csv (mean/std/count over seeds per (N, beta)) and epochs.csv "
+                    "(+ .parquet with pyarrow). Rerunning resumes: finished cells are skipped, "
+                    "interrupted ones continue from their checkpoints, failed ones are retried. "
+                    "colearn report SWEEP_DIR draws the paper's figures. Exits 1 when a cell "
+                    "failed (its error is in cells/<name>/cell_error.json), 130 when stopped.",
+        epilog=EPILOG)
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="overrides of the base run config (e.g. train.epochs=20); not of a "
+                        "grid key (grids live in the sweep file); with --resume only "
+                        "train.epochs=M, which extends every cell to M epochs")
+    p.add_argument("--config", "-c", help="sweep YAML file (see configs/sweeps/)")
+    p.add_argument("--out", "-o", help="sweep directory (default: sweeps/<sweep name>)")
+    p.add_argument("--resume", metavar="SWEEP_DIR",
+                   help="continue the sweep in SWEEP_DIR (its saved sweep.yaml); with "
+                        "train.epochs=M, extend every cell to M epochs")
+    p.add_argument("--seeds", type=int, metavar="K", help="use seeds 0..K-1 instead of the file's")
+    _add_runner_options(p)
     p.add_argument("--dry-run", action="store_true", help="say what the run would do, "
                    "train and write nothing: its refusal, or per cell: left as it is, new, "
                    "resumed, extended or refused (and why)")
@@ -136,19 +142,26 @@ def _add_expand(sub: argparse._SubParsersAction) -> None:
 def _add_expand_table(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "expand-table", help="reproduce Table S5: grown ensembles vs from-scratch ones",
-        description="Per seed: train N members (the base), grow them by M (add-freeze with "
-                    "beta 0 and beta, add-retrain, boost) and train N+M from scratch for the "
-                    "same and the double epoch budget; then write table_s5.txt/.csv and "
-                    "report.html (mean ± std over seeds, paired difference to the base, the "
-                    "paper's values). Running again continues where it stopped.",
+        description="Per seed: train N members (the base: ensemble.n_members, loss.beta, "
+                    "train.epochs of the file's run config), grow them by M = expand.add "
+                    "(add-freeze with beta 0 and beta, add-retrain, boost) and train N+M from "
+                    "scratch for the same and the double epoch budget; then write "
+                    "table_s5.txt/.csv and report.html (mean ± std over seeds, paired "
+                    "difference to the base, the paper's values). The cells are sweep cells, "
+                    "trained as colearn sweep trains them (workers, packs, Ray) in two stages: "
+                    "the base and from-scratch cells, then the grown ones. Running again "
+                    "continues where it stopped.",
         epilog=EPILOG)
     p.add_argument("overrides", nargs="*", metavar="key=value",
-                   help="overrides of the base run config (e.g. train.epochs=20)")
+                   help="overrides of the base run config (e.g. train.epochs=20 "
+                        "ensemble.n_members=4 loss.beta=-0.05), and expand.add=M, "
+                        "expand.margin=m")
     p.add_argument("--config", "-c", help="Table S5 YAML file (configs/sweeps/tableS5_*.yaml)")
     p.add_argument("--out", "-o", help="output directory (default: sweeps/<name>)")
     p.add_argument("--resume", metavar="DIR", help="continue the Table S5 run in DIR")
     p.add_argument("--seeds", type=int, metavar="K", help="use seeds 0..K-1 instead of the file's")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    _add_runner_options(p)
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
 
 
 def _add_compare(sub: argparse._SubParsersAction) -> None:

@@ -131,13 +131,17 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(describe_cells(spec, out))
         return 0
-    pack = args.pack if args.pack in ("auto", "off") else _positive_int(args.pack, "--pack")
-    result = run_sweep(spec, out, backend=args.backend, workers=args.workers,
-                       address=args.address, cpus_per_cell=args.cpus_per_cell,
-                       gpus_per_cell=args.gpus_per_cell, pack=pack,
-                       pack_members=args.pack_members, progress=not args.no_progress)
+    result = run_sweep(spec, out, progress=not args.no_progress, **_runner_options(args))
     print(format_result(result))
     return 0 if result.ok else 130 if result.count("interrupted") else 1
+
+
+def _runner_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The options of colearning.sweep.runner.run_cells given on the command line."""
+    pack = args.pack if args.pack in ("auto", "off") else _positive_int(args.pack, "--pack")
+    return {"backend": args.backend, "workers": args.workers, "address": args.address,
+            "cpus_per_cell": args.cpus_per_cell, "gpus_per_cell": args.gpus_per_cell,
+            "pack": pack, "pack_members": args.pack_members}
 
 
 def _positive_int(text: str, flag: str) -> int:
@@ -209,10 +213,10 @@ def cmd_expand_table(args: argparse.Namespace) -> int:
     args.continue_with = f"colearn expand-table --resume {out}"
     from colearning.report.table_s5 import build_table_s5_report
 
-    outcomes = run_table_s5(spec, out, progress=not args.no_progress)
+    result = run_table_s5(spec, out, progress=not args.no_progress, **_runner_options(args))
     build_table_s5_report(out)
     print(format_table_s5(table_s5(out)))
-    problems = [o for o in outcomes if o.status != "finished"]
+    problems = [o for o in result.outcomes if o.status != "finished"]
     for outcome in problems:
         print(f"  {outcome.status}: {outcome.name}" + (f": {outcome.error}" if outcome.error
                                                       else ""), file=sys.stderr)

@@ -5,6 +5,7 @@ against the file that names them."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,12 @@ class _NoAliasLoader(yaml.SafeLoader):
                 except TypeError:  # an unhashable key: the base class says so
                     break
         return super().construct_mapping(node, deep=deep)
+
+
+# Numbers as Python and YAML 1.2 write them: PyYAML follows YAML 1.1, where 1e-3 and 5E-4 (no
+# dot, or no exponent sign) are strings. Every float literal Python accepts is a float here.
+_FLOAT = re.compile(r"""^[-+]?(?:(?:[0-9][0-9_]*)(?:\.[0-9_]*)?|\.[0-9][0-9_]*)[eE][-+]?[0-9]+$""")
+_NoAliasLoader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
 
 
 def load_yaml(text: str, source: str = "config") -> Any:

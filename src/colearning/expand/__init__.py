@@ -4,8 +4,9 @@
     run = expand("runs/base10", add=5, mode="add-freeze", overrides=["loss.beta=-0.07"])
 
 Modules: ``grow`` (the grown run's config, and training it; the member plan the training
-loop receives is :mod:`colearning.training.growth`) and ``table`` (the Table S5 experiment:
-base, expansions and from-scratch runs, and its table).
+loop receives is :mod:`colearning.training.growth`), ``table`` (the Table S5 experiment:
+base, expansions and from-scratch runs planned as sweep cells, and its table) and
+``table_run`` (training those cells with the sweep runner, in two stages).
 """
 
 from colearning.expand.grow import expand, grown_config
@@ -25,7 +26,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):  # the Table S5 driver builds on sweeps and reports: import lazily
+def __getattr__(name: str):  # the Table S5 driver builds on the sweep runner: import lazily
     if name in ("format_table_s5", "load_table_s5_spec", "table_s5"):
         from colearning.expand import table as module
 

@@ -151,7 +151,8 @@ def plan_cells(spec: TableS5Spec, out: str | Path) -> tuple[list[SweepCell], lis
                 continue
             values.update({"expand.source": str(cells / f"base_seed{seed}"),
                            "expand.mode": method.mode, "expand.add": spec.add,
-                           "expand.margin": spec.margin if method.mode == "boost" else 0})
+                           "expand.margin": spec.margin if method.mode == "boost" else 0,
+                           "seed": seed})
             second.append(SweepCell(cell_name(method, seed), values, cell_config(base, values)))
     return first, second
 

@@ -29,7 +29,7 @@ from colearning.expand.table import (
     write_table_s5,
 )
 from colearning.sweep.cell import CellOutcome
-from colearning.sweep.layout import CELLS, cell_status, check_out_dir
+from colearning.sweep.layout import CELLS, cell_status, check_out_dir, done_status
 from colearning.sweep.runner import SweepResult, check_backend, run_cells
 
 
@@ -69,10 +69,13 @@ def run_table_s5(spec: TableS5Spec, out: str | Path, *, progress: bool = True,
             ready = [cell for cell in second if not stopped
                      and cell_status(cell.config["expand"]["source"]) == "finished"]
             waiting = {cell.name for cell in second} - {cell.name for cell in ready}
-            result.outcomes += [
-                CellOutcome(cell.name, "pending", error="the run was stopped" if stopped
-                            else "its base run did not finish")
-                for cell in second if cell.name in waiting]
+            for cell in second:
+                if cell.name in waiting:  # not run now: as it is on disk
+                    done = done_status(path / CELLS / cell.name, cell.config)
+                    result.outcomes.append(
+                        CellOutcome(cell.name, done, skipped=True) if done is not None else
+                        CellOutcome(cell.name, "pending", error="the run was stopped" if stopped
+                                    else "its base run did not finish"))
             result.outcomes += run_cells(ready, path, desc=f"table S5 {spec.name} (2/2)",
                                          progress=progress, **runner).outcomes
         finally:
