@@ -53,6 +53,7 @@ def run_table_s5(spec: TableS5Spec, out: str | Path, *, progress: bool = True,
     """
     check_backend(runner.get("backend", "local"), runner.get("workers"))
     path = Path(out)
+    first, second = plan_cells(spec, path)  # every cell's config validated first
     check_table_s5_dir(spec, path)  # refused before anything is made
     with rundir.os_errors(path, "create the Table S5 directory"):
         (path / CELLS).mkdir(parents=True, exist_ok=True)
@@ -60,7 +61,6 @@ def run_table_s5(spec: TableS5Spec, out: str | Path, *, progress: bool = True,
                                                    "--resume DIR continues a stopped one)"):
         rundir.atomic_write_text(path / SPEC_FILE,
                                  yaml.safe_dump(spec.to_dict(), sort_keys=False))
-        first, second = plan_cells(spec, path)
         result = SweepResult(path)
         try:
             result.outcomes += run_cells(first, path, desc=f"table S5 {spec.name} (1/2)",
@@ -68,9 +68,9 @@ def run_table_s5(spec: TableS5Spec, out: str | Path, *, progress: bool = True,
             stopped = any(o.status == "interrupted" for o in result.outcomes)
             ready = [cell for cell in second if not stopped
                      and cell_status(cell.config["expand"]["source"]) == "finished"]
-            waiting = {cell.name for cell in second} - {cell.name for cell in ready}
+            names = {cell.name for cell in ready}
             for cell in second:
-                if cell.name in waiting:  # not run now: as it is on disk
+                if cell.name not in names:  # not run now: as it is on disk
                     done = done_status(path / CELLS / cell.name, cell.config)
                     result.outcomes.append(
                         CellOutcome(cell.name, done, skipped=True) if done is not None else

@@ -83,6 +83,25 @@ def border_indices(votes_correct: np.ndarray | torch.Tensor, n_old: int,
 
 
 # ------------------------------------------------------------------------- the source run
+def check_grown(configs: list[Config], processes: int = 1) -> None:
+    """Every rule a grown run (``expand.source``) must obey beyond its config's own
+    (:func:`colearning.config.validate`), in one place: it trains alone (not in a pack) and
+    in one process, with a constant coupling (no beta schedule, no adaptive coupling), from
+    a finished source it fits (:func:`check_source`). One-line errors."""
+    grown = [config for config in configs if config.expand.source is not None]
+    if not grown:
+        return
+    if len(configs) > 1:
+        raise ConfigError("a grown run (expand.source) trains alone, not in a pack")
+    if processes > 1:
+        raise ConfigError("a grown ensemble (expand.source) trains in one process")
+    config = grown[0]
+    if config.loss.beta_schedule != "constant" or config.loss.target_js is not None:
+        raise ConfigError("growing an ensemble couples with a constant beta; unset "
+                          "loss.beta_schedule and loss.target_js")
+    check_source(config)
+
+
 def check_source(config: Config) -> tuple[Path, Config]:
     """The source run directory of a grown ``config`` and the source's config.
 

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 
 from colearning.config import DISPLAY_KEYS, Config, config_diff, keys_tagged, without_keys
 from colearning.errors import ConfigError
+from colearning.training.growth import check_grown
 
 # Config keys in which the cells of one pack may differ.
 CELL_KEYS = keys_tagged("cell")  # what may differ between the cells of a pack
@@ -32,8 +33,8 @@ def pack_key(config: Config) -> str:
 
 def check_packable(configs: Sequence[Config]) -> None:
     """ConfigError naming the first key in which ``configs`` may not differ, if any."""
-    if len(configs) > 1 and any(c.expand.source is not None for c in configs):
-        raise ConfigError("a grown run (expand.source) trains alone, not in a pack")
+    if len(configs) > 1:
+        check_grown(list(configs))  # a grown run trains alone
     first = without_keys(configs[0].to_dict(), CELL_KEYS + DISPLAY_KEYS)
     for config in configs[1:]:
         differ = config_diff(first, without_keys(config.to_dict(), CELL_KEYS + DISPLAY_KEYS))

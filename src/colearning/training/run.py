@@ -32,7 +32,7 @@ from colearning.errors import ColearningError, ConfigError, RunDirError
 from colearning.models import check_model_options
 from colearning.names import check_names
 from colearning.training.data import Pool, cell_data, load_raw, make_pool
-from colearning.training.growth import check_source, growth_plan
+from colearning.training.growth import check_grown, growth_plan
 from colearning.training.lifecycle import (
     Interrupted,
     Run,
@@ -70,11 +70,7 @@ def preflight(config: Config) -> None:
         tensorboard_writer()
     check_couplings_fit(config.ensemble.n_members)  # before building the [N, N] matrix
     check_coupling(config.loss, config.ensemble.n_members)  # bad options: one line, now
-    if config.expand.source is not None:
-        if config.loss.beta_schedule != "constant" or config.loss.target_js is not None:
-            raise ConfigError("growing an ensemble couples with a constant beta; unset "
-                              "loss.beta_schedule and loss.target_js")
-        check_source(config)
+    check_grown([config], current_shard().world)  # before anything is written
 
 
 def train(config: Config | dict[str, Any], run_dir: str | Path | None = None) -> Run:
@@ -341,8 +337,7 @@ def _fit(specs: list[tuple[Config, Path, dict[str, Any] | None]],
     total = sum(config.ensemble.n_members for config, _, _ in specs)
     if shard.distributed:
         try:  # every rank refuses alike; rank 0 says it
-            if any(config.expand.source is not None for config, _, _ in specs):
-                raise ConfigError("a grown ensemble (expand.source) trains in one process")
+            check_grown([config for config, _, _ in specs], shard.world)
             if first.train.compile != "off":
                 raise ConfigError("train.compile works in one process; set "
                                   "train.compile=off for a run sharded over processes")
