@@ -171,7 +171,7 @@ def measure_epoch(model: str, n_members: int, device: torch.device, settings: Se
     skipped = int(pack.sums["skipped"].sum())
     synchronize(device)
     train_done = time.perf_counter()
-    log_probs = pack.predict(pack.test_index)
+    log_probs = pack.predict(pack.test_index)[0]  # its one cell
     metrics = evaluate_log_probs(log_probs, pack.pool.labels[pack.test_index[0]].cpu())
     eval_done = time.perf_counter()
 
