@@ -67,3 +67,24 @@ def test_the_command_starts_without_importing_torch():
     from colearning import __version__
 
     assert version.returncode == 0 and __version__ in version.stdout + version.stderr
+
+
+def test_a_batch_jobs_log_gets_one_line_per_epoch(tmp_path, capfd):
+    """stderr to a file (not a terminal): one plain line per epoch, no bar redraws;
+    --quiet: nothing on either stream."""
+    import re
+
+    from colearning.cli import main
+
+    small = ["device=cpu", "model.name=mlp", "model.options={hidden: [16]}", "train.epochs=2",
+             "train.batch_size=512", "train.analysis_every=0"]
+    assert main(["train", "--run-dir", str(tmp_path / "log"), *small]) == 0
+    out, err = capfd.readouterr()
+    lines = [line for line in err.splitlines() if " epoch " in line or "epoch 1/" in line
+             or "epoch 2/" in line]
+    assert [re.match(r"colearn: epoch (\d)/2  loss [\d.]+  ensemble [\d.]+%  members [\d.]+%"
+                     r"  JS [\d.]+  [\d.]+ s$", line).group(1) for line in lines] == ["1", "2"]
+    assert "\r" not in err and "run:" in out
+    assert main(["train", "--quiet", "--run-dir", str(tmp_path / "quiet"), *small]) == 0
+    assert capfd.readouterr() == ("", "")
+    assert (tmp_path / "quiet" / "summary.json").is_file()

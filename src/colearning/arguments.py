@@ -29,7 +29,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="continue the run in RUN_DIR from its last checkpoint")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"],
                    help="training device (same as device=...); default: config's, i.e. auto")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bars, and no per-epoch lines where stderr is not a terminal")
+    p.add_argument("--quiet", "-q", action="store_true",
+                   help="print only errors and warnings (no progress, status lines or summary)")
     p.add_argument("--nproc", type=int, metavar="K",
                    help="split the members over K processes on this machine (torchrun "
                         "--standalone --nproc-per-node K -m colearning train ...): gloo on "
@@ -136,7 +139,10 @@ def _add_expand(sub: argparse._SubParsersAction) -> None:
                    help="boost: border = k-m..k+m correct old votes (default 0: the tie)")
     p.add_argument("--run-dir", help="run directory to create (default: RUN_DIR-MODE-addM)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="training device")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bars, and no per-epoch lines where stderr is not a terminal")
+    p.add_argument("--quiet", "-q", action="store_true",
+                   help="print only errors and warnings (no progress, status lines or summary)")
 
 
 def _add_expand_table(sub: argparse._SubParsersAction) -> None:

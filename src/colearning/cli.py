@@ -22,7 +22,7 @@ def _run_overrides(args: argparse.Namespace) -> list[str]:
     overrides = list(args.overrides)
     if args.device:
         overrides.append(f"device={args.device}")
-    if args.no_progress:
+    if args.no_progress or getattr(args, "quiet", False):
         overrides.append("train.progress=false")
     return overrides
 
@@ -110,7 +110,7 @@ def _train(args: argparse.Namespace, quiet: bool) -> int:
         run_dir = args.run_dir or new_run_dir(config)
         args.continue_with = f"colearn train --resume {run_dir}"
         run = train(config, run_dir=run_dir)
-    if not quiet:  # ranks > 0 of a distributed run: rank 0 shows the summary
+    if not quiet and not args.quiet:  # ranks > 0 of a distributed run: rank 0 shows it
         print(format_summary(run.summary, title=f"run: {run.run_dir}"))
     return 0 if run.status == "finished" else EXIT_DIVERGED
 
@@ -190,7 +190,9 @@ def cmd_expand(args: argparse.Namespace) -> int:
     overrides = _run_overrides(args)
     run = expand(args.source, args.add, args.mode, overrides, margin=args.margin,
                  run_dir=args.run_dir)
-    print(format_summary(run.summary, title=f"run: {run.run_dir} (grown from {args.source})"))
+    if not args.quiet:
+        print(format_summary(run.summary,
+                             title=f"run: {run.run_dir} (grown from {args.source})"))
     return 0 if run.status == "finished" else EXIT_DIVERGED
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import signal
+import sys
 import time
 from typing import Any
 
@@ -78,7 +79,10 @@ def fit(cells: list[Cell], pool: Pool, device: torch.device,
     labels = [pool.labels[cell.data.test].cpu() for cell in cells]
     logs = [MetricLog(cell.config if writes else None, cell.path) for cell in cells]
     epochs = config.train.epochs
-    progress = config.train.progress
+    # Progress bars on a terminal; one plain line per epoch where stderr is a file or a pipe
+    # (a batch job's log: no redraws); nothing with train.progress=false.
+    progress = config.train.progress and sys.stderr.isatty()
+    lines = config.train.progress and not progress
     epoch_bar = tqdm(range(start_epoch, epochs), desc="epochs", initial=start_epoch,
                      total=epochs, disable=not progress, dynamic_ncols=True)
     interrupted = None
@@ -109,6 +113,8 @@ def fit(cells: list[Cell], pool: Pool, device: torch.device,
                 train_seconds = time.perf_counter() - epoch_start
                 evaluate_epoch(pack, epoch, labels, train_seconds, epoch_start, wall, logs)
                 _show(epoch_bar, pack)
+                if lines:
+                    _log_epoch(pack, epoch, time.perf_counter() - epoch_start)
                 if pack.shard.any_host(stop["signal"] is not None):
                     raise Interrupted(stop["signal"] or signal.SIGTERM)
             for cell in cells:
@@ -158,6 +164,28 @@ def _train_epoch(pack: Pack, epoch: int, first_step: int, stop: dict[str, Any],
             break  # every cell diverged: settle() records where
     bar.close()
     return stopped_at
+
+
+def epoch_line(record: dict[str, Any], epochs: int, seconds: float) -> str:
+    """One plain log line for an epoch's record: loss, ensemble and mean member accuracy,
+    mean JS distance, seconds."""
+    def mean(values: Any) -> float:
+        values = [v for v in values or [] if isinstance(v, (int, float)) and math.isfinite(v)]
+        return sum(values) / len(values) if values else math.nan
+
+    return (f"epoch {record['epoch']}/{epochs}  loss {mean(record.get('train/loss_total')):.4f}"
+            f"  ensemble {100 * record.get('test/ensemble_accuracy_mean', math.nan):.2f}%"
+            f"  members {100 * mean(record.get('test/member_accuracy')):.2f}%"
+            f"  JS {record.get('test/js_mean', math.nan):.4f}  {seconds:.1f} s")
+
+
+def _log_epoch(pack: Pack, epoch: int, seconds: float) -> None:
+    """The epoch's line for each cell that recorded it (prefixed by the cell in a pack)."""
+    for cell in pack.cells:
+        if cell.records and cell.records[-1]["epoch"] == epoch + 1:
+            where = f"{cell.path.name}: " if len(pack.cells) > 1 else ""
+            line = epoch_line(cell.records[-1], pack.config.train.epochs, seconds)
+            print(f"colearn: {where}{line}", file=sys.stderr, flush=True)
 
 
 def _show(bar: tqdm, pack: Pack) -> None:
