@@ -25,7 +25,7 @@ import torch
 
 from colearning import rundir
 from colearning.config import Config, config_from_dict, read_yaml
-from colearning.couplings import check_coupling
+from colearning.couplings import check_coupling, coupling_matrix
 from colearning.data import DATASETS
 from colearning.engine import Ensemble
 from colearning.errors import ColearningError, ConfigError, RunDirError
@@ -48,7 +48,7 @@ from colearning.training.lifecycle import (
 )
 from colearning.training.loop import fit
 from colearning.training.pack import check_packable
-from colearning.training.plan import plain_plan
+from colearning.training.plan import MemberPlan, plain_plan
 from colearning.training.resources import (
     allocation,
     check_couplings_fit,
@@ -56,7 +56,7 @@ from colearning.training.resources import (
     out_of_memory,
 )
 from colearning.training.setup import build_members, resolve_device
-from colearning.training.shard import Shard, ShardedEnsemble, current_shard
+from colearning.training.shard import MembersPart, Shard, current_shard
 from colearning.training.step import Cell
 
 
@@ -310,6 +310,23 @@ def engine_note(ensemble: Ensemble, device: torch.device) -> str:
     return f"members run {how} (strategy {strategy}{why})"
 
 
+def _held_rows(specs: list[tuple[Config, Path, dict[str, Any] | None]],
+               shard: Shard) -> dict[Path, tuple[int, int]]:
+    """Per cell of a sharded run or pack: (first member, count) of its members in this
+    process's rows, in the order step.Pack stacks the cells (by size, then objective)."""
+    if not shard.distributed:
+        return {}
+    order = sorted(specs, key=lambda spec: (spec[0].ensemble.n_members,
+                                            spec[0].loss.objective))
+    out, start, rows = {}, 0, shard.local
+    for config, path, _ in order:
+        n = config.ensemble.n_members
+        low, high = max(start, rows.start), min(start + n, rows.stop)
+        out[path] = (low - start, max(0, high - low))
+        start += n
+    return out
+
+
 def _lone_coupled(config: Config) -> str:
     """What couples the members of a one-member run (which has no peers), "" if nothing."""
     loss = config.loss
@@ -358,7 +375,7 @@ def _fit(specs: list[tuple[Config, Path, dict[str, Any] | None]],
         _say(first, f"data ready ({len(pool.labels):,} images, {seconds:.1f} s); building "
                     f"{total} members" + (f" of {len(specs)} runs" if len(specs) > 1 else "")
                     + f" on {device}")
-        cells = []
+        cells, held = [], _held_rows(specs, shard)
         for config, path, checkpoint in specs:
             if shard.writer and _lone_coupled(config):
                 print(f"colearn: warning: {path}: ensemble.n_members=1 is one network, not an "
@@ -367,16 +384,20 @@ def _fit(specs: list[tuple[Config, Path, dict[str, Any] | None]],
             data = cell_data(config, raw, device)
             if config.expand.source is not None:
                 plan = growth_plan(config, pool, data, device, path)
-            elif shard.distributed and len(specs) == 1:  # build this process's members only
-                rows = shard.local
-                local = build_members(config, pool, device, n_members=rows.stop - rows.start,
-                                      first_index=rows.start)
-                plan = plain_plan(config, ShardedEnsemble(local, shard))
-            else:  # (a sharded pack takes its rows of the stacked members: step.Pack)
+            elif shard.distributed:  # build this process's members only (step.Pack stacks them)
+                index, count = held[path]
+                part = MembersPart(config.ensemble.n_members, build_members(
+                    config, pool, device, n_members=count, first_index=index) if count else None)
+                plan = MemberPlan(part, coupling_matrix(config.loss, part.n_members).to(
+                    device=device, dtype=torch.float32))
+            else:
                 plan = plain_plan(config, build_members(config, pool, device))
             cells.append(Cell(config, path, data, plan, checkpoint))
         rows = shard.local
-        _say(first, engine_note(cells[0].plan.trained, device) + (
+        built = next(cell.plan.trained.held for cell in cells if shard.distributed and
+                     cell.plan.trained.held is not None) if shard.distributed else \
+            cells[0].plan.trained
+        _say(first, engine_note(built, device) + (
             f"; members {rows.start}-{rows.stop - 1} of {total} on rank {shard.rank} of "
             f"{shard.world}" if shard.distributed else ""))
         if len(cells) > 1 and shard.writer:

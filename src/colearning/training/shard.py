@@ -186,6 +186,20 @@ def finish_distributed() -> None:
         dist.destroy_process_group()
 
 
+@dataclass
+class MembersPart:
+    """One cell's members in a process of a sharded run or pack, as it builds them: all N
+    counted (``n_members``), only those in this process's rows held (``held``, None when
+    none). :class:`colearning.training.step.Pack` stacks every cell's held members into
+    this process's :class:`ShardedEnsemble`: one way for every run, pack or not."""
+
+    n_members: int
+    held: Ensemble | None
+
+    def members(self) -> list[nn.Module]:
+        return self.held.members() if self.held is not None else []
+
+
 class ShardedEnsemble(nn.Module):
     """This rank's members of an N-member ensemble, seen as the whole ensemble.
 

@@ -100,13 +100,13 @@ class Pack:
         self.pool = pool
         self.device = device
         self.config = cells[0].config  # everything but the per-cell keys is shared
-        if len(cells) == 1:  # the stack of one cell's trained members is that cell's
+        distributed = shard is not None and shard.distributed
+        if len(cells) == 1 and not distributed:  # one cell's trained members are the stack
             self.trained = cells[0].plan.trained
         else:
             modules = [m for cell in cells for m in cell.plan.trained.members()]
-            if shard is not None and shard.distributed:  # this process's rows of the pack
-                local = Ensemble.from_members(modules[shard.local],
-                                              self.config.ensemble.strategy)
+            if distributed:  # each cell built only its members in this process's rows
+                local = Ensemble.from_members(modules, self.config.ensemble.strategy)
                 self.trained = ShardedEnsemble(local.to(device), shard)
             else:
                 self.trained = Ensemble.from_members(modules, self.config.ensemble.strategy)
