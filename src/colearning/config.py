@@ -361,6 +361,13 @@ def config_diff(old: dict[str, Any], new: dict[str, Any], prefix: str = "", *,
 
 
 
+def one_strength(beta: Any, beta_bar: Any) -> None:
+    """A coupling's strength is loss.beta or loss.beta_bar, never both: the one check, for
+    configs, coupling builders and :func:`colearning.losses.beta_matrix`."""
+    if beta is not None and beta_bar is not None:
+        raise ConfigError("set loss.beta or loss.beta_bar, not both")
+
+
 def _choices(cls: type, prefix: str = "") -> Iterator[tuple[str, tuple[Any, ...]]]:
     """(dotted key, allowed values) of every fixed-choice field, through the sections."""
     hints = typing.get_type_hints(cls)
@@ -419,8 +426,7 @@ def validate(config: Config) -> None:
     for key in ["data.train_size", "data.test_size"]:
         if config.get(key) is not None and config.get(key) < 1:
             raise ConfigError(f"{key} must be >= 1 or null, got {config.get(key)}")
-    if config.loss.beta is not None and config.loss.beta_bar is not None:
-        raise ConfigError("set loss.beta or loss.beta_bar, not both")
+    one_strength(config.loss.beta, config.loss.beta_bar)
     beta = config.loss.beta
     if isinstance(beta, list):
         n = config.ensemble.n_members

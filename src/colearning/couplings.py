@@ -40,7 +40,7 @@ from typing import Any
 
 import torch
 
-from colearning.config import LossConfig
+from colearning.config import LossConfig, one_strength
 from colearning.errors import ConfigError
 from colearning.losses import beta_matrix
 from colearning.registry import Registry, with_defaults
@@ -53,9 +53,8 @@ COUPLINGS: Registry[Builder] = Registry("coupling", key="loss.coupling")
 def _on_graph(edges: torch.Tensor, beta: float | None, beta_bar: float | None) -> torch.Tensor:
     """[N, N] couplings on a boolean graph: beta per edge, or beta_bar / (degree_i + 1)."""
     edges = edges & ~torch.eye(edges.shape[0], dtype=torch.bool)
+    one_strength(beta, beta_bar)
     if beta_bar is not None:
-        if beta is not None:
-            raise ConfigError("give loss.beta or loss.beta_bar, not both")
         degree = edges.sum(1, keepdim=True).double()
         strength = beta_bar / (degree + 1)
     else:

@@ -293,7 +293,6 @@ class Ensemble(nn.Module):
         A ``member_inputs`` on the CPU lets the grouped strategy plan its first layer without
         reading the tensor back from an accelerator.
         """
-        inputs = None
         if member_inputs is not None:
             if member_inputs.shape != (self.n_members,) or member_inputs.dtype != torch.long:
                 raise ConfigError(f"member_inputs must be a LongTensor [{self.n_members}] (one "
@@ -301,23 +300,23 @@ class Ensemble(nn.Module):
                                   f"{list(member_inputs.shape)}")
             if x.dim() < 2:
                 raise ConfigError(f"with member_inputs, x must be [K, B, ...], got {list(x.shape)}")
-            inputs = member_inputs
         strategy = self.resolved_strategy(x.device)
         if strategy == "loop":
-            return self._forward_loop(x, inputs)
+            return self._forward_loop(x, member_inputs)
         if strategy == "vmap":
-            return self._forward_vmap(x, inputs)
+            return self._forward_vmap(x, member_inputs)
         if self._program is None:  # strategy set to grouped after construction
             raise ConfigError(f"strategy 'grouped' cannot run this member: "
                               f"{self.grouped_problem}; use 'loop' or 'vmap'")
-        return self._forward_grouped(x, inputs)
+        return self._forward_grouped(x, member_inputs)
 
-    def _forward_loop(self, x: torch.Tensor, inputs: torch.Tensor | None) -> torch.Tensor:
-        batches = [x] if inputs is None else list(x.unbind(0))
-        if x.dim() - (inputs is not None) == 4 and x.device.type == "cpu" and self._channels_last:
+    def _forward_loop(self, x: torch.Tensor, member_inputs: torch.Tensor | None) -> torch.Tensor:
+        batches = [x] if member_inputs is None else list(x.unbind(0))
+        images = x.dim() - (member_inputs is not None) == 4
+        if images and x.device.type == "cpu" and self._channels_last:
             # oneDNN convolutions on CPU run faster on channels-last inputs (README, "Speed").
             batches = [b.contiguous(memory_format=torch.channels_last) for b in batches]
-        index = [0] * self.n_members if inputs is None else inputs.tolist()
+        index = [0] * self.n_members if member_inputs is None else member_inputs.tolist()
         # unbind (not p[i]) so the backward is one stack per parameter, not N scatters.
         params = {name: p.unbind(0) for name, p in self.stacked_parameters().items()}
         buffers = self.stacked_buffers()
@@ -328,11 +327,11 @@ class Ensemble(nn.Module):
             outputs.append(functional_call(self.template, state, (batches[index[i]],)))
         return torch.stack(outputs)
 
-    def _forward_grouped(self, x: torch.Tensor, inputs: torch.Tensor | None) -> torch.Tensor:
+    def _forward_grouped(self, x: torch.Tensor, member_inputs: torch.Tensor | None) -> torch.Tensor:
         program = self._program
         assert program is not None
-        values = (0,) * self.n_members if inputs is None else tuple(inputs.tolist())
-        if inputs is None:
+        values = (0,) * self.n_members if member_inputs is None else tuple(member_inputs.tolist())
+        if member_inputs is None:
             x = x.unsqueeze(0)  # one input, shared by every member: K = 1
         sizes = chunk_sizes(self.n_members, self._members_per_chunk(x[0]))
         params, buffers = self.stacked_parameters(), self.stacked_buffers()
@@ -367,15 +366,16 @@ class Ensemble(nn.Module):
                             else CPU_GROUP_CHANNELS // narrowest)
         return max(1, min(self.n_members, per_chunk))
 
-    def _forward_vmap(self, x: torch.Tensor, inputs: torch.Tensor | None) -> torch.Tensor:
+    def _forward_vmap(self, x: torch.Tensor, member_inputs: torch.Tensor | None) -> torch.Tensor:
         def run(params: dict, buffers: dict, batch: torch.Tensor) -> torch.Tensor:
             return functional_call(self.template, (params, buffers), (batch,))
 
-        if inputs is not None:
-            index = inputs if inputs.device == x.device else device_index(
-                tuple(inputs.tolist()), x.device)
+        if member_inputs is not None:
+            index = member_inputs if member_inputs.device == x.device else device_index(
+                tuple(member_inputs.tolist()), x.device)
             x = x.index_select(0, index)  # [N, B, ...]
-        return vmap(run, in_dims=(0, 0, None if inputs is None else 0), randomness="different")(
+        dims = (0, 0, None if member_inputs is None else 0)
+        return vmap(run, in_dims=dims, randomness="different")(
             self.stacked_parameters(), self.stacked_buffers(), x
         )
 

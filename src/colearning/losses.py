@@ -28,6 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from colearning.config import one_strength
 from colearning.errors import ConfigError
 from colearning.registry import Registry
 
@@ -68,9 +69,8 @@ def beta_matrix(
     beta = _as_beta(beta)
     if isinstance(beta, torch.Tensor) and beta.dim() == 0:
         beta = float(beta)
+    one_strength(beta, beta_bar)
     if beta_bar is not None:
-        if beta is not None:
-            raise ConfigError("give loss.beta or loss.beta_bar, not both")
         beta = float(beta_bar) / n_members
     if beta is None:
         beta = 0.0

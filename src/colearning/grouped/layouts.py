@@ -95,20 +95,21 @@ def to_features(x: torch.Tensor, n: int, layout: str) -> torch.Tensor:
     return x.reshape(batch, n, -1).transpose(0, 1)
 
 
-def input_blocks(x: torch.Tensor, inputs: tuple[int, ...]) -> tuple[torch.Tensor, int]:
+def input_blocks(x: torch.Tensor, member_inputs: tuple[int, ...]) -> tuple[torch.Tensor, int]:
     """The batches members read, as ([K', B, ...], r): member m reads batch m // r.
 
     All members on one batch (a plain ensemble): K' = 1, r = n. Runs of r members on one
     batch each (a pack of equal-sized cells): one batch per run. Anything else: one batch
     per member (r = 1).
     """
-    n = len(inputs)
-    runs = [inputs[m] for m in range(n) if m == 0 or inputs[m] != inputs[m - 1]]
+    n = len(member_inputs)
+    runs = [member_inputs[m] for m in range(n)
+            if m == 0 or member_inputs[m] != member_inputs[m - 1]]
     r = n // len(runs)
-    if r * len(runs) == n and all(inputs[m] == runs[m // r] for m in range(n)):
+    if r * len(runs) == n and all(member_inputs[m] == runs[m // r] for m in range(n)):
         selected = runs
     else:
-        selected, r = list(inputs), 1
+        selected, r = list(member_inputs), 1
     if selected == list(range(x.shape[0])):
         return x, r
     return x.index_select(0, device_index(tuple(selected), x.device)), r

@@ -61,7 +61,7 @@ class Shape(Rule):
                 and node.args[1] == "shape"
                 and all(is_batch_size(user) for user in node.users))
 
-    def check(self, node: fx.Node, modules: Modules, inputs: list[str]) -> Check:
+    def check(self, node: fx.Node, modules: Modules, layouts: list[str]) -> Check:
         return "", SHAPE
 
     def run(self, p: Pass, node: fx.Node, args: tuple, kwargs: dict) -> Any:
@@ -74,7 +74,7 @@ class BatchSize(Rule):
     def matches(self, node: fx.Node, modules: Modules) -> bool:
         return is_batch_size(node)
 
-    def check(self, node: fx.Node, modules: Modules, inputs: list[str]) -> Check:
+    def check(self, node: fx.Node, modules: Modules, layouts: list[str]) -> Check:
         return "", BATCH
 
     def run(self, p: Pass, node: fx.Node, args: tuple, kwargs: dict) -> Any:
@@ -87,8 +87,8 @@ class Elementwise(Rule):
     def matches(self, node: fx.Node, modules: Modules) -> bool:
         return _target_in(node, ELEMENTWISE_FUNCTIONS, ELEMENTWISE_METHODS)
 
-    def check(self, node: fx.Node, modules: Modules, inputs: list[str]) -> Check:
-        return "", first_layout(inputs)
+    def check(self, node: fx.Node, modules: Modules, layouts: list[str]) -> Check:
+        return "", first_layout(layouts)
 
     def run(self, p: Pass, node: fx.Node, args: tuple, kwargs: dict) -> Any:
         return _call(node.target, args[0], args, kwargs)
@@ -100,10 +100,10 @@ class ChannelFunction(Rule):
     def matches(self, node: fx.Node, modules: Modules) -> bool:
         return node.target in CHANNEL_FUNCTIONS
 
-    def check(self, node: fx.Node, modules: Modules, inputs: list[str]) -> Check:
-        if first_layout(inputs) == FEATURES:
+    def check(self, node: fx.Node, modules: Modules, layouts: list[str]) -> Check:
+        if first_layout(layouts) == FEATURES:
             return f"{target_name(node.target)} comes after Flatten", ""
-        return "", first_layout(inputs)
+        return "", first_layout(layouts)
 
     def run(self, p: Pass, node: fx.Node, args: tuple, kwargs: dict) -> Any:
         return _call(node.target, as_map(args[0]), args, kwargs)
@@ -122,8 +122,8 @@ class Binary(Rule):
     def matches(self, node: fx.Node, modules: Modules) -> bool:
         return _target_in(node, BINARY_FUNCTIONS, BINARY_METHODS)
 
-    def check(self, node: fx.Node, modules: Modules, inputs: list[str]) -> Check:
-        return _merge(inputs, target_name(node.target))
+    def check(self, node: fx.Node, modules: Modules, layouts: list[str]) -> Check:
+        return _merge(layouts, target_name(node.target))
 
     def run(self, p: Pass, node: fx.Node, args: tuple, kwargs: dict) -> Any:
         wide = [a for a in args if isinstance(a, Wide)]
@@ -142,8 +142,8 @@ class Concat(Rule):
     def matches(self, node: fx.Node, modules: Modules) -> bool:
         return node.target in CONCAT_FUNCTIONS
 
-    def check(self, node: fx.Node, modules: Modules, inputs: list[str]) -> Check:
-        problem, merged = _merge(inputs, "torch.cat")
+    def check(self, node: fx.Node, modules: Modules, layouts: list[str]) -> Check:
+        problem, merged = _merge(layouts, "torch.cat")
         dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else 0)
         rank = 2 if merged == FEATURES else 4
         if not problem and (not isinstance(dim, int) or dim % rank != 1):
@@ -172,11 +172,11 @@ class FlattenFunction(Rule):
     def matches(self, node: fx.Node, modules: Modules) -> bool:
         return node.target in FLATTEN_TARGETS
 
-    def check(self, node: fx.Node, modules: Modules, inputs: list[str]) -> Check:
+    def check(self, node: fx.Node, modules: Modules, layouts: list[str]) -> Check:
         if not _is_batch_flatten(node):
             return (f"{target_name(node.target)} reshapes other than flatten(x, 1) or "
                     "x.view(x.size(0), -1)"), ""
-        return "", flattened(first_layout(inputs))
+        return "", flattened(first_layout(layouts))
 
     def run(self, p: Pass, node: fx.Node, args: tuple, kwargs: dict) -> Any:
         return flatten(args[0], p.n)
@@ -188,8 +188,8 @@ class SpatialMean(Rule):
     def matches(self, node: fx.Node, modules: Modules) -> bool:
         return node.op == "call_method" and node.target == "mean"
 
-    def check(self, node: fx.Node, modules: Modules, inputs: list[str]) -> Check:
-        layout = first_layout(inputs)
+    def check(self, node: fx.Node, modules: Modules, layouts: list[str]) -> Check:
+        layout = first_layout(layouts)
         rank = 2 if layout == FEATURES else 4
         dims = _dims(node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else None),
                      rank)
@@ -223,7 +223,7 @@ class FunctionalDropout(Rule):
     def matches(self, node: fx.Node, modules: Modules) -> bool:
         return node.target in (F.dropout, F.dropout2d, F.alpha_dropout)
 
-    def check(self, node: fx.Node, modules: Modules, inputs: list[str]) -> Check:
+    def check(self, node: fx.Node, modules: Modules, layouts: list[str]) -> Check:
         where = target_name(node.target)
         return (f"{where} in forward bakes in the traced train/eval mode; use nn.Dropout "
                 "modules"), ""
@@ -235,7 +235,7 @@ class UnsupportedOperation(Rule):
     def matches(self, node: fx.Node, modules: Modules) -> bool:
         return True
 
-    def check(self, node: fx.Node, modules: Modules, inputs: list[str]) -> Check:
+    def check(self, node: fx.Node, modules: Modules, layouts: list[str]) -> Check:
         where = target_name(node.target)
         return f"operation {where} is not supported by the grouped strategy", ""
 

@@ -75,15 +75,15 @@ class WideProgram:
         return widest
 
     def run(self, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor],
-            x: torch.Tensor, inputs: tuple[int, ...], training: bool) -> torch.Tensor:
+            x: torch.Tensor, member_inputs: tuple[int, ...], training: bool) -> torch.Tensor:
         """Logits [n, B, C] of n members (stacked params/buffers [n, ...]); member m reads
-        x[inputs[m]] of x [K, B, ...]."""
-        n = len(inputs)
+        x[member_inputs[m]] of x [K, B, ...]."""
+        n = len(member_inputs)
         p = Pass(self.modules, params, buffers, n, training)
         env: dict[fx.Node, Any] = {}
         for node in self.graph.nodes:
             if node.op == "placeholder":
-                blocks, r = input_blocks(x, inputs)
+                blocks, r = input_blocks(x, member_inputs)
                 env[node] = Wide(blocks, INPUTS, r)
             elif node.op == "output":
                 out = env[node.args[0]]  # features: the check refuses any other output

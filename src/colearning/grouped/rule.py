@@ -41,7 +41,7 @@ class Rule:
     def matches(self, node: fx.Node, modules: Modules) -> bool:
         raise NotImplementedError
 
-    def check(self, node: fx.Node, modules: Modules, inputs: list[str]) -> Check:
+    def check(self, node: fx.Node, modules: Modules, layouts: list[str]) -> Check:
         """(problem, output layout), given the layouts of the node's inputs in order."""
         raise NotImplementedError
 
@@ -58,8 +58,8 @@ class LayerRule(Rule):
     def matches(self, node: fx.Node, modules: Modules) -> bool:
         return node.op == "call_module" and isinstance(modules[node.target], self.types)
 
-    def check(self, node: fx.Node, modules: Modules, inputs: list[str]) -> Check:
-        return self.check_layer(node.target, modules[node.target], first_layout(inputs))
+    def check(self, node: fx.Node, modules: Modules, layouts: list[str]) -> Check:
+        return self.check_layer(node.target, modules[node.target], first_layout(layouts))
 
     def run(self, p: Pass, node: fx.Node, args: tuple, kwargs: dict) -> Any:
         return self.run_layer(p, node.target, p.modules[node.target], args[0])
@@ -72,9 +72,9 @@ class LayerRule(Rule):
         raise NotImplementedError(f"{type(self).__name__} refuses {name}: an unchecked graph")
 
 
-def first_layout(inputs: list[str]) -> str:
+def first_layout(layouts: list[str]) -> str:
     """The layout of a node's first input (the member's input when it reads none)."""
-    return inputs[0] if inputs else INPUTS
+    return layouts[0] if layouts else INPUTS
 
 
 def target_name(target: Any) -> str:
