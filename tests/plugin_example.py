@@ -31,7 +31,7 @@ def smoothed(logits: torch.Tensor, target: torch.Tensor, **options: object) -> C
 
 
 @register_metric("ensemble_top2", scope="ensemble", direction="max",
-                 title="top-2 accuracy (%)", percent=True, table=("test",))
+                 title="top-2 accuracy (%)", percent=True, table=("test",), summary="top-2")
 def top2(out) -> torch.Tensor:
     """Whether the label is among the ensemble's two most probable classes."""
     return (out.ensemble.topk(2, -1).indices == out.labels[:, None]).any(-1).float().mean()

@@ -70,7 +70,10 @@ def test_a_plugins_coupling_objective_and_metric_work_everywhere(plugin, tmp_pat
     assert sorted(row["coupling"] for row in rows) == ["pairs", "uniform"]
     assert all(0 < float(row["test/ensemble_top2"]) <= 1 for row in rows)
 
-    # the run report shows the metric, and the coupling by its name
+    # the end-of-run table, the run report show the metric, and the coupling by its name
+    from colearning.console import format_summary
+
+    assert "top-2" in format_summary(paired.summary)
     page = build_report(paired.run_dir).read_text()
     assert "top-2 accuracy (%)" in page and "pairs" in page
     assert build_report(tmp_path / "sweep").is_file()

@@ -4,15 +4,23 @@ from __future__ import annotations
 
 from typing import Any
 
-from colearning.combiners import COMBINERS
+from colearning.evaluation import METRICS, metric_names
 
 
-def _pct(value: float | None) -> str:
-    return "   -  " if value is None else f"{100 * value:6.2f}"
+def _value(summary: dict[str, Any], name: str, member: int | None = None) -> str:
+    """Metric ``name``'s final test value (of ``member``), formatted as its entry says."""
+    value = summary.get(f"test/{name}")
+    if member is not None:
+        value = (value or [None] * (member + 1))[member]
+    if not isinstance(value, (int, float)):
+        return "-"
+    return f"{100 * value:.2f}" if METRICS.get(name).percent else f"{value:.4f}"
 
 
 def format_summary(summary: dict[str, Any], title: str = "") -> str:
-    """The end-of-run table: member accuracies, ensemble accuracy per combiner, mean JS."""
+    """The end-of-run table: per member and for the ensemble, every metric whose registry
+    entry has a ``summary`` title (colearning.evaluation.METRICS: member accuracy and NLL,
+    ensemble accuracy per combiner, mean JS distance, and any a plugin adds)."""
     lines = [title] if title else []
     status = summary.get("status", "unknown")
     detail = summary.get("status_detail")
@@ -24,20 +32,18 @@ def format_summary(summary: dict[str, Any], title: str = "") -> str:
         return "\n".join(lines)
     collapsed = set(summary.get("collapsed_members", []))
     unlearned = set(summary.get("not_learned_members", []))
+    shown = [name for name in metric_names("member") if METRICS.get(name).summary]
     lines.append("")
-    lines.append(f"{'':22}{'accuracy %':>10}{'KL(q||p)':>10}")
-    kls = summary.get("test/member_kl", [None] * len(members))
-    for i, (acc, kl) in enumerate(zip(members, kls, strict=True)):
+    lines.append(f"{'':22}" + "".join(f"{METRICS.get(name).summary:>12}" for name in shown))
+    for i in range(len(members)):
         flag = "  collapsed" if i in collapsed else "  not learned" if i in unlearned else ""
-        kl_text = "-" if kl is None else f"{kl:.3f}"
-        lines.append(f"  member {i:<14}{_pct(acc):>10}{kl_text:>10}{flag}")
+        cells = "".join(f"{_value(summary, name, i):>12}" for name in shown)
+        lines.append(f"  member {i:<13}{cells}{flag}")
     if len(members) > 1:  # one member is no ensemble: no combiners, no distance
-        for method in COMBINERS:
-            acc = summary.get(f"test/ensemble_accuracy_{method}")
-            lines.append(f"  ensemble ({method}){'':<{12 - len(method)}}{_pct(acc):>10}")
-        js = summary.get("test/js_mean")
-        if js is not None:
-            lines.append(f"  mean JS distance d   {js:10.4f}")
+        for name in metric_names("ensemble"):
+            title = METRICS.get(name).summary
+            if title and summary.get(f"test/{name}") is not None:
+                lines.append(f"  {title:<20}{_value(summary, name):>12}")
     if collapsed:
         lines.append(f"warning: members {sorted(collapsed)} collapsed: their outputs ignore "
                      "the input (one class, near-constant probabilities, or a dead ReLU layer) "

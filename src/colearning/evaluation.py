@@ -72,6 +72,7 @@ class Metric:
     percent: bool = False
     table: tuple[str, ...] = ()
     pair: str | None = None
+    summary: str | None = None  # its short title in the end-of-run table; None: not shown
 
 
 METRICS: Registry[Metric] = Registry("metric")
@@ -122,10 +123,10 @@ def _member(compute: Any) -> Any:
 
 _register("member_accuracy", _member(lambda o: metrics.accuracy(o.log_probs, o.labels)),
           "member", "max", "accuracy (%)", percent=True, table=("test",),
-          pair="ensemble_accuracy_mean")
+          pair="ensemble_accuracy_mean", summary="accuracy %")
 # KL(q||p_i) with one-hot q, i.e. the member's NLL (paper Fig. 2b x-axis)
 _register("member_kl", _member(lambda o: metrics.kl_to_target(o.log_probs, o.labels, log=True)),
-          "member", "min", "NLL = KL(q‖p) (nats)", pair="ensemble_nll")
+          "member", "min", "NLL = KL(q‖p) (nats)", pair="ensemble_nll", summary="KL(q||p)")
 _register("member_brier", _member(lambda o: metrics.brier(o.probs, o.labels)),
           "member", "min", "Brier", pair="ensemble_brier")
 _register("member_ece", _member(lambda o: metrics.expected_calibration_error(o.probs,
@@ -140,6 +141,7 @@ for _method in COMBINERS:
               lambda o, m=_method: (ensemble_predict(o.log_probs, m, log=True)
                                     == o.labels).float().mean().item(),
               "ensemble", "max", f"accuracy, {_method} (%)", percent=True,
+              summary=f"ensemble ({_method})",
               table=("test", "val"))
 _register("ensemble_nll", lambda o: metrics.nll(o.ensemble, o.labels, log=True).item(),
           "ensemble", "min", "NLL (nats)", table=("test",))
@@ -153,7 +155,8 @@ _register("ensemble_entropy", lambda o: metrics.entropy(o.ensemble, log=True).me
 _register("js_matrix", lambda o: o.js[:o.n_members, :o.n_members].tolist(), "pairs", None,
           "JS distance matrix (nats, Eq. 5)")
 _register("js_mean", lambda o: metrics.js_mean(o.js[:o.n_members, :o.n_members]),
-          "ensemble", None, "mean pairwise JS distance d (nats)", table=("test",))
+          "ensemble", None, "mean pairwise JS distance d (nats)", table=("test",),
+          summary="mean JS distance d")
 _register("js_to_ensemble", lambda o: o.js[:o.n_members, o.n_members].tolist(), "member",
           None, "JS to ensemble (nats)")
 _register("disagreement", lambda o: metrics.disagreement(o.log_probs), "ensemble", None,

@@ -26,9 +26,10 @@ from colearning.bench.records import (
     Settings,
     Workload,
 )
-from colearning.config import Config
+from colearning.config import Config, LossConfig
+from colearning.couplings import coupling_matrix
 from colearning.evaluation import evaluate_log_probs
-from colearning.losses import beta_matrix, coupled_loss
+from colearning.losses import coupled_loss
 
 
 # ------------------------------------------------------------------------- one step
@@ -48,7 +49,8 @@ def make_step(workload: Workload, settings: Settings, device: torch.device
     channels_last = uses_channels_last(settings, device)
     if channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
-    beta = beta_matrix(None, n, beta_bar=BETA_BAR, device=device)
+    beta = coupling_matrix(LossConfig(beta_bar=BETA_BAR), n).to(device=device,
+                                                               dtype=torch.float32)
     autocast = _autocast(settings, device)
 
     if workload.strategy == BASELINE:

@@ -45,8 +45,9 @@ from colearning.sweep.layout import (
 from colearning.sweep.spec import SweepCell, SweepSpec, dump_spec
 from colearning.sweep.table import write_tables
 from colearning.training.launch import watch_parent
-from colearning.training.lifecycle import CONFIG_HISTORY, STOP_SIGNALS, check_extension
+from colearning.training.lifecycle import CONFIG_HISTORY, check_extension
 from colearning.training.pack import plan_packs
+from colearning.training.process import STOP_SIGNALS
 
 # --pack auto: members per pack, by device (None: do not pack). On a GPU one pack holds what
 # the device computes in parallel (memory stays small for LeNet-5-sized cells). On CPUs

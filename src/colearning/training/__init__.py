@@ -13,7 +13,8 @@ training loop, the epoch driver) and ``run`` (the entry points: ``train``, ``res
 ``train_pack``).
 """
 
-from colearning.training.lifecycle import Interrupted, Run, load_run
+from colearning.training.lifecycle import Run, load_run
+from colearning.training.process import Interrupted
 from colearning.training.run import load_ensemble, resume, train, train_pack
 
 __all__ = ["Interrupted", "Run", "load_ensemble", "load_run", "resume", "train", "train_pack"]

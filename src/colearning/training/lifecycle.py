@@ -10,10 +10,8 @@ import contextlib
 import json
 import platform
 import re
-import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -37,7 +35,6 @@ from colearning.config import (
 from colearning.couplings import coupling_label, strength_in_options
 from colearning.errors import ConfigError, RunDirError
 from colearning.schedules import uses_length
-from colearning.training.setup import resolve_device
 
 PACKS = "packs.jsonl"  # one line per training session: the cells trained together
 CONFIG_HISTORY = "config_history.jsonl"  # one line per change of a run's config (extension)
@@ -55,22 +52,6 @@ class Run:
     @property
     def status(self) -> str:
         return self.summary.get("status", "unknown")
-
-
-# Signals that stop a run cleanly (checkpoint, summary, exit 128 + signal).
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-
-class Interrupted(Exception):
-    """SIGINT/SIGTERM/SIGHUP arrived; the run was checkpointed mid-epoch and stopped cleanly.
-
-    ``paths``: the run directories that stopped (each resumes with
-    ``colearn train --resume PATH``)."""
-
-    def __init__(self, signum: int, paths: tuple[Path, ...] = ()) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-        self.paths = paths
 
 
 # ------------------------------------------------------------------------- creating
@@ -343,47 +324,6 @@ def summarize(records: list[dict[str, Any]], status: str, detail: str | None,
     return summary
 
 
-class MetricLog:
-    """Optional copies of each metrics.jsonl record elsewhere (``train.log_to``): scalars
-    as they are, per-member lists as ``key/member_i``. TensorBoard files go to
-    ``RUN_DIR/tensorboard``; the run directory's own files stay the source of truth."""
-
-    def __init__(self, config: Config | None, path: Path) -> None:
-        self.writer = None  # (config None: a process that does not write)
-        if config is not None and config.train.log_to == "tensorboard":
-            self.writer = tensorboard_writer(path / "tensorboard")
-
-    def write(self, record: dict[str, Any]) -> None:
-        if self.writer is None:
-            return
-        step = record["epoch"]
-        for key, value in record.items():
-            if isinstance(value, bool) or key == "epoch":
-                continue
-            if isinstance(value, (int, float)):
-                self.writer.add_scalar(key, value, step)
-            elif isinstance(value, list) and all(isinstance(v, (int, float)) and
-                                                 not isinstance(v, bool) for v in value):
-                for member, item in enumerate(value):
-                    self.writer.add_scalar(f"{key}/member_{member}", item, step)
-        self.writer.flush()
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-
-
-def tensorboard_writer(folder: Path | None = None) -> Any:
-    """A TensorBoard SummaryWriter writing to ``folder`` (None: only check that TensorBoard
-    is installed), or a one-line ConfigError saying what to install."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        raise ConfigError("train.log_to=tensorboard needs TensorBoard: pip install "
-                          "'colearning[tensorboard]' (or drop train.log_to)") from None
-    return None if folder is None else SummaryWriter(log_dir=str(folder))
-
-
 def load_run(run_dir: str | Path) -> Run:
     """A run directory's config, metrics and summary (for analysis; never retrains)."""
     path = rundir.require_run_dir(run_dir)
@@ -391,47 +331,6 @@ def load_run(run_dir: str | Path) -> Run:
     summary_path = path / rundir.SUMMARY
     summary = read_json(summary_path) if summary_path.exists() else {"status": "running"}
     return Run(path, config, rundir.read_metrics(path / rundir.METRICS), summary)
-
-
-# ------------------------------------------------------------------------- process state
-@contextlib.contextmanager
-def isolated_rng(config: Config) -> Iterator[None]:
-    """The run owns the global torch RNGs (CPU and its CUDA device) and gives them back.
-
-    Dropout draws from them; the run seeds them itself, so its numbers do not depend on
-    what ran before in the same process (sweep workers, notebooks), and the caller's
-    streams are as they were afterwards.
-    """
-    device = resolve_device(config.device)
-    devices = [device.index or 0] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        yield
-
-
-def restore_rng(states: dict[str, Any]) -> None:
-    torch.set_rng_state(states["torch"])
-    if states.get("cuda") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
-
-
-@contextlib.contextmanager
-def stop_signals() -> Iterator[dict[str, Any]]:
-    """SIGINT, SIGTERM and SIGHUP (a closed terminal) set ``stop["signal"]`` (the first
-    one; a burst of them changes nothing); the loop finishes its step, checkpoints and
-    stops. The previous handlers are back afterwards."""
-    stop: dict[str, Any] = {"signal": None}
-    previous: dict[int, Any] = {}
-    if threading.current_thread() is threading.main_thread():
-        for signum in STOP_SIGNALS:
-            def handler(received: int, _frame: object) -> None:
-                stop["signal"] = stop["signal"] or received
-
-            previous[signum] = signal.signal(signum, handler)
-    try:
-        yield stop
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
 
 
 @contextlib.contextmanager

@@ -24,15 +24,14 @@ from colearning.couplings import adapt_scale
 from colearning.seeding import derive_seed
 from colearning.training.data import Pool
 from colearning.training.lifecycle import (
-    Interrupted,
-    MetricLog,
     Run,
     checkpoint_position,
     finish,
     restart_records,
     save_checkpoint,
-    stop_signals,
 )
+from colearning.training.metric_log import MetricLog
+from colearning.training.process import Interrupted, stop_signals
 from colearning.training.records import cell_structure, evaluate_epoch
 from colearning.training.setup import device_settings
 from colearning.training.shard import Shard

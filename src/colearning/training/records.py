@@ -15,7 +15,8 @@ from colearning import rundir
 from colearning.couplings import adapt_scale
 from colearning.evaluation import evaluate_log_probs, member_states
 from colearning.training.data import gather
-from colearning.training.lifecycle import MetricLog, save_checkpoint
+from colearning.training.lifecycle import save_checkpoint
+from colearning.training.metric_log import MetricLog
 from colearning.training.setup import learning_rate, structure_record
 from colearning.training.step import Pack
 

@@ -34,21 +34,20 @@ from colearning.names import check_names
 from colearning.training.data import Pool, cell_data, load_raw, make_pool
 from colearning.training.growth import check_grown, growth_plan
 from colearning.training.lifecycle import (
-    Interrupted,
     Run,
     check_new_run_dir,
     checkpoint_position,
-    isolated_rng,
     locked_all,
     new_run_dir,
     record_pack,
     resume_state,
-    tensorboard_writer,
     write_new_run,
 )
 from colearning.training.loop import fit
+from colearning.training.metric_log import tensorboard_writer
 from colearning.training.pack import check_packable
 from colearning.training.plan import MemberPlan, plain_plan
+from colearning.training.process import Interrupted, isolated_rng
 from colearning.training.resources import (
     allocation,
     check_couplings_fit,

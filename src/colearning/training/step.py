@@ -31,8 +31,9 @@ from colearning.losses import OBJECTIVES, CoupledLoss
 from colearning.optim import StackedSGD
 from colearning.seeding import generator
 from colearning.training.data import CellData, Pool, gather
-from colearning.training.lifecycle import optimizer_state, restore_rng
+from colearning.training.lifecycle import optimizer_state
 from colearning.training.plan import MemberPlan
+from colearning.training.process import restore_rng
 from colearning.training.setup import (
     autocast,
     clip_member_gradients,
