@@ -86,3 +86,43 @@ def test_a_plugin_that_cannot_be_imported_is_one_line(tmp_path):
     with pytest.raises(ConfigError, match="is not a module name"):
         train({**config(), "plugins": ["../evil.py"]}, tmp_path / "r")
     assert not (tmp_path / "r").exists()
+
+
+USER_MODEL = '''
+from torch import nn
+
+
+def build(num_classes, in_channels, image_size, hidden=16):
+    return nn.Sequential(nn.Flatten(), nn.Linear(in_channels * image_size ** 2, hidden),
+                         nn.ReLU(), nn.Linear(hidden, num_classes))
+'''
+
+
+def test_a_model_in_the_users_own_file_by_its_import_path(plugin, tmp_path, monkeypatch):
+    """model.name "module:factory": no registration; sweep workers import it themselves."""
+    from colearning import load_ensemble, register_model
+    from colearning.models import MODELS
+
+    (tmp_path / "user_net.py").write_text(USER_MODEL)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    model = {"name": "user_net:build", "options": {"hidden": 8}}
+    run = train({**config(beta=-0.2), "model": model}, tmp_path / "run")
+    assert run.status == "finished"
+    ensemble, _ = load_ensemble(run.run_dir)
+    assert ensemble.member(0)[1].out_features == 8
+    spec = spec_from_dict({"name": "own", "base": {**config(beta=-0.2), "plugins": [],
+                                                   "model": model},
+                           "grid": {"loss.beta": [0.0, -0.2]}})
+    assert run_sweep(spec, tmp_path / "sweep", workers=2, pack="off", progress=False).ok
+    with pytest.raises(ConfigError, match="model.name='user_net:nope': cannot import it"):
+        train({**config(), "model": {"name": "user_net:nope"}}, tmp_path / "bad")
+
+    @register_model("user_mlp", augment=False)
+    def user_mlp(num_classes, in_channels, image_size, hidden=16):
+        return MODELS.get("mlp")(num_classes=num_classes, in_channels=in_channels,
+                                 image_size=image_size, hidden=[hidden])
+    try:
+        assert train({**config(), "model": {"name": "user_mlp"}}, tmp_path / "reg").status \
+            == "finished"
+    finally:
+        MODELS.unregister("user_mlp")

@@ -17,7 +17,7 @@ _LAZY = {
     "Ensemble": "engine",
     "CoupledKLLoss": "losses", "CoupledLoss": "losses", "beta_matrix": "losses",
     "coupled_loss": "losses",
-    "MODELS": "models", "build_model": "models",
+    "MODELS": "models", "build_model": "models", "register_model": "models",
     "Run": "training", "load_ensemble": "training", "load_run": "training", "resume": "training",
     "train": "training",
 }
@@ -52,6 +52,7 @@ __all__ = [
     "ensemble_predict",
     "load_ensemble",
     "load_run",
+    "register_model",
     "resume",
     "train",
 ]

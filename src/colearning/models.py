@@ -9,8 +9,10 @@ networks included, so every architecture starts from the same rule.
 
 from __future__ import annotations
 
+import importlib
 import inspect
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -19,6 +21,38 @@ from colearning.errors import ConfigError
 from colearning.registry import Registry
 
 MODELS: Registry[Callable[..., nn.Module]] = Registry("model", key="model.name")
+
+
+def register_model(name: str, **meta: object) -> Callable[[Any], Any]:
+    """A decorator registering ``builder(num_classes, in_channels, image_size, **options)``
+    as model ``name`` (``meta``: e.g. ``augment=True``, ``batch_size=256``, the paper recipe
+    the trainer and ``colearn bench`` follow)."""
+    return MODELS.register(name, **meta)
+
+
+def model_builder(name: str) -> Callable[..., nn.Module]:
+    """The builder of model ``name``: a registered name, or an import path
+    ``"package.module:factory"`` to a callable taking num_classes, in_channels, image_size
+    and the model options (so a model in the user's own file works in every process without
+    registering it). One-line ConfigError when it cannot be found."""
+    if ":" not in name:
+        return MODELS.get(name)
+    module, _, attribute = name.partition(":")
+    try:
+        builder = getattr(importlib.import_module(module), attribute)
+    except Exception as error:  # noqa: BLE001 - whatever the import raised: one line
+        detail = " ".join(str(error).split())[:160]
+        raise ConfigError(f"model.name={name!r}: cannot import it ({type(error).__name__}"
+                          f"{': ' + detail if detail else ''}); give a registered model or "
+                          "an importable package.module:factory") from None
+    if not callable(builder):
+        raise ConfigError(f"model.name={name!r} is not callable")
+    return builder
+
+
+def model_meta(name: str) -> dict[str, Any]:
+    """A model's registry metadata ({} for an import path)."""
+    return {} if ":" in name else MODELS.meta(name)
 
 
 def xavier_init(module: nn.Module) -> nn.Module:
@@ -50,7 +84,7 @@ def build_model(
                        ("image_size", image_size)):
         if not isinstance(value, int) or value < 1:
             raise ConfigError(f"model {key} must be a positive integer, got {value!r}")
-    builder = MODELS.get(name)
+    builder = model_builder(name)
     check_model_options(name, kwargs)
     try:
         model = builder(num_classes=num_classes, in_channels=in_channels,
@@ -66,7 +100,7 @@ def build_model(
 
 def check_model_options(name: str, options: dict[str, object]) -> None:
     """ConfigError when model.options names a keyword the model's builder does not take."""
-    builder = MODELS.get(name)
+    builder = model_builder(name)
     try:
         parameters = inspect.signature(builder).parameters
     except (TypeError, ValueError):  # a builder without a signature: it will say

@@ -21,6 +21,8 @@ def check_names(config: Config) -> None:
     """ConfigError (one line, the valid names) for a config key naming no registry entry."""
     for key, registry in sorted(Registry.by_key.items()):
         name = config.get(key)
-        if name not in registry:
+        if key == "model.name" and ":" in name:  # an import path: it must resolve
+            models.model_builder(name)
+        elif name not in registry:
             raise ConfigError(f"{key}={name!r} is not valid; valid: "
                               f"{', '.join(registry.names())}")

@@ -18,7 +18,7 @@ from colearning.config import Config
 from colearning.engine import Ensemble
 from colearning.errors import ConfigError
 from colearning.metrics.structure import activation_stats, weight_stats
-from colearning.models import MODELS, build_model
+from colearning.models import build_model, model_meta
 from colearning.schedules import schedule_factor
 from colearning.training.data import CellData, Pool, gather
 
@@ -114,7 +114,7 @@ def use_augmentation(config: Config) -> bool:
     for LeNet-5), unless data.augment says."""
     if config.data.augment is not None:
         return config.data.augment
-    return bool(MODELS.meta(config.model.name).get("augment", False))
+    return bool(model_meta(config.model.name).get("augment", False))
 
 
 def build_members(config: Config, pool: Pool, device: torch.device, *,
