@@ -298,11 +298,10 @@ def _raise_signalled(signum: int, _frame: object) -> None:
 
 
 def _start_up() -> None:
-    """The process's start: import the heavy libraries with every stop signal exiting at once,
-    then let SIGINT raise KeyboardInterrupt and SIGTERM/SIGHUP :class:`_Signalled` (training
-    loops and sweeps install their own handlers on top)."""
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, _exit_at_once)
+    """The process's start: import the heavy libraries while every stop signal still exits at
+    once (:func:`main` installed that), then let SIGINT raise KeyboardInterrupt and
+    SIGTERM/SIGHUP :class:`_Signalled` (training loops and sweeps install their own handlers
+    on top)."""
     import numpy  # noqa: F401
     import torch  # noqa: F401
 

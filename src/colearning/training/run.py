@@ -56,7 +56,7 @@ from colearning.training.resources import (
 )
 from colearning.training.setup import build_members, resolve_device
 from colearning.training.shard import MembersPart, Shard, current_shard
-from colearning.training.step import Cell
+from colearning.training.step import Cell, stacking_order
 
 
 def preflight(config: Config) -> None:
@@ -312,11 +312,11 @@ def engine_note(ensemble: Ensemble, device: torch.device) -> str:
 def _held_rows(specs: list[tuple[Config, Path, dict[str, Any] | None]],
                shard: Shard) -> dict[Path, tuple[int, int]]:
     """Per cell of a sharded run or pack: (first member, count) of its members in this
-    process's rows, in the order step.Pack stacks the cells (by size, then objective)."""
+    process's rows, in the order step.Pack stacks the cells (step.stacking_order)."""
     if not shard.distributed:
         return {}
-    order = sorted(specs, key=lambda spec: (spec[0].ensemble.n_members,
-                                            spec[0].loss.objective))
+    order = sorted(specs, key=lambda spec: stacking_order(spec[0].ensemble.n_members,
+                                                          spec[0]))
     out, start, rows = {}, 0, shard.local
     for config, path, _ in order:
         n = config.ensemble.n_members

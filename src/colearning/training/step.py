@@ -90,13 +90,20 @@ def joint_weight(config: Config) -> float:
     return float(config.loss.joint_weight or 0.0)
 
 
+def stacking_order(n_trained: int, config: Config) -> tuple[int, str]:
+    """Where a cell's members go in a pack's stack: by size, then objective (contiguous
+    blocks, one loss call each); stable, so equal cells keep their order. The processes of a
+    sharded pack build their rows in this order too (training.run)."""
+    return n_trained, config.loss.objective
+
+
 class Pack:
     """The engine, optimizer and device-side state of cells that train together."""
 
     def __init__(self, cells: list[Cell], pool: Pool, device: torch.device,
                  shard: Shard | None = None) -> None:
         # ensemble sizes and objectives contiguous: one loss call per (N, objective)
-        cells = sorted(cells, key=lambda cell: (cell.n_trained, cell.config.loss.objective))
+        cells = sorted(cells, key=lambda cell: stacking_order(cell.n_trained, cell.config))
         self.cells = cells
         self.pool = pool
         self.device = device
