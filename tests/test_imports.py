@@ -11,7 +11,8 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "colearning"
 # Lowest first. A module may import its own layer (without cycles) and the layers below.
 LAYERS = [
     ("colearning.errors", "colearning.registry", "colearning.schedules", "colearning.yamlfiles",
-     "colearning.environment", "colearning.plugins", "colearning.config", "colearning.seeding",
+     "colearning.environment", "colearning.plugins", "colearning.config_checks", "colearning.config",
+     "colearning.seeding",
      "colearning.rundir"),
     ("colearning.models", "colearning.grouped", "colearning.losses", "colearning.couplings",
      "colearning.names",

@@ -19,6 +19,7 @@ from typing import Any, Union
 
 import yaml
 
+from colearning.config_checks import validate_expand, validate_numbers, validate_objective
 from colearning.errors import ConfigError
 from colearning.plugins import import_plugins
 from colearning.schedules import schedule_factor
@@ -122,9 +123,14 @@ class LossConfig:
 
 @dataclass
 class OptimConfig:
+    name: str = "sgd"  # the optimizer (colearning.optim.OPTIMIZERS): sgd, adam, adamw
     lr: float = _tagged(0.01, "cell")  # initial learning rate (paper: 0.01)
     momentum: float = 0.9  # SGD momentum (paper: 0.9)
-    weight_decay: float = _tagged(5e-4, "cell")  # L2 coefficient (paper: 0.0005)
+    # sgd and adam: L2 coefficient added to the gradient; adamw: decoupled decay (paper: 0.0005)
+    weight_decay: float = _tagged(5e-4, "cell")
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # adam/adamw moments
+    eps: float = 1e-8  # adam/adamw denominator term
+    warmup_epochs: int = 0  # linear learning-rate warm-up in front of the schedule; 0: none
     schedule: str = "constant"  # the learning rate over epochs (colearning.schedules)
     schedule_options: dict[str, Any] = field(default_factory=dict)  # e.g. {every: 50,
     # gamma: 0.1} for step
@@ -152,6 +158,12 @@ class TrainConfig:
     # tensorboard: also log every metric for TensorBoard (RUN_DIR/tensorboard; pip install
     # 'colearning[tensorboard]'); the run directory stays the source of truth
     log_to: str | None = _choice(None, "tensorboard", tags=("display",))
+    # keep the weights of the validation-best epoch (best.pt beside the checkpoint; needs
+    # data.val_size > 0); load them with load_ensemble(run, epoch="best")
+    keep_best: bool = False
+    # {metric: val/ensemble_accuracy_mean, patience: 5}: end a cell when the metric has not
+    # improved for patience epochs (in a pack that cell stops stepping); null: never
+    early_stopping: dict[str, Any] | None = None
 
 
 EXPAND_MODES = ("add-freeze", "add-retrain", "boost")
@@ -378,39 +390,9 @@ def _choices(cls: type, prefix: str = "") -> Iterator[tuple[str, tuple[Any, ...]
             yield f"{prefix}{item.name}", item.metadata["choices"]
 
 
-# Integers travel into numpy and torch as int64; a seed is a non-negative one.
-INT_RANGE = (-(2**63), 2**63 - 1)
-
-
-def _numbers(value: Any, key: str) -> Iterator[tuple[str, Any]]:
-    """Every (dotted key, number) inside a config value, through nested dicts and lists."""
-    if isinstance(value, bool):
-        return
-    if isinstance(value, (int, float)):
-        yield key, value
-    elif isinstance(value, dict):
-        for name, item in value.items():
-            yield from _numbers(item, f"{key}.{name}")
-    elif isinstance(value, (list, tuple)):
-        for item in value:
-            yield from _numbers(item, key)
-
-
-def _validate_numbers(config: Config) -> None:
-    """Every number in the config is finite and fits int64; the seed is >= 0."""
-    for key, value in _numbers(config.to_dict(), "config"):
-        key = key.removeprefix("config.")
-        if isinstance(value, float) and (value != value or abs(value) == float("inf")):
-            raise ConfigError(f"{key} must be a finite number, got {value}")
-        if isinstance(value, int) and not INT_RANGE[0] <= value <= INT_RANGE[1]:
-            raise ConfigError(f"{key}={value} is out of range; integers must fit in 64 bits")
-    if config.seed < 0:
-        raise ConfigError(f"seed must be >= 0 (any integer up to 2^63 - 1), got {config.seed}")
-
-
 def validate(config: Config) -> None:
     """Value checks that types alone cannot express; one-line ConfigError on failure."""
-    _validate_numbers(config)
+    validate_numbers(config)
     for key, choices in _choices(Config):
         if config.get(key) not in choices:
             raise ConfigError(f"{key}={config.get(key)!r} is not valid; valid: "
@@ -435,7 +417,7 @@ def validate(config: Config) -> None:
                 f"loss.beta matrix must be {n}x{n} (ensemble.n_members={n}), got "
                 f"{len(beta)} rows of lengths {[len(row) for row in beta]}"
             )
-    _validate_objective(config)
+    validate_objective(config)
     target = config.loss.target_js
     if target is not None:
         if not 0 < target < 0.6931471805599453:
@@ -447,52 +429,7 @@ def validate(config: Config) -> None:
         schedule_factor(config.get(key), config.get(f"{key}_options"), 0, config.train.epochs)
     if config.optim.grad_clip is not None and config.optim.grad_clip <= 0:
         raise ConfigError(f"optim.grad_clip must be > 0 or null, got {config.optim.grad_clip}")
-    _validate_expand(config)
-
-
-def _validate_objective(config: Config) -> None:
-    loss = config.loss
-    weight = loss.joint_weight
-    if loss.objective == "interpolated":
-        if weight is None or not 0.0 <= weight <= 1.0:
-            raise ConfigError(f"loss.objective=interpolated needs loss.joint_weight in [0, 1] "
-                              f"(lambda), got {weight!r}")
-    elif weight is not None:
-        raise ConfigError(f"loss.joint_weight applies to loss.objective=interpolated only, not "
-                          f"{loss.objective} (joint is lambda = 1); remove it")
-    if loss.objective != "colearning":
-        if loss.beta is not None or loss.beta_bar is not None:
-            raise ConfigError(f"loss.beta / loss.beta_bar apply to loss.objective=colearning "
-                              f"only; remove them for {loss.objective}")
-        if loss.kl_reduction != "batchmean":
-            raise ConfigError(f"loss.kl_reduction applies to loss.objective=colearning only; "
-                              f"remove it for {loss.objective}")
-        if config.expand.source is not None:
-            raise ConfigError(f"growing an ensemble trains with loss.objective=colearning; "
-                              f"{loss.objective} is not supported there")
-
-
-def _validate_expand(config: Config) -> None:
-    expand = config.expand
-    if expand.source is None:
-        if expand.mode is not None or expand.add or expand.margin:
-            raise ConfigError("expand.mode/add/margin need expand.source (the run directory to "
-                              "grow); use colearn expand RUN_DIR --add M --mode MODE")
-        return
-    if expand.mode not in EXPAND_MODES:
-        raise ConfigError(f"expand.mode={expand.mode!r} is not valid; valid: "
-                          f"{', '.join(EXPAND_MODES)}")
-    if expand.add < 1:
-        raise ConfigError(f"expand.add must be >= 1 (new members), got {expand.add}")
-    if expand.margin < 0:
-        raise ConfigError(f"expand.margin must be >= 0, got {expand.margin}")
-    if expand.margin and expand.mode != "boost":
-        raise ConfigError(f"expand.margin applies to mode boost only, not {expand.mode}")
-    if config.ensemble.n_members <= expand.add:
-        raise ConfigError(
-            f"ensemble.n_members={config.ensemble.n_members} must be the source's N plus "
-            f"expand.add={expand.add}"
-        )
+    validate_expand(config, EXPAND_MODES)
 
 
 def dump_yaml(config: Config) -> str:
