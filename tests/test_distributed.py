@@ -151,6 +151,38 @@ def test_a_sharded_run_resumes_in_one_process(tmp_path, reference):
     same_run(reference, tmp_path / "run")
 
 
+USER_MODEL = """
+from torch import nn
+
+def build(num_classes, in_channels, image_size, hidden=16):
+    return nn.Sequential(nn.Flatten(), nn.Linear(in_channels * image_size ** 2, hidden),
+                         nn.ReLU(), nn.Linear(hidden, num_classes))
+"""
+
+
+def test_a_model_in_the_users_own_file_trains_over_two_processes(tmp_path):
+    """The ``colearn`` command (not ``python -m``) in the user's folder, beside their model
+    file: both ranks import it by its path, and the run loads back in this process."""
+    from colearning import load_ensemble
+
+    (tmp_path / "user_net.py").write_text(USER_MODEL)
+    config = write_config(tmp_path / "c.yaml", **{"model.name": "user_net:build",
+                                                  "model.options": {"hidden": 8},
+                                                  "ensemble.n_members": 2,
+                                                  "train.epochs": 1})
+    command = [str(Path(sys.executable).with_name("colearn")), "train", "--config", "c.yaml"]
+    for extra in (["--run-dir", "alone"], ["--run-dir", "run", "--nproc", "2"]):
+        result = subprocess.run(command + extra, cwd=tmp_path, env=ENV, capture_output=True,
+                                text=True, timeout=240, check=False)
+        assert result.returncode == 0, result.stderr
+    sys.path.insert(0, str(tmp_path))
+    try:
+        ensemble, loaded = load_ensemble(tmp_path / "run")
+    finally:
+        sys.path.remove(str(tmp_path))
+    assert loaded.model.name == "user_net:build" and ensemble.member(1)[1].out_features == 8
+
+
 def test_more_processes_than_members_is_refused(tmp_path):
     config = write_config(tmp_path / "c.yaml", **{"ensemble.n_members": 2})
     result = colearn("train", "--config", str(config), "--run-dir", str(tmp_path / "r"),

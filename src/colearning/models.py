@@ -9,7 +9,6 @@ networks included, so every architecture starts from the same rule.
 
 from __future__ import annotations
 
-import importlib
 import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -18,6 +17,7 @@ import torch
 from torch import nn
 
 from colearning.errors import ConfigError
+from colearning.plugins import import_user_module
 from colearning.registry import Registry
 
 MODELS: Registry[Callable[..., nn.Module]] = Registry("model", key="model.name")
@@ -39,7 +39,7 @@ def model_builder(name: str) -> Callable[..., nn.Module]:
         return MODELS.get(name)
     module, _, attribute = name.partition(":")
     try:
-        builder = getattr(importlib.import_module(module), attribute)
+        builder = getattr(import_user_module(module), attribute)
     except Exception as error:  # noqa: BLE001 - whatever the import raised: one line
         detail = " ".join(str(error).split())[:160]
         raise ConfigError(f"model.name={name!r}: cannot import it ({type(error).__name__}"
