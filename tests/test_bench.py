@@ -156,9 +156,10 @@ def test_strategies_are_timed_interleaved_and_auto_is_not_timed_twice(monkeypatc
     monkeypatch.setattr(bench_module, "make_step", make)
     monkeypatch.setattr(bench_module, "_timed_call", fake_timed_call)
     items = [Workload("lenet5", 2, 8, s) for s in ("baseline", "grouped", "auto")]
+    peaks = iter([100.0, 50.0, 100.0])  # the matmul peak probed in each round
     rows = bench_module.measure_group(items, torch.device("cpu"),
                                       Settings(steps=3, warmup=0, min_time=0.0),
-                                      default_strategy="grouped", peak={"fp32": 100.0})
+                                      default_strategy="grouped", probe=lambda: next(peaks))
     assert order == ["baseline", "grouped"] * 3  # interleaved; auto = grouped is not re-timed
     baseline, grouped, auto = rows
     assert grouped.step_seconds == auto.step_seconds == [0.1, 0.1, 0.2]
@@ -166,7 +167,11 @@ def test_strategies_are_timed_interleaved_and_auto_is_not_timed_twice(monkeypatc
     assert (grouped.min_step_seconds, grouped.median_step_seconds,
             grouped.max_step_seconds) == (0.1, 0.1, 0.2)
     assert grouped.unsteady and not baseline.unsteady  # spread 100% vs 0%
-    assert grouped.fraction_of_peak == pytest.approx(grouped.gflops_per_second / 100.0)
+    # each step against the peak of its own round: times 0.1, 0.1, 0.2 over peaks 100, 50,
+    # 100 -> ratios r/100, 2r/100, r/200 with r the GFLOP/s at 0.1 s; their median is r/100
+    rate = grouped.flops_per_step / 0.1 / 1e9
+    assert grouped.fraction_of_peak == pytest.approx(rate / 100.0)
+    assert grouped.peak_gflops == 100.0 and grouped.peak_unsteady  # spread 50%
 
 
 def row(strategy, seconds, default=False, n=10):
@@ -181,12 +186,15 @@ def row(strategy, seconds, default=False, n=10):
 def test_speedups_and_table():
     rows = [row(BASELINE, 2.0), row("grouped", 0.5, default=True), row("loop", 1.0, n=2),
             StepResult("lenet5", 10, 512, "vmap", "vmap", False, error="out of memory: x")]
+    rows[0].fraction_of_peak, rows[0].peak_unsteady = 0.25, True  # the peak moved
+    rows[1].fraction_of_peak = 1.07  # above its own peak: said, not hidden
     fill_speedups(rows)
     assert [r.speedup_vs_baseline for r in rows] == [1.0, 4.0, None, None]
     text = format_table(report(rows, [], torch.device("cpu"), Settings(steps=1)))
     lines = text.splitlines()
     assert "grouped*" in lines[3] and "4.00x" in lines[3] and "10,240" in lines[3]
     assert "out of memory" in lines[5]
+    assert "25%~" in lines[2] and "107%!" in lines[3] and "!" not in lines[4]
 
 
 def test_workloads_order_and_validation():

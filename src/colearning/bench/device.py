@@ -82,33 +82,50 @@ def peak_memory_mib(device: torch.device) -> float:
 
 
 # ------------------------------------------------------------------------- matmul peak
-def measure_peak(device: torch.device, seconds: float = 0.5) -> dict[str, float]:
-    """The device's matmul peak in GFLOP/s, fp32 and bf16, from square matmuls timed for
-    about ``seconds`` each: what the steps' GFLOP/s are compared with (a fraction of what
-    this device does at its best, not of a datasheet number). The size grows from 256 while
-    one product takes under a tenth of the budget (to 2048 on CPUs, 8192 on GPUs), so a
-    device without native bf16 (hundreds of times slower) is measured quickly too."""
-    largest = 2048 if device.type == "cpu" else 8192
-    out = {}
-    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+class PeakProbe:
+    """The device's matmul rate (GFLOP/s) in one short burst, to be measured beside the
+    steps it is compared with, not once at the start: on a shared machine a neighbour's
+    load, a clock change or thermal throttling moves the peak, and a ratio to a peak
+    measured under other conditions means nothing (it read 124-193% on a busy machine).
+
+    The size is chosen once: it grows from 256 while one product takes under ``burst``
+    seconds (to 2048 on CPUs, 8192 on GPUs), so a device without native bf16 (hundreds of
+    times slower) is probed quickly too. Each call repeats the product for ``burst`` s."""
+
+    def __init__(self, device: torch.device, dtype: torch.dtype = torch.float32,
+                 burst: float = 0.05) -> None:
+        self.device, self.burst = device, burst
+        largest = 2048 if device.type == "cpu" else 8192
         size = 256
         while True:
-            a = torch.randn(size, size, device=device).to(dtype)
-            b = torch.randn(size, size, device=device).to(dtype)
-            synchronize(device)
-            started = time.perf_counter()
-            a @ b
-            synchronize(device)
-            once = time.perf_counter() - started
-            if once > seconds / 10 or size >= largest:
+            self.a = torch.randn(size, size, device=device).to(dtype)
+            self.b = torch.randn(size, size, device=device).to(dtype)
+            self.size = size
+            if self._products(1)[1] > burst or size >= largest:
                 break
             size *= 2
-        count, started = 0, time.perf_counter()
-        while time.perf_counter() - started < seconds or count == 0:
-            a @ b
-            count += 1
-            if device.type == "cuda" and count % 8 == 0:
-                synchronize(device)
-        synchronize(device)
-        out[name] = 2 * size ** 3 * count / (time.perf_counter() - started) / 1e9
-    return out
+
+    def _products(self, count: int) -> tuple[int, float]:
+        synchronize(self.device)
+        started = time.perf_counter()
+        for _ in range(count):
+            self.a @ self.b
+        synchronize(self.device)
+        return count, time.perf_counter() - started
+
+    def __call__(self, seconds: float | None = None) -> float:
+        """GFLOP/s of products repeated for ``seconds`` (default: the burst)."""
+        budget = self.burst if seconds is None else seconds
+        count, elapsed = 0, 0.0
+        while elapsed < budget or count == 0:
+            done, took = self._products(1 if self.device.type == "cpu" else 8)
+            count, elapsed = count + done, elapsed + took
+        return 2 * self.size ** 3 * count / elapsed / 1e9
+
+
+def measure_peak(device: torch.device, seconds: float = 0.5) -> dict[str, float]:
+    """The device's matmul peak in GFLOP/s, fp32 and bf16, each from about ``seconds`` of
+    products (:class:`PeakProbe`): the figure a report's header states. The rows' ratios
+    are to the peak probed beside each of them (``colearning.bench.harness``)."""
+    return {name: PeakProbe(device, dtype)(seconds)
+            for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))}

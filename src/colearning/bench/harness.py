@@ -13,7 +13,13 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from colearning.bench.device import measure_peak, peak_memory_mib, reset_peak_memory, synchronize
+from colearning.bench.device import (
+    PeakProbe,
+    measure_peak,
+    peak_memory_mib,
+    reset_peak_memory,
+    synchronize,
+)
 from colearning.bench.output import report
 from colearning.bench.probes import make_step, measure_epoch
 from colearning.bench.records import (
@@ -58,13 +64,18 @@ def count_flops(model: str, batch_size: int = 1, *, train: bool = True, image_si
 # ------------------------------------------------------------------------- timing
 def measure_group(items: Sequence[Workload], device: torch.device, settings: Settings,
                   default_strategy: str | None = None,
-                  peak: dict[str, float] | None = None) -> list[StepResult]:
+                  probe: Callable[[], float] | None = None) -> list[StepResult]:
     """Time the strategies of one (model, N) interleaved: one step of each in turn, until
     each has ``settings.steps`` timed steps and ``settings.min_time`` seconds of them (or
     ``settings.time_limit`` seconds). Interleaving spreads a busy neighbour or a clock
     change over all strategies instead of one. ``auto`` is timed only when it resolves to a
     strategy not in ``items`` (else its row repeats that strategy's timings). A failure
-    (out of memory) is recorded in its row, not raised."""
+    (out of memory) is recorded in its row, not raised.
+
+    ``probe`` (a :class:`~colearning.bench.device.PeakProbe`: GFLOP/s of one matmul burst)
+    runs once per round, between the steps, so each step is compared with the peak
+    measured beside it: a row's ``fraction_of_peak`` is the median over rounds of (its
+    GFLOP/s in that round) / (the probe's in that round)."""
     results = {w: StepResult(w.model, w.n_members, w.batch_size, w.strategy, w.strategy,
                              default=False) for w in items}
     steps: dict[Workload, Callable[[], torch.Tensor]] = {}
@@ -88,6 +99,7 @@ def measure_group(items: Sequence[Workload], device: torch.device, settings: Set
              if not (w.strategy == "auto" and any(o.strategy == results[w].resolved_strategy
                                                    for o in steps if o is not w))}
     times: dict[Workload, list[float]] = {w: [] for w in timed}
+    beside: dict[Workload, list[float]] = {w: [] for w in timed}  # the probe, per round
     losses: dict[Workload, torch.Tensor] = {}
 
     def wanted(w: Workload) -> bool:
@@ -96,16 +108,20 @@ def measure_group(items: Sequence[Workload], device: torch.device, settings: Set
             and sum(done) < settings.time_limit
 
     while any(wanted(w) for w in timed):
-        for workload, step in timed.items():
-            if wanted(workload):
-                seconds, losses[workload] = _timed_call(step, device)
-                times[workload].append(seconds)
+        stepped = [w for w in timed if wanted(w)]
+        for workload in stepped:
+            seconds, losses[workload] = _timed_call(timed[workload], device)
+            times[workload].append(seconds)
+        if probe is not None:
+            rate = probe()
+            for workload in stepped:
+                beside[workload].append(rate)
     for workload, result in results.items():
         source = workload if workload in times else next(
             (w for w in times if w.strategy == result.resolved_strategy), None)
         if source is None or not times[source]:
             continue
-        _fill(result, times[source], losses[source], settings, peak)
+        _fill(result, times[source], losses[source], settings, beside[source])
     return [results[w] for w in items]
 
 
@@ -134,7 +150,7 @@ def _out_of_memory(error: BaseException) -> str | None:
 
 
 def _fill(result: StepResult, times: list[float], loss: torch.Tensor, settings: Settings,
-          peak: dict[str, float] | None) -> None:
+          peaks: list[float]) -> None:
     median = statistics.median(times)
     flops = result.n_members * count_flops(result.model, result.batch_size,
                                            image_size=settings.image_size,
@@ -150,9 +166,12 @@ def _fill(result: StepResult, times: list[float], loss: torch.Tensor, settings: 
     result.member_images_per_second = result.n_members * result.batch_size / median
     result.flops_per_step = float(flops)
     result.gflops_per_second = flops / median / 1e9
-    reference = (peak or {}).get("bf16" if settings.bf16 else "fp32")
-    if reference:
-        result.fraction_of_peak = result.gflops_per_second / reference
+    if peaks:  # each step against the peak probed in its own round
+        result.fraction_of_peak = statistics.median(
+            flops / t / 1e9 / rate for t, rate in zip(times, peaks, strict=True))
+        result.peak_gflops = statistics.median(peaks)
+        result.peak_spread = (max(peaks) - min(peaks)) / result.peak_gflops
+        result.peak_unsteady = result.peak_spread > UNSTEADY_SPREAD
     result.final_loss = float(loss.float().mean())
 
 
@@ -201,6 +220,7 @@ def run(items: Sequence[Workload], device: torch.device, settings: Settings, *,
     rows: list[StepResult] = []
     epoch_rows: list[EpochResult] = []
     peak = measure_peak(device)
+    probe = PeakProbe(device, torch.bfloat16 if settings.bf16 else torch.float32)
     groups: dict[tuple[str, int, int], list[Workload]] = {}
     for item in items:
         groups.setdefault((item.model, item.n_members, item.batch_size), []).append(item)
@@ -212,7 +232,7 @@ def run(items: Sequence[Workload], device: torch.device, settings: Settings, *,
             bar.set_postfix_str(f"{first.model} N={first.n_members}")
             default = _default_strategy(first.model, settings.num_classes,
                                         settings.image_size, device.type)
-            rows.extend(measure_group(job, device, settings, default, peak))  # type: ignore
+            rows.extend(measure_group(job, device, settings, default, probe))  # type: ignore
         else:
             model, n = job  # type: ignore[misc]
             bar.set_postfix_str(f"epoch {model} N={n}")

@@ -45,8 +45,10 @@ def report(rows: Sequence[StepResult], epoch_rows: Sequence[EpochResult],
                                  "sees each image",
             "member_images_per_second": "N * B / step time: images summed over members",
             "gflops_per_second": "counted matmul/conv FLOPs of forward + backward / step time",
-            "fraction_of_peak": "gflops_per_second / the device's measured matmul peak "
-                                "(fp32, or bf16 with --bf16)",
+            "fraction_of_peak": "median over the timing rounds of this row's GFLOP/s over "
+                                "the matmul peak (fp32, or bf16 with --bf16) probed in the "
+                                "same round, beside it",
+            "peak_gflops": "median of the matmul peak probed beside this row's steps",
             "peak_memory_mib": "cuda: max allocated; cpu: peak resident set of the process",
         },
         "steps": [asdict(r) for r in rows],
@@ -78,6 +80,13 @@ def write_json(data: dict[str, Any], path: str | Path) -> Path:
 
 
 # ------------------------------------------------------------------------- the table
+def _fraction(fraction: float | None, unsteady: bool) -> str:
+    """'of peak' as a percentage, marked ~ (the peak moved) and ! (over 100%: an error)."""
+    if fraction is None:
+        return "-"
+    return f"{100 * fraction:.0f}%" + ("~" if unsteady else "") + ("!" if fraction > 1 else "")
+
+
 def _number(value: float | None, digits: int = 0) -> str:
     if value is None:
         return "-"
@@ -114,7 +123,7 @@ def format_table(data: dict[str, Any]) -> str:
                      _number(r["images_per_second"]), _number(r["member_images_per_second"]),
                      "-" if speedup is None else f"{speedup:.2f}x",
                      _number(r["gflops_per_second"], 1),
-                     "-" if fraction is None else f"{100 * fraction:.0f}%",
+                     _fraction(fraction, r.get("peak_unsteady", False)),
                      _number(r["peak_memory_mib"])]
         row = [r["model"].ljust(widths[0]), str(r["n_members"]).rjust(widths[1]),
                str(r["batch_size"]).ljust(widths[2]), name.ljust(widths[3])]
@@ -128,10 +137,13 @@ def format_table(data: dict[str, Any]) -> str:
                  "strategies interleaved; ~ marks a row whose (max - min) / median exceeds "
                  f"{100 * UNSTEADY_SPREAD:.0f}%;")
     peak = info.get("peak_gflops") or {}
-    lines.append("  GFLOP/s from counted matmul/conv FLOPs of forward + backward; 'of peak' "
-                 "against this device's measured matmul peak"
-                 + (f" ({peak['fp32']:,.1f} GFLOP/s fp32, {peak['bf16']:,.1f} bf16)."
-                    if peak else "."))
+    lines.append("  GFLOP/s from counted matmul/conv FLOPs of forward + backward; 'of peak': "
+                 "median of each step over the matmul peak probed in the same round"
+                 + (f" (at the start: {peak['fp32']:,.1f} GFLOP/s fp32, {peak['bf16']:,.1f} "
+                    "bf16)" if peak else "") + ";")
+    lines.append(f"  ~ after it: the peak itself moved by more than {100 * UNSTEADY_SPREAD:.0f}% "
+                 "during the row; ! after it: above 100%, which only a measurement error "
+                 "gives (a load that changed between a step and its probe).")
     for e in data["epochs"]:
         lines.append(
             f"epoch {e['model']} N={e['n_members']} ({e['resolved_strategy']}, batch "

@@ -72,7 +72,11 @@ class StepResult:
     speedup_vs_baseline: float | None = None  # baseline median step time / this one's
     flops_per_step: float | None = None  # counted, forward + backward of N members
     gflops_per_second: float | None = None
-    fraction_of_peak: float | None = None  # GFLOP/s / the device's measured matmul peak
+    # median over rounds of GFLOP/s / the matmul peak probed in the same round (beside it)
+    fraction_of_peak: float | None = None
+    peak_gflops: float | None = None  # median of the peak probed beside this row's steps
+    peak_spread: float | None = None  # (max - min) / median of those probes
+    peak_unsteady: bool = False  # peak_spread > UNSTEADY_SPREAD: the peak itself moved
     peak_memory_mib: float | None = None
     final_loss: float | None = None  # mean member loss after the last step (a sanity check)
     error: str | None = None
