@@ -1,5 +1,6 @@
 """A new coupling, objective and metric are one registration each (tests/plugin_example.py):
-they train, pack, sweep (in worker processes) and report like the library's own."""
+they train, pack, sweep (in worker processes) and report like the library's own; so are a
+model and a dataset in the user's own files."""
 
 import copy
 import csv
@@ -8,6 +9,7 @@ import sys
 import pytest
 
 from colearning.couplings import COUPLINGS
+from colearning.data import DATASETS
 from colearning.errors import ConfigError
 from colearning.evaluation import METRICS
 from colearning.losses import OBJECTIVES
@@ -29,10 +31,11 @@ def plugin():
     """The plugin, forgotten afterwards: the other tests see the library's own entries."""
     yield
     for registry, name in ((COUPLINGS, "pairs"), (OBJECTIVES, "smoothed"),
-                           (METRICS, "ensemble_top2")):
+                           (METRICS, "ensemble_top2"), (DATASETS, "user_stripes")):
         if name in registry:
             registry.unregister(name)
-    sys.modules.pop(PLUGIN, None)
+    for module in (PLUGIN, "user_data"):
+        sys.modules.pop(module, None)
 
 
 def config(**loss):
@@ -97,23 +100,48 @@ def build(num_classes, in_channels, image_size, hidden=16):
                          nn.ReLU(), nn.Linear(hidden, num_classes))
 '''
 
+USER_DATA = '''
+import numpy as np
+
+from colearning import register_dataset
+
+
+@register_dataset("user_stripes")
+def stripes(path=None, **_):
+    """Horizontal (0) or vertical (1) stripes over noise: 6x6 gray floats in [0, 1]."""
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 240)
+    images = rng.uniform(0, 0.3, (240, 6, 6))
+    images[labels == 0, ::2, :] += 0.7
+    images[labels == 1, :, ::2] += 0.7
+    return {"x_train": images[:200], "y_train": labels[:200], "x_test": images[200:],
+            "y_test": labels[200:], "classes": ["horizontal", "vertical"]}
+'''
+
 
 def test_a_model_in_the_users_own_file_by_its_import_path(plugin, tmp_path, monkeypatch):
-    """model.name "module:factory": no registration; sweep workers import it themselves."""
+    """model.name "module:factory": no registration; sweep workers import it themselves,
+    and a dataset registered (register_dataset) in a plugin file of the user's."""
     from colearning import load_ensemble, register_model
     from colearning.models import MODELS
 
     (tmp_path / "user_net.py").write_text(USER_MODEL)
+    (tmp_path / "user_data.py").write_text(USER_DATA)
     monkeypatch.syspath_prepend(str(tmp_path))
     model = {"name": "user_net:build", "options": {"hidden": 8}}
     run = train({**config(beta=-0.2), "model": model}, tmp_path / "run")
     assert run.status == "finished"
     ensemble, _ = load_ensemble(run.run_dir)
     assert ensemble.member(0)[1].out_features == 8
-    spec = spec_from_dict({"name": "own", "base": {**config(beta=-0.2), "plugins": [],
-                                                   "model": model},
-                           "grid": {"loss.beta": [0.0, -0.2]}})
+    base = config(beta=-0.2)
+    base.update(plugins=["user_data"], model=model, data={"name": "user_stripes"})
+    base["train"]["batch_size"] = 50
+    spec = spec_from_dict({"name": "own", "base": base, "grid": {"loss.beta": [0.0, -0.2]}})
     assert run_sweep(spec, tmp_path / "sweep", workers=2, pack="off", progress=False).ok
+    with open(tmp_path / "sweep" / "results.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 2 and all(float(row["test/ensemble_accuracy_mean"]) > 0.6
+                                  for row in rows)  # stripes are easy to tell apart
     with pytest.raises(ConfigError, match="model.name='user_net:nope': cannot import it"):
         train({**config(), "model": {"name": "user_net:nope"}}, tmp_path / "bad")
 

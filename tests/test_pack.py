@@ -7,6 +7,7 @@ import signal
 
 import numpy as np
 import pytest
+import torch
 
 import colearning.training.loop as loop_module
 from colearning import rundir
@@ -83,6 +84,22 @@ def test_cells_of_other_objectives_pack_with_colearning_cells(tmp_path):
     # the objectives' parts are logged: the joint cells' coupling is KL(q||p_ens) - KL(q||p_i)
     last = alone[1].metrics[-1]
     assert all(c != 0 for c in last["train/loss_coupling"])
+
+
+def test_adam_cells_packed_equal_lone_cells_with_their_own_moments(tmp_path):
+    """optim.name=adam is shared by a pack's cells; each cell's learning rate, weight decay,
+    moments and step counts are its own (its checkpoint holds its rows)."""
+    configs = [config(cell, **{"optim.name": "adam", "optim.lr": lr, "data.train_size": 712})
+               for cell, lr in ((CELLS[0], 0.005), (CELLS[2], 0.002))]
+    with pytest.raises(ConfigError, match="differ in optim.name"):
+        check_packable([configs[0], config(CELLS[2], **{"data.train_size": 712})])
+    alone, packed = packed_and_alone(configs, tmp_path)
+    for lone, cell in zip(alone, packed, strict=True):
+        want, got = (rundir.load_checkpoint(run.run_dir / "checkpoint.pt")["optimizer"]
+                     for run in (lone, cell))
+        assert got["name"] == want["name"] == "adam" and torch.equal(got["step"], want["step"])
+        for x, y in zip(got["exp_avg"], want["exp_avg"], strict=True):
+            torch.testing.assert_close(x, y, rtol=1e-3, atol=1e-6)
 
 
 def _without_pack_size(records):

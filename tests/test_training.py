@@ -444,8 +444,10 @@ def test_load_ensemble_gives_the_trained_members_for_inference(finished):
     saved = np.load(finished.run_dir / "predictions.npz")["log_probs"]
     np.testing.assert_allclose(log_probs.numpy(), saved, atol=1e-5)
     assert len(ensemble.members()) == 2
-    with pytest.raises(ConfigError, match="valid: final"):
-        colearning.load_ensemble(finished.run_dir, checkpoint="best")
+    with pytest.raises(ConfigError, match="valid: final, best"):
+        colearning.load_ensemble(finished.run_dir, epoch="last")
+    with pytest.raises(RunDirError, match="train with train.keep_best=true"):
+        colearning.load_ensemble(finished.run_dir, checkpoint="best")  # the older keyword
 
 
 def test_metrics_can_also_go_to_tensorboard(tmp_path, tiny_config):

@@ -18,8 +18,10 @@ _LAZY = {
     "CoupledKLLoss": "losses", "CoupledLoss": "losses", "beta_matrix": "losses",
     "coupled_loss": "losses",
     "MODELS": "models", "build_model": "models", "register_model": "models",
+    "register_dataset": "data",
     "Run": "training", "load_ensemble": "training", "load_run": "training", "resume": "training",
     "train": "training",
+    "Prediction": "inference", "evaluate_run": "inference", "predict": "inference",
 }
 
 
@@ -42,6 +44,7 @@ __all__ = [
     "CoupledLoss",
     "DataError",
     "Ensemble",
+    "Prediction",
     "Run",
     "RunDirError",
     "__version__",
@@ -50,8 +53,11 @@ __all__ = [
     "combine",
     "coupled_loss",
     "ensemble_predict",
+    "evaluate_run",
     "load_ensemble",
     "load_run",
+    "predict",
+    "register_dataset",
     "register_model",
     "resume",
     "train",

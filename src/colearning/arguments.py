@@ -13,6 +13,26 @@ EPILOG = "Exit codes: 0 ok, 2 bad config/arguments, 3 bad data, 4 run-directory 
          "(SIGINT/SIGTERM/SIGHUP), 1 crash."
 
 
+def _config_keys() -> str:
+    """The config keys by section, read off the config dataclasses (so the list cannot drift
+    from them); their defaults and meanings are a table in docs/guide.md."""
+    import dataclasses
+    import typing
+
+    from colearning.config import Config
+
+    hints = typing.get_type_hints(Config)
+    top, sections = [], []
+    for item in dataclasses.fields(Config):
+        section = hints[item.name]
+        if dataclasses.is_dataclass(section):
+            names = ", ".join(field.name for field in dataclasses.fields(section))
+            sections.append(f"{item.name}: {names}")
+        else:
+            top.append(item.name)
+    return "; ".join([", ".join(top), *sections])
+
+
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train", help="train a co-learning ensemble into a run directory",
@@ -20,7 +40,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                     "overrides (e.g. loss.beta=-0.2 ensemble.n_members=5); unknown keys are "
                     "errors. Writes config.yaml, metrics.jsonl, checkpoint.pt, predictions.npz "
                     "and summary.json into the run directory.",
-        epilog=EPILOG)
+        epilog=f"Config keys, by section (as section.key=value; each key's default and "
+               f"meaning: docs/guide.md, section Config keys): {_config_keys()}. {EPILOG}")
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="config overrides in dotted form, values parsed as YAML")
     p.add_argument("--config", "-c", help="YAML config file (default: built-in defaults)")
@@ -112,6 +133,40 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--allow-incomplete", action="store_true",
                    help="sweeps: let a coupling whose cells did not all finish (diverged, "
                         "failed, running) be the optimal beta; by default it is not eligible")
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate", help="compute a run's metrics on other data, written beside the run",
+        description="Evaluate the trained run RUN_DIR (its final or best weights) on one "
+                    "side of another dataset: every per-run metric of the library (the metrics "
+                    "training records, keys eval/<metric>) goes to RUN_DIR/evaluation/<tag>/"
+                    "metrics.json with what was evaluated, the member log-probabilities and "
+                    "labels to predictions.npz beside it, and a table of the headline metrics "
+                    "to the terminal. The run's own files are not touched; running it again "
+                    "replaces that evaluation's two files. Images whose channels or size "
+                    "differ from the run's are refused.",
+        epilog=EPILOG)
+    p.add_argument("run_dir", metavar="RUN_DIR", help="trained run directory")
+    p.add_argument("--data", "-d", required=True, metavar="FILE",
+                   help="YAML file naming the data (a config, or a data: section, e.g. "
+                        "data: {name: cifar10, path: ...}) or an .npz file with x_train, "
+                        "y_train, x_test, y_test (optional x_val, y_val)")
+    p.add_argument("--split", choices=["test", "train", "val", "all"], default="test",
+                   help="which side of the data (default: test, the official test side; val: "
+                        "the .npz file's x_val, y_val)")
+    p.add_argument("--name", metavar="TAG",
+                   help="folder under RUN_DIR/evaluation/ (default: the dataset's name, or the "
+                        ".npz file's, then -SPLIT unless test and -best with --epoch best)")
+    p.add_argument("--epoch", choices=["final", "best"], default="final",
+                   help="which weights: final (the last checkpoint, default) or best (the "
+                        "validation-best epoch of a run trained with train.keep_best=true)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                   help="where the members run (default: auto, cuda when available)")
+    p.add_argument("--batch-size", type=int, default=1024, metavar="B",
+                   help="images per forward pass (default 1024)")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bars while a dataset is read")
 
 
 def _add_expand(sub: argparse._SubParsersAction) -> None:
@@ -245,6 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_sweep(sub)
     _add_report(sub)
+    _add_evaluate(sub)
     _add_expand(sub)
     _add_expand_table(sub)
     _add_compare(sub)

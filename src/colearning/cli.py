@@ -183,6 +183,18 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from colearning.console import format_evaluation
+    from colearning.inference import evaluate_run
+
+    evaluation = evaluate_run(args.run_dir, args.data, name=args.name, split=args.split,
+                              epoch=args.epoch, batch_size=args.batch_size, device=args.device,
+                              progress=not args.no_progress)
+    print(format_evaluation(evaluation.metrics, title=f"evaluation: {evaluation.path}"))
+    print(f"metrics: {evaluation.path / 'metrics.json'}")
+    return 0
+
+
 def cmd_expand(args: argparse.Namespace) -> int:
     from colearning.console import format_summary
     from colearning.expand import expand
@@ -242,7 +254,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "sweep": cmd_sweep, "report": cmd_report, "expand": cmd_expand,
+COMMANDS = {"train": cmd_train, "sweep": cmd_sweep, "report": cmd_report,
+            "evaluate": cmd_evaluate, "expand": cmd_expand,
             "expand-table": cmd_expand_table, "compare": cmd_compare, "bench": cmd_bench}
 
 

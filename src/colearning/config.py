@@ -19,7 +19,13 @@ from typing import Any, Union
 
 import yaml
 
-from colearning.config_checks import validate_expand, validate_numbers, validate_objective
+from colearning.config_checks import (
+    validate_expand,
+    validate_numbers,
+    validate_objective,
+    validate_optim,
+    validate_selection,
+)
 from colearning.errors import ConfigError
 from colearning.plugins import import_plugins
 from colearning.schedules import schedule_factor
@@ -159,11 +165,13 @@ class TrainConfig:
     # 'colearning[tensorboard]'); the run directory stays the source of truth
     log_to: str | None = _choice(None, "tensorboard", tags=("display",))
     # keep the weights of the validation-best epoch (best.pt beside the checkpoint; needs
-    # data.val_size > 0); load them with load_ensemble(run, epoch="best")
-    keep_best: bool = False
-    # {metric: val/ensemble_accuracy_mean, patience: 5}: end a cell when the metric has not
-    # improved for patience epochs (in a pack that cell stops stepping); null: never
-    early_stopping: dict[str, Any] | None = None
+    # data.val_size > 0): on early_stopping's metric, else val/ensemble_accuracy_mean; load
+    # them with load_ensemble(run, epoch="best")
+    keep_best: bool = _tagged(False, "cell")
+    # {metric: val/ensemble_accuracy_mean, patience: 5, min_delta: 0}: end a cell when the
+    # metric has not improved for patience epochs (in a pack that cell stops stepping);
+    # null: never
+    early_stopping: dict[str, Any] | None = _tagged(None, "cell")
 
 
 EXPAND_MODES = ("add-freeze", "add-retrain", "boost")
@@ -418,6 +426,7 @@ def validate(config: Config) -> None:
                 f"{len(beta)} rows of lengths {[len(row) for row in beta]}"
             )
     validate_objective(config)
+    validate_optim(config)
     target = config.loss.target_js
     if target is not None:
         if not 0 < target < 0.6931471805599453:
@@ -430,6 +439,7 @@ def validate(config: Config) -> None:
     if config.optim.grad_clip is not None and config.optim.grad_clip <= 0:
         raise ConfigError(f"optim.grad_clip must be > 0 or null, got {config.optim.grad_clip}")
     validate_expand(config, EXPAND_MODES)
+    validate_selection(config)
 
 
 def dump_yaml(config: Config) -> str:

@@ -1,4 +1,4 @@
-"""The config's value checks that span several keys (numbers, objective, growth).
+"""The config's value checks that span several keys (numbers, objective, optimizer, growth).
 
 Kept apart from :mod:`colearning.config` (the typed sections) so each stays small; the
 config calls these from ``validate`` with a :class:`colearning.config.Config` (typed
@@ -64,6 +64,25 @@ def validate_objective(config: Any) -> None:
                               f"{loss.objective} is not supported there")
 
 
+def check_adam_options(betas: Any, eps: Any) -> None:
+    """Adam's (and AdamW's) options: betas two numbers in [0, 1), eps > 0 (one-line error)."""
+    numbers = isinstance(betas, (list, tuple)) and len(betas) == 2 and all(
+        isinstance(b, (int, float)) and not isinstance(b, bool) for b in betas)
+    if not numbers or not all(0 <= b < 1 for b in betas):
+        raise ConfigError(f"optim.betas must be two numbers in [0, 1), got {betas!r}")
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
+        raise ConfigError(f"optim.eps must be a number > 0, got {eps!r}")
+
+
+def validate_optim(config: Any) -> None:
+    """optim.betas and optim.eps (adam, adamw; checked whatever optim.name, since a bad value
+    is a mistake either way) and optim.warmup_epochs >= 0."""
+    optim = config.optim
+    check_adam_options(optim.betas, optim.eps)
+    if optim.warmup_epochs < 0:
+        raise ConfigError(f"optim.warmup_epochs must be >= 0, got {optim.warmup_epochs}")
+
+
 def validate_expand(config: Any, modes: tuple[str, ...]) -> None:
     expand = config.expand
     if expand.source is None:
@@ -85,3 +104,38 @@ def validate_expand(config: Any, modes: tuple[str, ...]) -> None:
             f"ensemble.n_members={config.ensemble.n_members} must be the source's N plus "
             f"expand.add={expand.add}"
         )
+
+
+# What train.keep_best selects on when train.early_stopping names no metric.
+SELECTION_METRIC = "val/ensemble_accuracy_mean"
+EARLY_STOPPING_KEYS = ("metric", "patience", "min_delta")
+
+
+def validate_selection(config: Any) -> None:
+    """train.keep_best and train.early_stopping select on a validation split; the
+    early_stopping mapping is {metric, patience, min_delta}. (Whether its metric exists and
+    which way is better is the metric registry's: :func:`colearning.names.check_names`.)"""
+    train = config.train
+    stopping = train.early_stopping
+    if (train.keep_best or stopping is not None) and config.data.val_size < 1:
+        which = "train.keep_best" if train.keep_best else "train.early_stopping"
+        raise ConfigError(f"{which} selects on a validation split: set data.val_size > 0")
+    if stopping is None:
+        return
+    unknown = sorted(set(stopping) - set(EARLY_STOPPING_KEYS))
+    if unknown:
+        raise ConfigError(f"unknown config key train.early_stopping.{unknown[0]}; valid keys "
+                          "here: " + ", ".join(f"train.early_stopping.{key}"
+                                               for key in EARLY_STOPPING_KEYS))
+    patience = stopping.get("patience")
+    if type(patience) is not int or patience < 1:
+        raise ConfigError("train.early_stopping.patience must be an integer >= 1 (epochs "
+                          f"without improvement before the run ends), got {patience!r}")
+    metric = stopping.get("metric", SELECTION_METRIC)
+    if not isinstance(metric, str):
+        raise ConfigError(f"train.early_stopping.metric must be a validation metric key like "
+                          f"{SELECTION_METRIC}, got {metric!r}")
+    delta = stopping.get("min_delta", 0.0)
+    if isinstance(delta, bool) or not isinstance(delta, (int, float)) or delta < 0:
+        raise ConfigError(f"train.early_stopping.min_delta must be a number >= 0, got "
+                          f"{delta!r}")

@@ -7,9 +7,10 @@ from typing import Any
 from colearning.evaluation import METRICS, metric_names
 
 
-def _value(summary: dict[str, Any], name: str, member: int | None = None) -> str:
-    """Metric ``name``'s final test value (of ``member``), formatted as its entry says."""
-    value = summary.get(f"test/{name}")
+def _value(summary: dict[str, Any], name: str, member: int | None = None,
+           prefix: str = "test") -> str:
+    """Metric ``name``'s value under ``prefix`` (of ``member``), formatted as its entry says."""
+    value = summary.get(f"{prefix}/{name}")
     if member is not None:
         value = (value or [None] * (member + 1))[member]
     if not isinstance(value, (int, float)):
@@ -27,23 +28,11 @@ def format_summary(summary: dict[str, Any], title: str = "") -> str:
     lines.append(f"status: {status}" + (f" ({detail})" if detail else ""))
     lines.append(f"epochs: {summary.get('epochs_completed', 0)}   "
                  f"wall time: {summary.get('wall_seconds', 0.0):.1f} s")
-    members = summary.get("test/member_accuracy")
-    if members is None:
+    if summary.get("test/member_accuracy") is None:
         return "\n".join(lines)
     collapsed = set(summary.get("collapsed_members", []))
     unlearned = set(summary.get("not_learned_members", []))
-    shown = [name for name in metric_names("member") if METRICS.get(name).summary]
-    lines.append("")
-    lines.append(f"{'':22}" + "".join(f"{METRICS.get(name).summary:>12}" for name in shown))
-    for i in range(len(members)):
-        flag = "  collapsed" if i in collapsed else "  not learned" if i in unlearned else ""
-        cells = "".join(f"{_value(summary, name, i):>12}" for name in shown)
-        lines.append(f"  member {i:<13}{cells}{flag}")
-    if len(members) > 1:  # one member is no ensemble: no combiners, no distance
-        for name in metric_names("ensemble"):
-            title = METRICS.get(name).summary
-            if title and summary.get(f"test/{name}") is not None:
-                lines.append(f"  {title:<20}{_value(summary, name):>12}")
+    lines += _metric_table(summary, "test", collapsed, unlearned)
     if collapsed:
         lines.append(f"warning: members {sorted(collapsed)} collapsed: their outputs ignore "
                      "the input (one class, near-constant probabilities, or a dead ReLU layer) "
@@ -53,3 +42,36 @@ def format_summary(summary: dict[str, Any], title: str = "") -> str:
                      "outputs, accuracy near the best constant guess): train longer or raise "
                      "optim.lr")
     return "\n".join(lines)
+
+
+def _metric_table(values: dict[str, Any], prefix: str, collapsed: set[int],
+                  unlearned: set[int]) -> list[str]:
+    """Per member and for the ensemble, every metric ``prefix/<name>`` of ``values`` whose
+    registry entry has a ``summary`` title."""
+    members = values[f"{prefix}/member_accuracy"]
+    shown = [name for name in metric_names("member") if METRICS.get(name).summary]
+    lines = ["", f"{'':22}" + "".join(f"{METRICS.get(name).summary:>12}" for name in shown)]
+    for i in range(len(members)):
+        flag = "  collapsed" if i in collapsed else "  not learned" if i in unlearned else ""
+        cells = "".join(f"{_value(values, name, i, prefix):>12}" for name in shown)
+        lines.append(f"  member {i:<13}{cells}{flag}")
+    if len(members) > 1:  # one member is no ensemble: no combiners, no distance
+        for name in metric_names("ensemble"):
+            title = METRICS.get(name).summary
+            if title and values.get(f"{prefix}/{name}") is not None:
+                lines.append(f"  {title:<20}{_value(values, name, prefix=prefix):>12}")
+    return lines
+
+
+def format_evaluation(metrics: dict[str, Any], title: str = "", prefix: str = "eval") -> str:
+    """The table of an evaluation on other data (colearn evaluate): what was evaluated, then
+    the end-of-run table's metrics under ``prefix``."""
+    lines = [title] if title else []
+    lines.append(f"data: {metrics.get('data')}" + (f" ({metrics['data_path']})"
+                                                     if metrics.get("data_path") else "")
+                 + f", {metrics.get('split')} side, {metrics.get('images', 0):,} images; "
+                 f"checkpoint: {metrics.get('epoch')}")
+    flagged = {key: {i for i, flag in enumerate(metrics.get(f"{prefix}/member_{key}", [])) if flag}
+               for key in ("collapsed", "not_learned")}
+    return "\n".join(lines + _metric_table(metrics, prefix, flagged["collapsed"],
+                                           flagged["not_learned"]))

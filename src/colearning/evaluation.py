@@ -117,6 +117,18 @@ def sweep_columns() -> tuple[str, ...]:
     return tuple(columns)
 
 
+def selection_direction(key: str, what: str = "train.early_stopping.metric") -> str:
+    """Which way is better (``max`` or ``min``) for validation key ``key`` when a run selects
+    on it (train.keep_best, train.early_stopping): an ensemble metric whose registry entry
+    has a direction. Anything else is a one-line ConfigError listing the valid keys."""
+    valid = {f"val/{name}": METRICS.get(name).direction for name in METRICS.ordered()
+             if METRICS.get(name).scope == "ensemble" and METRICS.get(name).direction}
+    if key not in valid:
+        raise ConfigError(f"{what}={key!r} is not valid (a validation ensemble metric for which "
+                          f"higher or lower is better); valid: {', '.join(valid)}")
+    return valid[key]
+
+
 def _member(compute: Any) -> Any:
     return lambda out: compute(out).tolist()
 

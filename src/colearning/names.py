@@ -11,9 +11,11 @@ fixed choices of its own fields.
 
 from __future__ import annotations
 
-from colearning import couplings, data, losses, models, schedules  # noqa: F401 - fill them
+from colearning import couplings, data, losses, models, optim, schedules  # noqa: F401 (registries)
 from colearning.config import Config
+from colearning.config_checks import SELECTION_METRIC
 from colearning.errors import ConfigError
+from colearning.evaluation import selection_direction
 from colearning.registry import Registry
 
 
@@ -26,3 +28,5 @@ def check_names(config: Config) -> None:
         elif name not in registry:
             raise ConfigError(f"{key}={name!r} is not valid; valid: "
                               f"{', '.join(registry.names())}")
+    if config.train.early_stopping is not None:  # a metric key: the metric registry's
+        selection_direction(config.train.early_stopping.get("metric", SELECTION_METRIC))

@@ -6,10 +6,13 @@ Layout of a run directory::
     meta.json          package version, git commit, torch version, host, start time
     metrics.jsonl      one JSON object per evaluated epoch
     checkpoint.pt      models, optimizer, RNG states, position (epoch, step)
+    best.pt            with train.keep_best: the members' weights of the validation-best
+                       epoch so far, its epoch, metric and value (weights only)
     predictions.npz    final test log-probabilities [N, n_test, C] (float32), labels, indices
     summary.json       final metrics and the run status
     analysis.jsonl     activation/weight statistics at chosen epochs
     probs/epoch_K.npz  optional per-epoch test log-probabilities (float32)
+    data.json          a run on data given in memory: the data's sha256 and sizes
 
 Whole files are written to a temporary name, flushed, fsynced and renamed over the
 target (rename is atomic on POSIX), then the directory is fsynced. metrics.jsonl is
@@ -39,11 +42,13 @@ from colearning.errors import RunDirError
 CONFIG = "config.yaml"
 METRICS = "metrics.jsonl"
 CHECKPOINT = "checkpoint.pt"
+BEST = "best.pt"
 PREDICTIONS = "predictions.npz"
 SUMMARY = "summary.json"
 META = "meta.json"
 ANALYSIS = "analysis.jsonl"
 LOCK = ".lock"
+DATA = "data.json"
 
 
 def _fsync_dir(path: Path) -> None:
@@ -286,30 +291,67 @@ def require_run_dir(path: str | Path) -> Path:
     return path
 
 
-# The layout of checkpoint.pt this version writes. 2: the optimizer state is StackedSGD's
-# (per-member rows); 1 held torch.optim.SGD's (still read).
+# The layout of checkpoint.pt this version writes. 2: the optimizer state is a stacked
+# optimizer's (colearning.optim: its name, options and per-member rows; without a name,
+# StackedSGD's); 1 held torch.optim.SGD's (still read).
 CHECKPOINT_FORMAT = 2
+# The layout of best.pt: format, epoch, metric, value, model, inputs.
+BEST_FORMAT = 1
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """A checkpoint on the CPU, read as data only (``weights_only``: tensors and plain
-    containers; a file that would run code is refused), with a one-line RunDirError for a
-    missing, corrupt or foreign file or one whose layout is not this library's."""
+def _load_data(path: str | Path, missing: str) -> Any:
+    """A torch file on the CPU, read as data only (``weights_only``: tensors and plain
+    containers; a file that would run code is refused); ``missing``: the error's text when
+    there is no such file."""
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
-        raise RunDirError(f"{path} does not exist; the run has no checkpoint to resume") from None
+        raise RunDirError(missing) from None
     except pickle.UnpicklingError:
         raise RunDirError(f"checkpoint {path} holds more than tensors and plain values (it "
                           "could run code when loaded); refused: restore the run's own "
                           "checkpoint") from None
     except Exception as error:  # torch raises many types for a damaged zip/pickle
         raise RunDirError(f"checkpoint {path} is unreadable ({type(error).__name__})") from None
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A checkpoint on the CPU, read as data only (:func:`_load_data`), with a one-line
+    RunDirError for a missing, corrupt or foreign file or one whose layout is not this
+    library's."""
+    checkpoint = _load_data(path, f"{path} does not exist; the run has no checkpoint to resume")
     problem = _checkpoint_problem(checkpoint)
     if problem:
         raise RunDirError(f"checkpoint {path} does not fit this library's layout: {problem}; "
                           "restore the run's own checkpoint")
     return checkpoint
+
+
+def load_best(path: str | Path) -> dict[str, Any]:
+    """A run's best.pt (:data:`BEST`) on the CPU, read as data only, with a one-line
+    RunDirError for a missing, corrupt or foreign file."""
+    best = _load_data(path, f"{path} does not exist: the run kept no best epoch; train with "
+                            "train.keep_best=true (and data.val_size > 0) to keep one")
+    problem = None
+    if not isinstance(best, dict):
+        problem = f"it holds a {type(best).__name__}, not a mapping"
+    elif best.get("format") != BEST_FORMAT:
+        problem = f"format {best.get('format')!r} (this version reads {BEST_FORMAT})"
+    elif type(best.get("epoch")) is not int or best["epoch"] < 1:
+        problem = f"epoch is {best.get('epoch')!r}, not an integer >= 1"
+    else:
+        problem = _model_problem(best.get("model"))
+    if problem:
+        raise RunDirError(f"{path} does not fit this library's layout: {problem}; train the "
+                          "run again with train.keep_best=true")
+    return best
+
+
+def _model_problem(model: Any) -> str | None:
+    if not isinstance(model, dict) or not model or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in model.items()):
+        return "model is not a mapping of parameter names to tensors"
+    return None
 
 
 def _checkpoint_problem(checkpoint: Any) -> str | None:
@@ -327,10 +369,9 @@ def _checkpoint_problem(checkpoint: Any) -> str | None:
     for key in ("epoch", "step"):
         if type(checkpoint[key]) is not int or checkpoint[key] < 0:
             return f"{key} is {checkpoint[key]!r}, not an integer >= 0"
-    model = checkpoint["model"]
-    if not isinstance(model, dict) or not model or not all(
-            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in model.items()):
-        return "model is not a mapping of parameter names to tensors"
+    problem = _model_problem(checkpoint["model"])
+    if problem:
+        return problem
     if not isinstance(checkpoint["optimizer"], dict) or not isinstance(checkpoint["rng"], dict) \
             or not isinstance(checkpoint["rng"].get("torch"), torch.Tensor):
         return "the optimizer or RNG state is not what this library writes"

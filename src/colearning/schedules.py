@@ -17,6 +17,9 @@ run's.
   paper's VGG-9 learning rate).
 - ``step`` (``every``, default a third of the run; ``gamma``, default 0.5):
   ``gamma ** (epoch // every)``.
+
+The learning rate may also warm up in front of its schedule (``optim.warmup_epochs``,
+:func:`warmed_up`); the coupling never does.
 """
 
 from __future__ import annotations
@@ -86,3 +89,16 @@ def uses_length(name: str, options: dict[str, Any]) -> bool:
     """Whether schedule ``name`` with ``options`` depends on the run's ``train.epochs``."""
     fixed_by = SCHEDULES.get(name).fixed_by
     return fixed_by is None or not all(key in options for key in fixed_by)
+
+
+def warmed_up(warmup_epochs: int, name: str, options: dict[str, Any], epoch: int,
+              epochs: int) -> float:
+    """Schedule ``name``'s factor at 0-based ``epoch`` behind a linear warm-up of
+    ``warmup_epochs`` W: (epoch + 1) / (W + 1) for epoch < W (1/(W+1), ..., W/(W+1)), then
+    the schedule from its own epoch 0 over the remaining epochs, factor(epoch - W,
+    epochs - W). torch's ``SequentialLR([LinearLR(start_factor=1/(W+1), total_iters=W),
+    schedule], milestones=[W])`` with the schedule set for ``epochs - W``; W = 0: the
+    schedule alone."""
+    if epoch < warmup_epochs:
+        return (epoch + 1) / (warmup_epochs + 1)
+    return schedule_factor(name, options, epoch - warmup_epochs, epochs - warmup_epochs)

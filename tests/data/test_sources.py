@@ -10,11 +10,12 @@ from colearning.errors import ConfigError, DataError
 
 
 def test_registered_names():
-    assert DATASETS.names() == ["cifar10", "cifar100", "digits", "imagefolder"]
+    assert DATASETS.names() == ["arrays", "cifar10", "cifar100", "digits", "imagefolder"]
 
 
 def test_unknown_dataset_lists_valid_names():
-    with pytest.raises(ConfigError, match="unknown dataset 'mnist'; valid: cifar10, cifar100"):
+    with pytest.raises(ConfigError,
+                       match="unknown dataset 'mnist'; valid: arrays, cifar10, cifar100"):
         load_dataset("mnist")
 
 

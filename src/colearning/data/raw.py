@@ -1,4 +1,4 @@
-"""The in-memory form of a decoded dataset: uint8 images and int64 labels for both sides."""
+"""The in-memory form of a decoded dataset: uint8 images and int64 labels for each side."""
 
 from __future__ import annotations
 
@@ -11,13 +11,20 @@ from colearning.errors import DataError
 
 @dataclass
 class RawDataset:
-    """Official train/test sides: uint8 images [n, C, H, W] (square), int64 labels [n]."""
+    """Official train/test sides: uint8 images [n, C, H, W] (square), int64 labels [n].
+
+    ``val_x``/``val_y``: a validation side the data brings itself (user arrays' x_val,
+    y_val), which then is every run's validation split; None for the built-in datasets,
+    whose validation is held out of the training split (data.val_size).
+    """
 
     train_x: np.ndarray
     train_y: np.ndarray
     test_x: np.ndarray
     test_y: np.ndarray
     classes: list[str]
+    val_x: np.ndarray | None = None
+    val_y: np.ndarray | None = None
 
     @property
     def num_classes(self) -> int:
@@ -32,17 +39,28 @@ class RawDataset:
         return int(self.train_x.shape[2])
 
     @property
+    def n_val(self) -> int:
+        return 0 if self.val_y is None else len(self.val_y)
+
+    @property
     def n_total(self) -> int:
-        return len(self.train_y) + len(self.test_y)
+        return len(self.train_y) + len(self.test_y) + self.n_val
+
+    def sides(self) -> list[tuple[str, np.ndarray, np.ndarray]]:
+        """(name, images, labels) of each side, in pooled order: train, test, then val."""
+        out = [("train", self.train_x, self.train_y), ("test", self.test_x, self.test_y)]
+        if self.val_x is not None and self.val_y is not None:
+            out.append(("val", self.val_x, self.val_y))
+        return out
 
     def check(self, source: str) -> RawDataset:
         """Raise DataError naming ``source`` unless dtypes, shapes and label ranges agree."""
         if not self.classes:
             raise DataError(f"{source}: dataset has no classes; check the source data")
-        for side, x, y in (
-            ("train", self.train_x, self.train_y),
-            ("test", self.test_x, self.test_y),
-        ):
+        if (self.val_x is None) != (self.val_y is None):
+            raise DataError(f"{source}: the val side has images or labels but not both; give "
+                            "both or neither")
+        for side, x, y in self.sides():
             if x.dtype != np.uint8 or x.ndim != 4:
                 raise DataError(
                     f"{source}: {side} images must be uint8 [n, C, H, W], got {x.dtype} "
@@ -65,11 +83,12 @@ class RawDataset:
                     f"{source}: {side} labels span [{y.min()}, {y.max()}] but there are "
                     f"{len(self.classes)} classes; the file is corrupt, replace it"
                 )
-        if self.train_x.shape[1:] != self.test_x.shape[1:]:
-            raise DataError(
-                f"{source}: train images are {list(self.train_x.shape[1:])} but test images "
-                f"are {list(self.test_x.shape[1:])}; make both sides the same size"
-            )
+        for side, x, _ in self.sides()[1:]:
+            if self.train_x.shape[1:] != x.shape[1:]:
+                raise DataError(
+                    f"{source}: train images are {list(self.train_x.shape[1:])} but {side} "
+                    f"images are {list(x.shape[1:])}; make every side the same size"
+                )
         # One class would train a model that cannot be wrong and report 100% accuracy.
         if len(self.classes) < 2:
             raise DataError(

@@ -1,22 +1,25 @@
 """The dataset registry and ``load_dataset``: name (+ path) -> RawDataset.
 
-Registered loaders take ``(path, *, cache_dir, download, progress)`` and return a checked
-RawDataset. Decoded cifar10/cifar100/imagefolder arrays are cached (see ``cache``).
+Registered loaders take ``(path, *, cache_dir, download, progress)`` and return a
+RawDataset, or the arrays that ``colearning.train(config, data=...)`` takes (converted by
+:mod:`colearning.data.arrays`). Decoded cifar10/cifar100/imagefolder arrays are cached (see
+``cache``); "arrays" reads an .npz file, already decoded.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from colearning.data import cache, cifar, imagefolder
+from colearning.data import arrays, cache, cifar, imagefolder
 from colearning.data.raw import RawDataset
 from colearning.errors import ConfigError, DataError
 from colearning.registry import Registry
 
-Loader = Callable[..., RawDataset]
+Loader = Callable[..., Any]
 DATASETS: Registry[Loader] = Registry("dataset", key="data.name")
 
 # scikit-learn's digits have no official split; ours is fixed: the first 1,437 images
@@ -35,7 +38,35 @@ def load_dataset(
     """Dataset ``name`` (a DATASETS entry) read from ``path`` (None: its default place)."""
     loader = DATASETS.get(name)
     raw = loader(path, cache_dir=cache_dir, download=download, progress=progress)
-    return raw.check(name)
+    return arrays.as_raw(raw, source=name)
+
+
+def register_dataset(name: str, **meta: Any) -> Callable[[Loader], Loader]:
+    """A decorator registering ``loader(path, *, cache_dir, download, progress)`` as
+    dataset ``name`` (``data.name=name``; ``data.path`` arrives as ``path``). It returns a
+    RawDataset or what ``colearning.train(config, data=...)`` takes: (x_train, y_train,
+    x_test, y_test[, x_val, y_val]), a dict of those keys (and ``classes``), or (train, test)
+    torch Datasets. Write ``def loader(path=None, **_)`` to ignore the options. Register it
+    in a module that configs name in ``plugins: [module]``, so sweep workers and ``--nproc``
+    ranks have it too."""
+    return DATASETS.register(name, **meta)
+
+
+@DATASETS.register("arrays")
+def load_arrays(
+    path: str | None = None,
+    *,
+    cache_dir: str | None = None,
+    download: bool = True,
+    progress: bool = True,
+) -> RawDataset:
+    """An .npz file of x_train, y_train, x_test, y_test (optional x_val, y_val, classes)
+    (:func:`colearning.data.arrays.read_npz`); nothing in it is unpickled."""
+    if path is None:
+        raise ConfigError(
+            "dataset 'arrays' needs data.path=FILE.npz (keys x_train, y_train, x_test, "
+            "y_test); in Python, pass the arrays: colearning.train(config, data=...)")
+    return arrays.read_npz(path)
 
 
 @DATASETS.register("digits")

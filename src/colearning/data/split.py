@@ -16,7 +16,8 @@ SPLITS = ("official", "random")
 @dataclass
 class SplitIndices:
     """Pooled indices (sorted int64) of a split's sides: official train side first, then the
-    official test side (index ``n_train + j`` is test image j)."""
+    official test side (index ``n_train + j`` is test image j), then the data's own
+    validation side if it has one (index ``n_train + n_test + j`` is validation image j)."""
 
     train: np.ndarray
     test: np.ndarray
@@ -32,6 +33,7 @@ def split_indices(
     test_size: int | None = None,
     val_size: int = 0,
     seed: int = 0,
+    n_val: int = 0,
 ) -> SplitIndices:
     """Which pooled images each side of a split gets, without touching the images (a pack
     of sweep cells keeps one pool on the device and one set of indices per cell; :func:`take`
@@ -46,6 +48,9 @@ def split_indices(
     ``val_size`` images are then held out of the training split for validation (model and
     coupling selection), drawn per seed from a stream of their own, so ``val_size=0`` gives
     exactly the split of the same arguments without it and the test split never changes.
+
+    ``n_val``: validation images the data brings itself (pooled after the test side). They
+    are the validation split, whatever the seed; ``val_size`` must then be 0 or ``n_val``.
     """
     rng = np.random.default_rng(seed)
     if split == "official":
@@ -77,7 +82,13 @@ def split_indices(
     else:
         raise ConfigError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
     val_indices = None
-    if val_size:
+    if n_val:
+        if val_size not in (0, n_val):
+            raise ConfigError(
+                f"the data brings its own {n_val} validation images (x_val), which are the "
+                f"validation split; set data.val_size to 0 or {n_val}, not {val_size}")
+        val_indices = np.arange(n_train + n_test, n_train + n_test + n_val)
+    elif val_size:
         if isinstance(val_size, bool) or not isinstance(val_size, int | np.integer) \
                 or val_size < 0:
             raise ConfigError(f"val_size must be a non-negative integer, got {val_size!r}")
@@ -121,16 +132,18 @@ def _subset(order: np.ndarray, size: int, n: int) -> np.ndarray:
 
 def take(raw: RawDataset, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Images and labels at pooled ``indices`` without building the pooled array."""
-    n_train = len(raw.train_y)
-    if len(indices) == n_train and (len(indices) == 0 or indices[-1] == n_train - 1):
-        return raw.train_x, raw.train_y  # the whole official train side
-    if len(indices) == len(raw.test_y) and len(indices) and indices[0] == n_train:
-        return raw.test_x, raw.test_y  # the whole official test side
-    from_train = indices < n_train
+    start, parts = 0, []
+    for _, side_x, side_y in raw.sides():
+        stop = start + len(side_y)
+        if len(indices) == len(side_y) and len(indices) and indices[0] == start \
+                and indices[-1] == stop - 1:
+            return side_x, side_y  # a whole side (the indices are sorted and distinct)
+        parts.append((start, stop, side_x, side_y))
+        start = stop
     images = np.empty((len(indices), *raw.train_x.shape[1:]), dtype=raw.train_x.dtype)
     labels = np.empty(len(indices), dtype=raw.train_y.dtype)
-    images[from_train] = raw.train_x[indices[from_train]]
-    labels[from_train] = raw.train_y[indices[from_train]]
-    images[~from_train] = raw.test_x[indices[~from_train] - n_train]
-    labels[~from_train] = raw.test_y[indices[~from_train] - n_train]
+    for start, stop, side_x, side_y in parts:
+        here = (indices >= start) & (indices < stop)
+        images[here] = side_x[indices[here] - start]
+        labels[here] = side_y[indices[here] - start]
     return images, labels

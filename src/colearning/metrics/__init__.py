@@ -4,8 +4,9 @@ Families: :mod:`.divergence` (KL/JS, Eq. 5 distance matrices), :mod:`.classifica
 (accuracy, votes, entropy, disagreement), :mod:`.calibration` (NLL, Brier, ECE),
 :mod:`.statistics` (Spearman, rescued samples, epoch-to-epoch change) and
 :mod:`.embedding` (MDS of distance matrices and aligned trajectories),
-:mod:`.reliability` (reliability-diagram bins) and :mod:`.trajectory` (per-epoch
-distances from saved metrics).
+:mod:`.reliability` (reliability-diagram bins), :mod:`.trajectory` (per-epoch
+distances from saved metrics), :mod:`.ood` (out-of-distribution scores and AUROC/AUPR/FPR95),
+:mod:`.temperature` (temperature scaling) and :mod:`.selective` (risk-coverage, AURC).
 """
 
 from __future__ import annotations
@@ -20,8 +21,11 @@ from .divergence import (
     kl_divergence,
     kl_to_target,
 )
+from .ood import ood_metrics, ood_scores
 from .reliability import ReliabilityBins, reliability_bins
+from .selective import accuracy_at_coverage, aurc, risk_coverage
 from .statistics import accuracy_change, rescued_count, spearman
+from .temperature import apply_temperature, fit_temperature, fit_temperatures
 
 # The embedding (MDS: scikit-learn, scipy) is for reports only: imported on first use, so a
 # training run does not pay for its imports (README, "Speed").
@@ -66,4 +70,12 @@ __all__ = [
     "distance_to_others",
     "distance_matrix_with_ensemble",
     "trajectory_distance_correlation",
+    "ood_scores",
+    "ood_metrics",
+    "fit_temperature",
+    "fit_temperatures",
+    "apply_temperature",
+    "risk_coverage",
+    "aurc",
+    "accuracy_at_coverage",
 ]

@@ -49,15 +49,18 @@ def cell_status(cell_dir: str | Path) -> str:
 def done_status(cell_dir: str | Path, config: dict[str, Any]) -> str | None:
     """The status of a cell that running the sweep leaves as it is: ``diverged``, or
     ``finished`` with at least ``config``'s train.epochs (one with fewer, after the sweep's
-    train.epochs grew, is extended); None when running the sweep trains it."""
+    train.epochs grew, is extended) or stopped early (train.early_stopping: it has ended for
+    good); None when running the sweep trains it."""
     path = Path(cell_dir)
     status = cell_status(path)
     if status == "finished":
         try:
-            trained = json.loads((path / rundir.SUMMARY).read_text()).get("epochs_completed")
+            summary = json.loads((path / rundir.SUMMARY).read_text())
         except (json.JSONDecodeError, OSError):
-            trained = None
-        if isinstance(trained, int) and trained < config["train"]["epochs"]:
+            summary = {}
+        trained = summary.get("epochs_completed")
+        if isinstance(trained, int) and trained < config["train"]["epochs"] \
+                and not summary.get("stopped_early"):
             return None
     return status if status in DONE else None
 

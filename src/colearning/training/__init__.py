@@ -8,7 +8,8 @@ device, one split per cell), ``setup`` (device, members, schedule, prediction he
 ``plan`` / ``growth`` (which members of a cell train, on which samples), ``lifecycle`` (the
 run directory: created, checkpointed, resumed, summarized), ``pack`` (which runs may train
 together), ``step`` (the stacked members, optimizer and one step of a pack of cells),
-``records`` (the end of an epoch: evaluation, metrics lines, checkpoints), ``loop`` (the one
+``selection`` (the validation-best epoch and early stopping), ``records`` (the end of an
+epoch: evaluation, metrics lines, best weights, checkpoints), ``loop`` (the one
 training loop, the epoch driver) and ``run`` (the entry points: ``train``, ``resume``,
 ``train_pack``).
 """

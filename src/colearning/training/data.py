@@ -1,25 +1,35 @@
 """A run's data on the training device: one pool of images, one set of indices per cell.
 
-The pool is the dataset's official train side followed by its test side, as uint8 on the
-device (a quarter of float32); each cell of a pack (a plain run is a pack of one) holds the
-pooled indices of its own train / test / validation split, drawn from its own seed. Batches
-are gathered from the pool and converted to float per step, so K cells on one dataset cost
-one copy of it, not K.
+The pool is the dataset's official train side followed by its test side (and its own
+validation side, when the data brings one), as uint8 on the device (a quarter of float32);
+each cell of a pack (a plain run is a pack of one) holds the pooled indices of its own
+train / test / validation split, drawn from its own seed. Batches are gathered from the
+pool and converted to float per step, so K cells on one dataset cost one copy of it, not K.
+
+Data given in memory (``colearning.train(config, data=...)``) becomes the same RawDataset:
+the run's config says data.name "arrays" with no data.path, and RUN_DIR/data.json holds the
+data's sha256, which a resume checks the data it is given against.
 """
 
 from __future__ import annotations
 
+import copy
+import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from colearning.config import Config
-from colearning.data import RawDataset, channel_stats, load_dataset, split_indices, take
+from colearning import rundir
+from colearning.config import Config, DataConfig
+from colearning.data import RawDataset, as_raw, channel_stats, load_dataset, split_indices, take
+from colearning.data.arrays import fingerprint
 from colearning.environment import env_number
-from colearning.errors import ConfigError
+from colearning.errors import ConfigError, RunDirError
 
 
 @dataclass
@@ -35,8 +45,9 @@ class Pool:
 
 @dataclass
 class CellData:
-    """One cell's split as pooled indices on the device (val None without data.val_size),
-    and its per-channel normalization (None unless data.normalize)."""
+    """One cell's split as pooled indices on the device (val None without data.val_size or
+    the data's own validation side), and its per-channel normalization (None unless
+    data.normalize)."""
 
     train: torch.Tensor
     test: torch.Tensor
@@ -55,10 +66,60 @@ def load_raw(config: Config) -> RawDataset:
                         progress=config.train.progress)
 
 
+def given_data(config: Config, data: Any) -> tuple[Config, RawDataset]:
+    """``colearning.train``'s ``data=`` as a RawDataset, and ``config`` saying the data came
+    from memory (data.name "arrays", no data.path)."""
+    if config.data.path is not None or config.data.name not in (DataConfig.name, "arrays"):
+        raise ConfigError(f"data= gives the data, but the config names data.name="
+                          f"{config.data.name} data.path={config.data.path}; drop them")
+    raw = as_raw(data)
+    config = copy.deepcopy(config)
+    config.data.name = "arrays"
+    return config, raw
+
+
+def from_memory(config: Config) -> bool:
+    """Whether a run's config says its data was given in memory (see :func:`given_data`)."""
+    return config.data.name == "arrays" and config.data.path is None
+
+
+def record_data(path: Path, raw: RawDataset) -> None:
+    """RUN_DIR/data.json of a run on in-memory data: its sha256 and sizes."""
+    rundir.atomic_write_json(path / rundir.DATA, {
+        "source": "memory", "sha256": fingerprint(raw), "classes": raw.num_classes,
+        "image": [raw.in_channels, raw.image_size, raw.image_size],
+        "images": {side: len(y) for side, _, y in raw.sides()}})
+
+
+def resumed_data(path: Path, config: Config, raw: RawDataset | None,
+                 needed: bool = True) -> None:
+    """Refuse (one line) to resume the run in ``path`` with ``raw`` (``resume``'s ``data=``
+    converted; None: not given) unless the run was trained on in-memory data with exactly
+    that data; ``needed``: whether the run still trains (a finished one needs no data)."""
+    if not from_memory(config):
+        if raw is not None:
+            raise ConfigError(f"{path} reads its data from data.name={config.data.name}; "
+                              "resume it without data=")
+        return
+    if raw is None:
+        if needed:
+            raise ConfigError(f"{path} was trained on data given in memory; pass the same "
+                              "data: colearning.resume(run_dir, data=...)")
+        return
+    try:
+        recorded = json.loads((path / rundir.DATA).read_text()).get("sha256")
+    except (OSError, ValueError, AttributeError):
+        raise RunDirError(f"{path / rundir.DATA} is missing or corrupt: the data this run "
+                          "was trained on cannot be checked; start a new run") from None
+    if fingerprint(raw) != recorded:
+        raise RunDirError(f"data= is not the data {path} was trained on (its sha256 is in "
+                          f"{rundir.DATA}); pass the same images, labels and classes")
+
+
 def make_pool(raw: RawDataset, device: torch.device) -> Pool:
     # Move the uint8 bytes, a quarter of the float32 size; batches convert on the device.
-    images = np.concatenate([raw.train_x, raw.test_x])
-    labels = np.concatenate([raw.train_y, raw.test_y]).astype(np.int64)
+    images = np.concatenate([x for _, x, _ in raw.sides()])
+    labels = np.concatenate([y for _, _, y in raw.sides()]).astype(np.int64)
     return Pool(torch.from_numpy(images).to(device), torch.from_numpy(labels).to(device),
                 raw.num_classes, raw.in_channels, raw.image_size)
 
@@ -68,7 +129,7 @@ def cell_data(config: Config, raw: RawDataset, device: torch.device) -> CellData
     data = config.data
     indices = split_indices(len(raw.train_y), len(raw.test_y), data.split,
                             train_size=data.train_size, test_size=data.test_size,
-                            val_size=data.val_size, seed=config.seed)
+                            val_size=data.val_size, seed=config.seed, n_val=raw.n_val)
     if config.train.batch_size > len(indices.train):
         raise ConfigError(
             f"train.batch_size={config.train.batch_size} is larger than the training set "

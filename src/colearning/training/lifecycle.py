@@ -153,8 +153,10 @@ def resume_state(path: Path, overrides: dict[str, Any] | None = None, *, write: 
     checkpoint = None
     if summary_path.exists():
         summary = read_json(summary_path)
-        if summary.get("status") == "finished" and summary.get("epochs_completed", 0) >= \
-                (extended or config).train.epochs:
+        # an early-stopped run has ended for good: a straight run of any train.epochs stops
+        # at the same epoch (the stop depends on the metric's history alone)
+        if summary.get("status") == "finished" and (summary.get("stopped_early") or summary.get(
+                "epochs_completed", 0) >= (extended or config).train.epochs):
             return (_with_display(config, display), None,
                     Run(path, config, rundir.read_metrics(path / rundir.METRICS), summary))
     if (path / rundir.CHECKPOINT).exists():
@@ -241,7 +243,8 @@ def checkpoint_position(checkpoint: dict[str, Any] | None) -> tuple[int, int]:
 
 
 def optimizer_state(checkpoint: dict[str, Any], param_names: list[str]) -> dict[str, Any]:
-    """The checkpoint's momentum buffers as StackedSGD state (format 1 held torch's SGD)."""
+    """The checkpoint's stacked optimizer state (format 1 held torch's SGD: its momentum
+    buffers become StackedSGD's)."""
     state = checkpoint["optimizer"]
     if checkpoint.get("format", 1) >= 2:
         return state
@@ -294,17 +297,30 @@ def save_checkpoint(path: Path, config: Config, model: dict[str, torch.Tensor],
     })
 
 
+def save_best(path: Path, model: dict[str, torch.Tensor], epoch: int, metric: str,
+              value: float, inputs: dict[str, Any] | None) -> None:
+    """Write best.pt atomically: the members' weights after ``epoch`` (1-based), the epoch
+    whose validation ``metric`` was best so far, with its ``value`` and the members'
+    ``inputs`` (as in checkpoint.pt). Weights only: nothing to resume from."""
+    rundir.atomic_torch_save(path / rundir.BEST, {
+        "format": rundir.BEST_FORMAT, "epoch": epoch, "metric": metric, "value": value,
+        "model": model, "inputs": inputs,
+    })
+
+
 def finish(path: Path, config: Config, records: list[dict[str, Any]], status: str,
            detail: str | None, wall: float, log_probs: torch.Tensor | None,
-           labels: torch.Tensor, test_indices: np.ndarray, write: bool = True) -> Run:
+           labels: torch.Tensor, test_indices: np.ndarray, write: bool = True,
+           selection: dict[str, Any] | None = None) -> Run:
     """Write predictions.npz (when there are predictions) and summary.json; the Run
-    (``write=False``: the Run only, in a process of a sharded run other than rank 0)."""
+    (``write=False``: the Run only, in a process of a sharded run other than rank 0).
+    ``selection``: the best epoch and early stop (selection.Watch.summary), into the summary."""
+    summary = {**summarize(records, status, detail, wall), **(selection or {})}
     if not write:
-        return Run(path, config, records, summarize(records, status, detail, wall))
+        return Run(path, config, records, summary)
     if log_probs is not None:
         rundir.atomic_savez(path / rundir.PREDICTIONS, log_probs=log_probs.numpy(),
                             labels=labels.cpu().numpy(), test_indices=test_indices)
-    summary = summarize(records, status, detail, wall)
     rundir.atomic_write_json(path / rundir.SUMMARY, summary)
     return Run(path, config, records, summary)
 

@@ -4,6 +4,9 @@ of one. The step and its state are :mod:`colearning.training.step`, the end of a
 
 Per epoch, for every cell still training: SGD steps on its shuffled training split, then
 evaluation on its test (and validation) split, one line in metrics.jsonl and a checkpoint.
+A cell whose early stopping runs out of patience ends there: it is finished at once and its
+members stop stepping (the pack's ``alive`` mask, as for a diverged cell) while the others
+go on.
 Every random stream comes from (cell seed, purpose, epoch), so a resumed cell draws what an
 uninterrupted one draws, packed or alone.
 """
@@ -33,6 +36,7 @@ from colearning.training.lifecycle import (
 from colearning.training.metric_log import MetricLog
 from colearning.training.process import Interrupted, stop_signals
 from colearning.training.records import cell_structure, evaluate_epoch
+from colearning.training.selection import Watch
 from colearning.training.setup import device_settings
 from colearning.training.shard import Shard
 from colearning.training.step import Cell, Pack
@@ -76,6 +80,10 @@ def fit(cells: list[Cell], pool: Pool, device: torch.device,
             if writes:
                 rundir.append_jsonl(cell.path / rundir.ANALYSIS, structure)
     labels = [pool.labels[cell.data.test].cpu() for cell in cells]
+    # the best epoch and early stopping so far, from the records (a resumed cell goes on)
+    watches = [None if (w := Watch.of(cell.config)) is None else w.replay(cell.records)
+               for cell in cells]
+    ended: dict[int, Run] = {}  # cells that stopped early, finished when they stopped
     logs = [MetricLog(cell.config if writes else None, cell.path) for cell in cells]
     epochs = config.train.epochs
     # Progress bars on a terminal; one plain line per epoch where stderr is a file or a pipe
@@ -89,8 +97,21 @@ def fit(cells: list[Cell], pool: Pool, device: torch.device,
     def wall(k: int) -> float:
         return elapsed[k] + time.perf_counter() - started
 
+    def end(k: int) -> None:
+        """Cell k's early stopping ran out of patience: it is finished, its members stop."""
+        cell = cells[k]
+        cell.status, cell.detail = "finished", watches[k].detail()
+        pack.alive[k] = False
+        if cell.log_probs is None:  # stopped before this session trained (a resume)
+            cell.log_probs = pack.predict(pack.test_index)[k]
+        ended[k] = finish(cell.path, cell.config, cell.records, cell.status, cell.detail,
+                          wall(k), cell.log_probs, labels[k], cell.data.test_indices,
+                          write=writes, selection=watches[k].summary())
+
     with stop_signals() as stop, device_settings(config, device):
         try:
+            for k in [k for k, watch in enumerate(watches) if watch and watch.stopped]:
+                end(k)  # killed after its last checkpoint, before its summary
             for epoch in epoch_bar:
                 if not pack.running():
                     break
@@ -110,7 +131,9 @@ def fit(cells: list[Cell], pool: Pool, device: torch.device,
                     raise Interrupted(stop["signal"])
                 pack.settle(epoch)
                 train_seconds = time.perf_counter() - epoch_start
-                evaluate_epoch(pack, epoch, labels, train_seconds, epoch_start, wall, logs)
+                for k in evaluate_epoch(pack, epoch, labels, train_seconds, epoch_start, wall,
+                                        logs, watches):
+                    end(k)
                 _show(epoch_bar, pack)
                 if lines:
                     _log_epoch(pack, epoch, time.perf_counter() - epoch_start)
@@ -132,11 +155,14 @@ def fit(cells: list[Cell], pool: Pool, device: torch.device,
         # summaries and predictions short.
         runs = []
         for k, cell in enumerate(cells):
+            if k in ended:
+                runs.append(ended[k])
+                continue
             if cell.log_probs is None and cell.status == "finished":  # killed after the last
                 cell.log_probs = pack.predict(pack.test_index)[k]
             runs.append(finish(cell.path, cell.config, cell.records, cell.status, cell.detail,
                                wall(k), cell.log_probs, labels[k], cell.data.test_indices,
-                               write=writes))
+                               write=writes, selection=watches[k] and watches[k].summary()))
     if interrupted is not None:
         raise Interrupted(interrupted.signum, tuple(cell.path for cell in cells))
     return runs

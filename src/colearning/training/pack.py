@@ -6,8 +6,9 @@ size, objective and coupling (``loss.objective``, ``loss.joint_weight``, ``loss.
 ``loss.beta_bar`` / ``loss.kl_reduction``), and its own
 learning rate and weight decay. Everything else is shared, because the members of all
 cells take each step together in one engine: architecture and model options, dataset
-and path, split kind and sizes, batch size, epochs, schedule kind, momentum,
-augmentation, peers mode, divergence handling, strategy, device and precision. A grown
+and path, split kind and sizes, batch size, epochs, schedule kind and warm-up, optimizer
+(``optim.name``) and its options, augmentation, peers mode, divergence handling, strategy,
+device and precision. A grown
 run (``expand.source``) trains alone.
 """
 

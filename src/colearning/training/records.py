@@ -1,5 +1,6 @@
 """The end of an epoch: evaluate every cell still training and write what it produced
-(its metrics.jsonl line, analysis statistics, saved probabilities and checkpoint)."""
+(its metrics.jsonl line, analysis statistics, saved probabilities, best weights and
+checkpoint); say which cells stopped early."""
 
 from __future__ import annotations
 
@@ -15,21 +16,26 @@ from colearning import rundir
 from colearning.couplings import adapt_scale
 from colearning.evaluation import evaluate_log_probs, member_states
 from colearning.training.data import gather
-from colearning.training.lifecycle import save_checkpoint
+from colearning.training.lifecycle import save_best, save_checkpoint
 from colearning.training.metric_log import MetricLog
+from colearning.training.selection import Watch
 from colearning.training.setup import learning_rate, structure_record
 from colearning.training.step import Pack
 
 
 def evaluate_epoch(pack: Pack, epoch: int, labels: list[torch.Tensor], train_seconds: float,
-              epoch_start: float, wall: Any, logs: list[MetricLog]) -> None:
-    """Evaluate every cell still training, write its metrics line, analysis and checkpoint.
-    Every process of a sharded run evaluates (the gathers are collectives); only the one
-    that writes (rank 0) writes."""
+                   epoch_start: float, wall: Any, logs: list[MetricLog],
+                   watches: list[Watch | None]) -> list[int]:
+    """Evaluate every cell still training, write its metrics line, analysis, best weights
+    (train.keep_best, at an epoch that improved its validation metric) and checkpoint.
+    Returns the cells whose early stopping ran out of patience at this epoch (their last).
+    Every process of a sharded run evaluates (the gathers are collectives) and decides
+    alike; only the one that writes (rank 0) writes."""
     running = pack.running()
     writes = pack.shard.writer
+    stopped: list[int] = []
     if not running:
-        return
+        return stopped
     config = pack.config
     log_probs = pack.predict(pack.test_index)
     val = None
@@ -54,12 +60,16 @@ def evaluate_epoch(pack: Pack, epoch: int, labels: list[torch.Tensor], train_sec
             record.update(evaluate_log_probs(
                 val[k], val_labels[k], prefix="val",
                 learned_before=(previous or {}).get("val/member_learned")))
+        watch = watches[k]
+        improved = watch is not None and watch.update(record)
+        if watch is not None and watch.stopped:
+            stopped.append(k)
         target = cell.config.loss.target_js
         if target is not None:  # the adaptive coupling: this epoch's scale, then the next
             record["train/coupling_scale"] = pack.scales[k]
             pack.scales[k] = adapt_scale(pack.scales[k], record.get("val/js_mean"), target)
         every = config.train.analysis_every
-        if (every and (epoch + 1) % every == 0) or epoch + 1 == epochs:
+        if (every and (epoch + 1) % every == 0) or epoch + 1 == epochs or k in stopped:
             structure = cell_structure(pack, k, epoch + 1)
             mark_dead_layers(record, structure)
             if writes:
@@ -77,8 +87,13 @@ def evaluate_epoch(pack: Pack, epoch: int, labels: list[torch.Tensor], train_sec
             (cell.path / "probs").mkdir(exist_ok=True)
             rundir.atomic_savez(cell.path / "probs" / f"epoch_{epoch + 1}.npz",
                                 log_probs=cell.log_probs.numpy())
+        if improved and cell.config.train.keep_best:  # before the checkpoint: a kill between
+            # the two resumes before this epoch, which then writes best.pt again
+            save_best(cell.path, model, epoch + 1, watch.metric, watch.best_value,
+                      pack.inputs(k))
         save_checkpoint(cell.path, cell.config, model, optimizer, epoch + 1, 0, None, None,
                         wall(k), inputs=pack.inputs(k))
+    return stopped
 
 
 def cell_structure(pack: Pack, k: int, epoch: int) -> dict[str, Any]:

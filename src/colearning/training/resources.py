@@ -68,7 +68,7 @@ def estimate(config: Config, raw: RawDataset, n_members: int,
     member = _member(config, raw)
     parameters = sum(p.numel() for p in member.parameters())
     batch = config.train.batch_size
-    images = raw.train_x.nbytes + raw.test_x.nbytes
+    images = sum(x.nbytes for _, x, _ in raw.sides())
     return {
         "weights": 4 * parameters * FLOAT_BYTES * n_members,
         "activations": 2 * _activation_values(member, raw) * batch * FLOAT_BYTES * n_members,

@@ -26,12 +26,20 @@ import torch
 from colearning import rundir
 from colearning.config import Config, config_from_dict, read_yaml
 from colearning.couplings import check_coupling, coupling_matrix
-from colearning.data import DATASETS
+from colearning.data import DATASETS, RawDataset, as_raw
 from colearning.engine import Ensemble
 from colearning.errors import ColearningError, ConfigError, RunDirError
 from colearning.models import check_model_options
 from colearning.names import check_names
-from colearning.training.data import Pool, cell_data, load_raw, make_pool
+from colearning.training.data import (
+    Pool,
+    cell_data,
+    given_data,
+    load_raw,
+    make_pool,
+    record_data,
+    resumed_data,
+)
 from colearning.training.growth import check_grown, growth_plan
 from colearning.training.lifecycle import (
     Run,
@@ -72,10 +80,20 @@ def preflight(config: Config) -> None:
     check_grown([config], current_shard().world)  # before anything is written
 
 
-def train(config: Config | dict[str, Any], run_dir: str | Path | None = None) -> Run:
-    """Train a new run of ``config`` into ``run_dir`` (default: a new folder under ./runs)."""
+def train(config: Config | dict[str, Any], run_dir: str | Path | None = None, *,
+          data: Any = None) -> Run:
+    """Train a new run of ``config`` into ``run_dir`` (default: a new folder under ./runs).
+
+    ``data``: the data itself instead of data.name/data.path (arrays, numpy or torch:
+    (x_train, y_train, x_test, y_test[, x_val, y_val]) or a dict of those keys; or (train,
+    test[, val]) torch Datasets of (image, label); :mod:`colearning.data.arrays`). The run
+    records data.name "arrays" and the data's sha256; resume it with the same ``data=``.
+    """
     if isinstance(config, dict):
         config = config_from_dict(config)
+    raw = None
+    if data is not None:
+        config, raw = given_data(config, data)
     preflight(config)
     shard = current_shard()
     _check_split(shard, config.ensemble.n_members)
@@ -92,6 +110,8 @@ def train(config: Config | dict[str, Any], run_dir: str | Path | None = None) ->
     def start() -> list[_Entry]:
         try:
             write_new_run(path, config)
+            if raw is not None:
+                record_data(path, raw)
         except BaseException:  # a full disk, an interrupt
             _forget_new_run(path, found)
             raise
@@ -99,7 +119,7 @@ def train(config: Config | dict[str, Any], run_dir: str | Path | None = None) ->
 
     with _run_directories([path], shard, start, prepare) as entries:
         try:
-            return _fit([entries[0].spec()], shard)[0]
+            return _fit([entries[0].spec()], shard, raw)[0]
         except Exception as error:
             # Failed before its first epoch (bad data, no room, a model that cannot be
             # built): the directory goes back to how it was, so the same --run-dir works on
@@ -146,20 +166,24 @@ def _forget_new_run(path: Path, found: set[str] | None) -> None:
             path.rmdir()
 
 
-def resume(run_dir: str | Path, overrides: dict[str, Any] | None = None) -> Run:
+def resume(run_dir: str | Path, overrides: dict[str, Any] | None = None, *,
+           data: Any = None) -> Run:
     """Continue the run in ``run_dir`` from its last checkpoint (a finished run is returned
-    as it is). ``overrides`` may only repeat the saved config."""
+    as it is). ``overrides`` may only repeat the saved config. ``data``: a run trained on
+    ``train(config, data=...)`` needs the same data again (checked by its sha256)."""
     path = rundir.require_run_dir(run_dir)
+    raw = None if data is None else as_raw(data)
 
     def start() -> list[_Entry]:
         config, checkpoint, finished = resume_state(path, overrides)
+        resumed_data(path, config, raw, needed=finished is None)
         return [_Entry(0, config, path, checkpoint, finished)]
 
     shard = current_shard()
     with _run_directories([path], shard, start) as entries:
         if entries[0].finished is not None:
             return entries[0].finished
-        return _fit([entries[0].spec()], shard)[0]
+        return _fit([entries[0].spec()], shard, raw)[0]
 
 
 def train_pack(cells: Sequence[tuple[Config | dict[str, Any], str | Path]]) -> list[Run]:
@@ -263,19 +287,28 @@ def _run_directories(paths: list[Path], shard: Shard, start: Callable[[], list[_
         yield entries
 
 
-def load_ensemble(run_dir: str | Path, checkpoint: str = "final") -> tuple[Ensemble, Config]:
+def load_ensemble(run_dir: str | Path, epoch: str = "final", *,
+                  checkpoint: str | None = None) -> tuple[Ensemble, Config]:
     """The trained members of a run, ready for inference, and the run's config.
 
     ``ensemble(x)`` gives logits [N, B, C] for images x [B, C, H, W] as the run saw them:
     pixels in [0, 1], standardized by ``ensemble.inputs["mean"]`` / ``["std"]`` (per
-    channel) when the run had data.normalize. ``checkpoint``: ``"final"``, the run's last
-    checkpoint (the end of its last completed epoch). The ensemble is in eval mode.
+    channel) when the run had data.normalize. ``epoch``: ``"final"``, the run's last
+    checkpoint (the end of its last completed epoch), or ``"best"``, the validation-best
+    epoch a run with train.keep_best kept (best.pt; its summary's best_epoch).
+    ``checkpoint``: the older name of ``epoch``. The ensemble is in eval mode.
     """
-    if checkpoint != "final":
-        raise ConfigError(f"unknown checkpoint {checkpoint!r}; valid: final")
+    if checkpoint is not None:
+        epoch = checkpoint
+    if epoch not in ("final", "best"):
+        raise ConfigError(f"unknown epoch {epoch!r}; valid: final, best")
     path = rundir.require_run_dir(run_dir)
     config = config_from_dict(read_yaml(path / rundir.CONFIG))
-    saved = rundir.load_checkpoint(path / rundir.CHECKPOINT)
+    source = path / (rundir.CHECKPOINT if epoch == "final" else rundir.BEST)
+    if epoch == "best" and not source.exists():
+        raise RunDirError(f"{path} has no {rundir.BEST}: train with train.keep_best=true (and "
+                          "data.val_size > 0) to keep the validation-best epoch")
+    saved = (rundir.load_checkpoint if epoch == "final" else rundir.load_best)(source)
     inputs = saved.get("inputs")
     if inputs is None:  # a checkpoint from before 0.2: read the shapes off the dataset
         raw = load_raw(config)
@@ -287,7 +320,7 @@ def load_ensemble(run_dir: str | Path, checkpoint: str = "final") -> tuple[Ensem
     try:
         ensemble.load_state_dict(saved["model"])
     except (RuntimeError, KeyError) as error:
-        raise RunDirError(f"{path / rundir.CHECKPOINT} does not match the run's model "
+        raise RunDirError(f"{source} does not match the run's model "
                           f"({type(error).__name__}); restore the run's config.yaml") from None
     ensemble.inputs = inputs
     return ensemble.eval(), config
@@ -345,9 +378,10 @@ def _mkdir(path: Path) -> Path:
 
 
 def _fit(specs: list[tuple[Config, Path, dict[str, Any] | None]],
-         shard: Shard | None = None) -> list[Run]:
+         shard: Shard | None = None, given: RawDataset | None = None) -> list[Run]:
     """Build the pack's data and member plans, then run the loop (in the runs' RNG scope).
-    ``shard``: this process's place among the processes of a sharded run or pack."""
+    ``shard``: this process's place among the processes of a sharded run or pack;
+    ``given``: the data given in memory (None: read the configs' dataset)."""
     first = specs[0][0]
     shard = shard or Shard()
     total = sum(config.ensemble.n_members for config, _, _ in specs)
@@ -364,9 +398,10 @@ def _fit(specs: list[tuple[Config, Path, dict[str, Any] | None]],
     device = resolve_device(first.device)
     started = time.perf_counter()
     with isolated_rng(first):
-        _say(first, f"reading {first.data.name}" + (f" from {first.data.path}"
-                                                    if first.data.path else ""))
-        raw = load_raw(first)
+        if given is None:
+            _say(first, f"reading {first.data.name}" + (f" from {first.data.path}"
+                                                        if first.data.path else ""))
+        raw = load_raw(first) if given is None else given
         here = shard.local.stop - shard.local.start if shard.distributed else total
         check_fits(first, raw, here, device, coupled=max(c.ensemble.n_members for c, _, _ in specs))
         pool = make_pool(raw, device)

@@ -19,7 +19,7 @@ from colearning.engine import Ensemble
 from colearning.errors import ConfigError
 from colearning.metrics.structure import activation_stats, weight_stats
 from colearning.models import build_model, model_meta
-from colearning.schedules import schedule_factor
+from colearning.schedules import warmed_up
 from colearning.training.data import CellData, Pool, gather
 
 
@@ -103,10 +103,11 @@ def compiled(fn: Callable[..., Any], mode: str, what: str) -> Callable[..., Any]
 
 def learning_rate(config: Config, epoch: int) -> float:
     """The learning rate of 0-based ``epoch``: optim.lr times the optim.schedule's factor
-    (:mod:`colearning.schedules`); the one place the trainer computes it."""
+    behind the optim.warmup_epochs warm-up (:func:`colearning.schedules.warmed_up`); the one
+    place the trainer computes it."""
     optim = config.optim
-    return optim.lr * schedule_factor(optim.schedule, optim.schedule_options, epoch,
-                                      config.train.epochs)
+    return optim.lr * warmed_up(optim.warmup_epochs, optim.schedule, optim.schedule_options,
+                                epoch, config.train.epochs)
 
 
 def use_augmentation(config: Config) -> bool:

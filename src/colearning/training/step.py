@@ -28,7 +28,7 @@ from colearning.data import augment_batch
 from colearning.engine import Ensemble
 from colearning.errors import RunDirError
 from colearning.losses import OBJECTIVES, CoupledLoss
-from colearning.optim import StackedSGD
+from colearning.optim import build_optimizer, map_tensors
 from colearning.seeding import generator
 from colearning.training.data import CellData, Pool, gather
 from colearning.training.lifecycle import optimizer_state
@@ -138,11 +138,10 @@ class Pack:
         # the engine's shared-input form
         self.member_inputs = None if len(cells) == 1 else cell_of
         self.cell_of = cell_of.to(device)
-        self.optimizer = StackedSGD(
-            self.trained.parameters(),
+        self.optimizer = build_optimizer(  # optim.name and its options: shared by the cells
+            self.config.optim, self.trained.parameters(),
             lr=self._per_member(lambda config: config.optim.lr),
-            weight_decay=self._per_member(lambda config: config.optim.weight_decay),
-            momentum=self.config.optim.momentum)
+            weight_decay=self._per_member(lambda config: config.optim.weight_decay))
         self.blocks = self._blocks()
         self.augment = use_augmentation(self.config)
         k = len(cells)
@@ -213,7 +212,7 @@ class Pack:
 
     # ----------------------------------------------------------------- state
     def load(self) -> None:
-        """Members, momentum, sums and RNG states from the cells' checkpoints (if any); a
+        """Members, optimizer state, sums and RNG states from the cells' checkpoints (if any); a
         checkpoint that does not fit its cell (another N or architecture) is a one-line
         RunDirError."""
         for cell, rows in zip(self.cells, self.rows, strict=True):
@@ -232,8 +231,8 @@ class Pack:
             restore_rng(first["rng"])
 
     def _load_cell(self, cell: Cell, rows: slice) -> None:
-        """One cell's members and momentum rows from its checkpoint: its frozen members
-        first, then its trained ones, of which this process takes the rows it holds."""
+        """One cell's members and optimizer state rows from its checkpoint: its frozen
+        members first, then its trained ones, of which this process takes the rows it holds."""
         checkpoint = cell.checkpoint
         model, n_frozen = checkpoint["model"], cell.plan.n_frozen
         state = self.engine.state_dict()
@@ -253,9 +252,8 @@ class Pack:
             for key, value in model.items():
                 state[key][mine].copy_(value[theirs])
         saved = optimizer_state(checkpoint, list(self.trained.stacked_parameters()))
-        theirs = slice(start - rows.start, stop - rows.start)  # momentum: trained rows only
-        self.optimizer.load_member_state(mine, {
-            **saved, "buffers": [b[theirs] for b in saved.get("buffers") or []]})
+        theirs = slice(start - rows.start, stop - rows.start)  # optimizer: trained rows only
+        self.optimizer.load_member_state(mine, map_tensors(saved, lambda t: t[theirs]))
 
     def cell_model(self, k: int) -> dict[str, torch.Tensor]:
         """Cell k's stacked member state for its checkpoint: frozen members first."""
@@ -272,7 +270,7 @@ class Pack:
         if not self.shard.distributed:
             return self.optimizer.member_state(rows)
         state = self.optimizer.member_state(slice(None))  # this process's rows, then all
-        return {**state, "buffers": [self.shard.gather_rows(b)[rows] for b in state["buffers"]]}
+        return map_tensors(state, lambda t: self.shard.gather_rows(t)[rows])
 
     def cell_members(self, k: int) -> list[torch.nn.Module]:
         """Cell k's members as standalone modules (analysis statistics), frozen first."""
@@ -335,7 +333,8 @@ class Pack:
         self.bad_step.fill_(-1)
 
     def step(self, step: int) -> CoupledLoss:
-        """One SGD step of every cell still training, on its own batch; nothing is read back."""
+        """One optimizer step of every cell still training, on its own batch; nothing is read
+        back."""
         batch = self.config.train.batch_size
         index = self.epoch_index[:, step * batch:(step + 1) * batch]  # [K, B]
         images = gather(self.pool, index, [cell.data for cell in self.cells])
