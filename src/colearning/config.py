@@ -20,6 +20,8 @@ from typing import Any, Union
 import yaml
 
 from colearning.config_checks import (
+    validate_classes,
+    validate_distill,
     validate_expand,
     validate_numbers,
     validate_objective,
@@ -77,6 +79,9 @@ class DataConfig:
     train_size: int | None = None  # images; None keeps the official count
     test_size: int | None = None  # images; None keeps the official count
     val_size: int = 0  # images held out of the training split per seed for selection; 0: none
+    # train, validate and test on these classes only (names or indices), relabelled 0..k-1 in
+    # this order; the other classes' test images are the OOD set held-out; null: all classes
+    classes: list[str | int] | None = None
     normalize: bool = False  # per-channel standardization after scaling to [0, 1]
     augment: bool | None = None  # crop+flip; None: the model's paper recipe (its registry
     # metadata: on for vgg9)
@@ -155,8 +160,9 @@ class TrainConfig:
     save_probs_every: int = 0  # epochs between saved test probabilities; 0: final only
     progress: bool = _tagged(True, "display")  # progress bars on stderr
     # fp32, or bf16: autocast for the members' forward and backward (the loss, softmax/KL,
-    # metrics and optimizer stay fp32)
-    precision: str = _choice("fp32", "bf16")
+    # metrics and optimizer stay fp32); auto: bf16 where native and timed faster
+    # (colearning.training.precision)
+    precision: str = _choice("fp32", "bf16", "auto")
     tf32: bool = False  # CUDA only: TF32 matmuls and convolutions under fp32 (Ampere and newer)
     # off, default, reduce-overhead (CUDA graphs): torch.compile of the members' forward and
     # backward and of the loss; falls back to eager with a warning
@@ -172,6 +178,10 @@ class TrainConfig:
     # metric has not improved for patience epochs (in a pack that cell stops stepping);
     # null: never
     early_stopping: dict[str, Any] | None = _tagged(None, "cell")
+    # at the end of a finished run, evaluate it under corruptions, on OOD sets (noise, and
+    # held-out with data.classes) and with temperature scaling: RUN_DIR/evaluation/
+    # (colearning.inference.uncertainty; run by colearn train, colearning.train and sweeps)
+    evaluate_shift: bool = _tagged(False, "display")
 
 
 EXPAND_MODES = ("add-freeze", "add-retrain", "boost")
@@ -188,6 +198,17 @@ class ExpandConfig:
 
 
 @dataclass
+class DistillConfig:
+    """Training on a trained ensemble's soft predictions (colearning.distill; loss.objective
+    distill); teacher unset: an ordinary run."""
+
+    teacher: str | None = None  # run directory of the teaching ensemble (same seed and data)
+    temperature: float = 4.0  # T: softmax(log p_ens / T) teaches softmax(z / T) (Hinton: 2-20)
+    weight: float = 0.9  # alpha: the soft term's weight; the hard-label term gets 1 - alpha
+    epoch: str = _choice("final", "best")  # the teacher's weights (load_ensemble's epoch)
+
+
+@dataclass
 class Config:
     # modules that register models, data sets, couplings, objectives or metrics, imported
     # whenever a config is read, so in every process (colearning.plugins)
@@ -201,6 +222,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     expand: ExpandConfig = field(default_factory=ExpandConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -439,6 +461,8 @@ def validate(config: Config) -> None:
     if config.optim.grad_clip is not None and config.optim.grad_clip <= 0:
         raise ConfigError(f"optim.grad_clip must be > 0 or null, got {config.optim.grad_clip}")
     validate_expand(config, EXPAND_MODES)
+    validate_distill(config)
+    validate_classes(config.data.classes)
     validate_selection(config)
 
 

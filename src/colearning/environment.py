@@ -1,9 +1,13 @@
-"""The COLEARNING_* environment variables a command reads, checked at its start."""
+"""The COLEARNING_* environment variables a command reads, checked at its start, and the
+name of the processor the numbers come from."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import platform
+from pathlib import Path
 
 from colearning.errors import ConfigError
 
@@ -36,3 +40,12 @@ def check_environment() -> None:
     if spec and not (name and count.strip().isdigit() and int(count) >= 1):
         raise ConfigError(f"environment variable COLEARNING_KILL_DURING_WRITE={spec!r} must "
                           "look like FILE:K (K >= 1, a testing hook); fix or unset it")
+
+
+def cpu_name() -> str:
+    """The processor's model name (/proc/cpuinfo), else what the platform says."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()

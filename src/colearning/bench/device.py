@@ -15,13 +15,14 @@ from typing import Any
 import torch
 
 from colearning import __version__
+from colearning.environment import cpu_name
 
 
 def device_info(device: torch.device) -> dict[str, Any]:
     """What the numbers were measured on: processor/GPU name, threads, versions."""
     info: dict[str, Any] = {
         "type": device.type,
-        "cpu": _cpu_name(),
+        "cpu": cpu_name(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch_version": torch.__version__,
@@ -42,14 +43,6 @@ def device_name(info: dict[str, Any]) -> str:
     if info["type"] == "cuda":
         return f"cuda: {info['gpu']} ({info['gpu_memory_gib']} GiB)"
     return f"cpu: {info['cpu']} ({info['torch_threads']} threads)"
-
-
-def _cpu_name() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def synchronize(device: torch.device) -> None:

@@ -36,11 +36,11 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def autocast(config: Config, device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast for the members' forward (and so their backward) under
-    ``train.precision=bf16``; nothing under fp32. The loss, softmax/KL, metrics and the
-    optimizer always run in fp32: they sit outside this context."""
-    if config.train.precision == "bf16":
+def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast for the members' forward (and so their backward) under ``precision``
+    bf16 (``train.precision`` once ``auto`` is resolved); nothing under fp32. The loss,
+    softmax/KL, metrics and the optimizer always run in fp32: they sit outside this context."""
+    if precision == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 

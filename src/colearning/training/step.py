@@ -15,6 +15,7 @@ driver is :mod:`colearning.training.loop`.
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from colearning.seeding import generator
 from colearning.training.data import CellData, Pool, gather
 from colearning.training.lifecycle import optimizer_state
 from colearning.training.plan import MemberPlan
+from colearning.training.precision import resolve_precision
 from colearning.training.process import restore_rng
 from colearning.training.setup import (
     autocast,
@@ -128,6 +130,12 @@ class Pack:
         self.engine = self.trained.local  # this process's members (engine.Members)
         mode = self.config.train.compile
         self.forward = compiled(self.trained, mode, "the members' forward")
+        # train.precision, auto resolved once for the pack (rank 0's choice on every rank)
+        self.precision_name, note = self.shard.broadcast(
+            resolve_precision(self.config, self.engine, pool, device)
+            if self.shard.writer else None)
+        if note and self.shard.writer and self.config.train.progress:
+            print(f"colearn: {note}", file=sys.stderr, flush=True)
         self.loss_fns = {name: compiled(OBJECTIVES.get(name), mode, f"the {name} loss")
                          for name in {cell.config.loss.objective for cell in cells}}
         sizes = [cell.n_trained for cell in cells]
@@ -189,7 +197,7 @@ class Pack:
 
     def precision(self) -> Any:
         """The members' autocast context under train.precision (a fresh one per use)."""
-        return autocast(self.config, self.device)
+        return autocast(self.precision_name, self.device)
 
     def predict(self, index: torch.Tensor) -> list[torch.Tensor]:
         """Per cell, the log-probabilities [members, n, C] on the host of its members on its
@@ -342,10 +350,11 @@ class Pack:
             images = torch.stack([augment_batch(images[k], self.aug[k])
                                   for k in range(len(self.cells))])
         labels = self.pool.labels[index]
+        soft = None if self.pool.soft is None else self.pool.soft[index]  # [K, B, C]
         with self.precision():
             logits = (self.forward(images[0]) if self.member_inputs is None
                       else self.forward(images, self.member_inputs))
-        parts = self._loss(logits, labels, images)
+        parts = self._loss(logits, labels, images, soft)
         self.optimizer.zero_grad()
         parts.total.sum().backward()
         params = self.optimizer.params
@@ -372,10 +381,11 @@ class Pack:
         self.sums["count"] += cell_ok.long() * count
         return parts
 
-    def _loss(self, logits: torch.Tensor, labels: torch.Tensor,
-              images: torch.Tensor) -> CoupledLoss:
+    def _loss(self, logits: torch.Tensor, labels: torch.Tensor, images: torch.Tensor,
+              soft: torch.Tensor | None = None) -> CoupledLoss:
         """Every cell's per-member loss parts: one call per block of cells of one size and
-        objective, each coupled within itself (and with its frozen peers, if coupled)."""
+        objective, each coupled within itself (and with its frozen peers, if coupled).
+        ``soft``: a distilled run's soft targets of the batch [1, B, C]."""
         loss = self.config.loss
         totals, tasks, couplings = [], [], []
         for block in self.blocks:
@@ -383,7 +393,12 @@ class Pack:
             target = labels[block.cells]
             fn = self.loss_fns[block.objective]
             if block.objective != "colearning":
-                parts = fn(chunk, target, joint_weight=block.weight)
+                options: dict[str, Any] = {"joint_weight": block.weight}
+                if soft is not None:  # a distilled run: it trains alone (a block of one)
+                    distill = self.cells[block.positions[0]].config.distill
+                    options.update(soft=soft[block.cells], temperature=distill.temperature,
+                                   weight=distill.weight)
+                parts = fn(chunk, target, **options)
             elif block.frozen_peers:  # a grown run coupled to its old members: K = 1
                 peers = self.cells[block.positions[0]].plan.peers(images[block.positions[0]])
                 parts = CoupledLoss(*(part.unsqueeze(0) for part in fn(
