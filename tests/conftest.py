@@ -85,10 +85,11 @@ def checked(monkeypatch):
     from pathlib import Path
 
     import colearning.report.figures as run_figures
+    import colearning.report.robustness_figures as robustness_figures
     import colearning.report.sweep_figures as sweep_figures
 
     problems = {}
-    for module in (run_figures, sweep_figures):
+    for module in (run_figures, sweep_figures, robustness_figures):
         original = module._save
 
         def save(fig, path, _original=original):

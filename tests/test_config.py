@@ -140,7 +140,7 @@ def test_relative_data_paths_in_a_config_file_are_relative_to_it(tmp_path, monke
 
 
 @pytest.mark.parametrize("key, bad, valid", [
-    ("loss.objective", "ncl", "colearning, interpolated, joint"),
+    ("loss.objective", "ncl", "colearning, distill, interpolated, joint"),
     ("loss.divergence", "wasserstein", "js, kl, l2, reverse_kl"),
     ("loss.coupling", "mesh", "communities, matrix, random, ring, star, uniform"),
     ("model.name", "lenet", None),

@@ -1,6 +1,6 @@
 """colearning: co-learning ensembles of neural networks (Brazowski & Schneidman).
 
-Network i of N minimizes KL(q||p_i) + sum_{j!=i} beta_ij KL(p_j||p_i); see the README.
+Network i of N minimizes KL(q||p_i) + sum_{j!=i} beta_ij KL(p_j||p_i); see README.md and docs/.
 """
 
 import importlib
@@ -19,9 +19,11 @@ _LAZY = {
     "coupled_loss": "losses",
     "MODELS": "models", "build_model": "models", "register_model": "models",
     "register_dataset": "data",
-    "Run": "training", "load_ensemble": "training", "load_run": "training", "resume": "training",
-    "train": "training",
+    "Run": "training", "load_ensemble": "training", "load_run": "training",
+    # train and resume finish with train.evaluate_shift's evaluation (inference.finish)
+    "resume": "inference.finish", "train": "inference.finish",
     "Prediction": "inference", "evaluate_run": "inference", "predict": "inference",
+    "distill": "distillation",
 }
 
 
@@ -52,6 +54,7 @@ __all__ = [
     "build_model",
     "combine",
     "coupled_loss",
+    "distill",
     "ensemble_predict",
     "evaluate_run",
     "load_ensemble",

@@ -145,10 +145,14 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
                     "labels to predictions.npz beside it, and a table of the headline metrics "
                     "to the terminal. The run's own files are not touched; running it again "
                     "replaces that evaluation's two files. Images whose channels or size "
-                    "differ from the run's are refused.",
+                    "differ from the run's are refused. --shift, --ood and --calibration "
+                    "evaluate the run's own test split under corruptions, against OOD sets "
+                    "and with temperature scaling: RUN_DIR/evaluation/shift.csv, ood.csv, "
+                    "ood_scores.npz, calibration.json and summary.json (resumable; see "
+                    "docs/guide.md, 'Uncertainty, shift and OOD').",
         epilog=EPILOG)
     p.add_argument("run_dir", metavar="RUN_DIR", help="trained run directory")
-    p.add_argument("--data", "-d", required=True, metavar="FILE",
+    p.add_argument("--data", "-d", metavar="FILE",
                    help="YAML file naming the data (a config, or a data: section, e.g. "
                         "data: {name: cifar10, path: ...}) or an .npz file with x_train, "
                         "y_train, x_test, y_test (optional x_val, y_val)")
@@ -167,6 +171,20 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
                    help="images per forward pass (default 1024)")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bars while a dataset is read")
+    p.add_argument("--shift", choices=["corruptions"],
+                   help="corruptions: the run's test split under every corruption and "
+                        "severity (shift.csv)")
+    p.add_argument("--corruptions", metavar="A,B,...",
+                   help="with --shift: only these corruptions (default: all)")
+    p.add_argument("--severities", metavar="1,2,...",
+                   help="with --shift: only these severities, 1-5 (default: all)")
+    p.add_argument("--ood", action="append", metavar="SET",
+                   help="out-of-distribution set against the run's test split (ood.csv): "
+                        "held-out (the classes a data.classes run left out), noise, or a "
+                        "YAML/.npz data file (resized to the run's images); repeatable")
+    p.add_argument("--calibration", action="store_true",
+                   help="temperature scaling on the validation split and selective "
+                        "prediction (calibration.json; also written by --shift and --ood)")
 
 
 def _add_expand(sub: argparse._SubParsersAction) -> None:
@@ -198,6 +216,51 @@ def _add_expand(sub: argparse._SubParsersAction) -> None:
                    help="no progress bars, and no per-epoch lines where stderr is not a terminal")
     p.add_argument("--quiet", "-q", action="store_true",
                    help="print only errors and warnings (no progress, status lines or summary)")
+
+
+def _add_distill(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "distill", help="train one network on a trained ensemble's soft predictions",
+        description="Distill the finished run RUN_DIR (the teacher ensemble) into a student: "
+                    "an ordinary run directory of one network (--members K: K independent "
+                    "ones) of the teacher's architecture or --model, trained on the teacher's "
+                    "training split with alpha T^2 KL(p_T || p^T) + (1 - alpha) CE(y, p), "
+                    "p_T = softmax(log p_ens / T) the teacher's mean-combined probabilities "
+                    "softened at temperature T (Hinton et al. 2015). The rest of the config is "
+                    "the teacher's (seed and data split must stay), then key=value overrides. "
+                    "With --baseline (default) the same network is also trained on the hard "
+                    "labels alone, into OUT-baseline. distill.json in OUT compares teacher, "
+                    "student and baseline (test accuracy, NLL, ECE, Brier; shift metrics where "
+                    "colearn evaluate wrote RUN_DIR/evaluation/summary.json). Running the "
+                    "command again continues an interrupted student or baseline.",
+        epilog=EPILOG)
+    p.add_argument("teacher", metavar="RUN_DIR", help="finished run directory: the teacher")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="config overrides of the student and the baseline, e.g. optim.lr=0.05")
+    p.add_argument("--out", "-o", metavar="DIR",
+                   help="the student's run directory (default: RUN_DIR-distilled beside the "
+                        "teacher, -MODEL / -NK appended for another model / K members)")
+    p.add_argument("--model", metavar="NAME", help="the student's architecture, a registered "
+                   "model (default: the teacher's, with its options)")
+    p.add_argument("--temperature", "-T", type=float, default=4.0, metavar="T",
+                   help="softening temperature T > 0 (default 4)")
+    p.add_argument("--weight", type=float, default=0.9, metavar="ALPHA",
+                   help="weight of the soft term in [0, 1]; the hard labels get 1 - ALPHA "
+                        "(default 0.9)")
+    p.add_argument("--epochs", type=int, metavar="E", help="training epochs (default: the "
+                   "teacher's train.epochs)")
+    p.add_argument("--members", type=int, default=1, metavar="K",
+                   help="student networks, each distilled on its own (default 1)")
+    p.add_argument("--teacher-epoch", choices=["final", "best"], default="final",
+                   help="the teacher's weights: final (default) or best (train.keep_best)")
+    p.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True,
+                   help="also train the student's network on hard labels only, into "
+                        "OUT-baseline, for the comparison (default: on)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="training device")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bars, and no per-epoch lines where stderr is not a terminal")
+    p.add_argument("--quiet", "-q", action="store_true",
+                   help="print only errors and warnings (no progress, status lines or table)")
 
 
 def _add_expand_table(sub: argparse._SubParsersAction) -> None:
@@ -241,6 +304,11 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
                         "table's first column without its other grid values (default: "
                         "independent, the colearning cells at beta = 0); a name that matches "
                         "no configuration is an error listing the valid ones")
+    p.add_argument("--metric", metavar="KEY",
+                   help="take the seed-paired differences and Wilcoxon p on this results.csv "
+                        "column instead of the test ensemble accuracy at the best epoch, e.g. "
+                        "shift/accuracy_mean, shift/ece_mean or ood/auroc_mutual_information "
+                        "(written by colearn evaluate); the table adds its mean +/- std")
     p.add_argument("--out", "-o", metavar="FILE.csv", help="also write the table as CSV")
 
 
@@ -302,6 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_report(sub)
     _add_evaluate(sub)
     _add_expand(sub)
+    _add_distill(sub)
     _add_expand_table(sub)
     _add_compare(sub)
     _add_bench(sub)

@@ -83,14 +83,24 @@ def cmd_train(args: argparse.Namespace) -> int:
     from colearning.training.shard import finish_distributed, init_from_environment
 
     sharded = init_from_environment(args.device or "auto")
+    quiet = sharded and os.environ.get("RANK", "0") != "0"
     try:
-        return _train(args, quiet=sharded and os.environ.get("RANK", "0") != "0")
+        code, run = _train(args, quiet=quiet)
     finally:
         if sharded:
             finish_distributed()
+    if run is not None and not quiet:  # train.evaluate_shift: rank 0, after the processes part
+        from colearning.console import format_uncertainty
+        from colearning.inference import finish_with_evaluation
+
+        result = finish_with_evaluation(run)
+        if result is not None and not args.quiet:
+            print(format_uncertainty(result.summary, title=f"evaluation: {result.path}"))
+    return code
 
 
-def _train(args: argparse.Namespace, quiet: bool) -> int:
+def _train(args: argparse.Namespace, quiet: bool) -> tuple[int, Any]:
+    """(exit code, the run or None) of ``colearn train``."""
     from colearning.config import load_config, parse_overrides
     from colearning.console import format_summary
     from colearning.training import resume, train
@@ -100,7 +110,7 @@ def _train(args: argparse.Namespace, quiet: bool) -> int:
         if args.config or args.run_dir:
             print("colearn: error: --resume takes the config and directory of the run; "
                   "drop --config/--run-dir", file=sys.stderr)
-            return 2
+            return 2, None
         args.continue_with = f"colearn train --resume {args.resume}"
         run = resume(args.resume, parse_overrides(overrides) if overrides else None)
     else:
@@ -112,7 +122,7 @@ def _train(args: argparse.Namespace, quiet: bool) -> int:
         run = train(config, run_dir=run_dir)
     if not quiet and not args.quiet:  # ranks > 0 of a distributed run: rank 0 shows it
         print(format_summary(run.summary, title=f"run: {run.run_dir}"))
-    return 0 if run.status == "finished" else EXIT_DIVERGED
+    return (0 if run.status == "finished" else EXIT_DIVERGED), run
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -171,7 +181,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from colearning.sweep.compare import compare_sweeps, configuration_names, markdown
     from colearning.sweep.table import to_csv
 
-    rows = compare_sweeps(args.sweeps, reference=args.reference)
+    rows = compare_sweeps(args.sweeps, reference=args.reference, metric=args.metric)
     print(markdown(rows))
     if args.reference is None and rows and not any(r["is_reference"] for r in rows):
         print("colearn: note: these sweeps have no independent configuration, so no "
@@ -184,15 +194,47 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from colearning.console import format_evaluation
-    from colearning.inference import evaluate_run
+    from colearning.console import format_evaluation, format_uncertainty
+    from colearning.errors import ConfigError
+    from colearning.inference import evaluate_run, evaluate_uncertainty
 
-    evaluation = evaluate_run(args.run_dir, args.data, name=args.name, split=args.split,
-                              epoch=args.epoch, batch_size=args.batch_size, device=args.device,
-                              progress=not args.no_progress)
-    print(format_evaluation(evaluation.metrics, title=f"evaluation: {evaluation.path}"))
-    print(f"metrics: {evaluation.path / 'metrics.json'}")
+    uncertainty = bool(args.shift or args.ood or args.calibration)
+    if args.data is None and not uncertainty:
+        raise ConfigError("give --data FILE, --shift corruptions, --ood SET or --calibration")
+    if (args.corruptions or args.severities) and not args.shift:
+        raise ConfigError("--corruptions and --severities go with --shift corruptions")
+    if args.data is not None:
+        evaluation = evaluate_run(args.run_dir, args.data, name=args.name, split=args.split,
+                                  epoch=args.epoch, batch_size=args.batch_size,
+                                  device=args.device, progress=not args.no_progress)
+        print(format_evaluation(evaluation.metrics, title=f"evaluation: {evaluation.path}"))
+        print(f"metrics: {evaluation.path / 'metrics.json'}")
+    if uncertainty:
+        result = evaluate_uncertainty(
+            args.run_dir, shift=bool(args.shift), ood=args.ood or (),
+            calibrate=args.calibration, corruptions=_names(args.corruptions),
+            severities=_numbers(args.severities, "--severities"), epoch=args.epoch,
+            batch_size=args.batch_size, device=args.device, progress=not args.no_progress)
+        print(format_uncertainty(result.summary, title=f"evaluation: {result.path}"))
     return 0
+
+
+def _names(text: str | None) -> list[str] | None:
+    """A comma-separated list of names (None: not given)."""
+    return None if text is None else [name.strip() for name in text.split(",") if name.strip()]
+
+
+def _numbers(text: str | None, flag: str) -> list[int] | None:
+    """A comma-separated list of integers (None: not given); a one-line error otherwise."""
+    from colearning.errors import ConfigError
+
+    names = _names(text)
+    if names is None:
+        return None
+    try:
+        return [int(name) for name in names]
+    except ValueError:
+        raise ConfigError(f"{flag} takes integers separated by commas, got {text!r}") from None
 
 
 def cmd_expand(args: argparse.Namespace) -> int:
@@ -205,6 +247,21 @@ def cmd_expand(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(format_summary(run.summary,
                              title=f"run: {run.run_dir} (grown from {args.source})"))
+    return 0 if run.status == "finished" else EXIT_DIVERGED
+
+
+def cmd_distill(args: argparse.Namespace) -> int:
+    import json
+
+    from colearning.distillation import COMPARISON, distill, format_comparison
+
+    run = distill(args.teacher, args.out, model=args.model, temperature=args.temperature,
+                  weight=args.weight, epochs=args.epochs, members=args.members,
+                  epoch=args.teacher_epoch, baseline=args.baseline,
+                  overrides=_run_overrides(args))
+    if not args.quiet:
+        print(format_comparison(json.loads((run.run_dir / COMPARISON).read_text())))
+        print(f"student: {run.run_dir}; comparison: {run.run_dir / COMPARISON}")
     return 0 if run.status == "finished" else EXIT_DIVERGED
 
 
@@ -255,7 +312,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"train": cmd_train, "sweep": cmd_sweep, "report": cmd_report,
-            "evaluate": cmd_evaluate, "expand": cmd_expand,
+            "evaluate": cmd_evaluate, "expand": cmd_expand, "distill": cmd_distill,
             "expand-table": cmd_expand_table, "compare": cmd_compare, "bench": cmd_bench}
 
 

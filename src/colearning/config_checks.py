@@ -106,6 +106,24 @@ def validate_expand(config: Any, modes: tuple[str, ...]) -> None:
         )
 
 
+def validate_distill(config: Any) -> None:
+    """A distilled run (distill.teacher) trains with loss.objective=distill and the other
+    way round; T > 0, alpha in [0, 1]. (Whether the teacher fits is the training's:
+    :func:`colearning.training.teacher.check_teacher`.)"""
+    distill, objective = config.distill, config.loss.objective
+    if (distill.teacher is None) != (objective != "distill"):
+        raise ConfigError("loss.objective=distill and distill.teacher go together (the run "
+                          "directory of the teaching ensemble); use colearn distill RUN_DIR")
+    if not distill.temperature > 0:
+        raise ConfigError(f"distill.temperature must be > 0, got {distill.temperature}")
+    if not 0.0 <= distill.weight <= 1.0:
+        raise ConfigError(f"distill.weight (alpha, the soft term's weight) must be in [0, 1], "
+                          f"got {distill.weight}")
+    if distill.teacher is not None and config.expand.source is not None:
+        raise ConfigError("a run is grown (expand.source) or distilled (distill.teacher), "
+                          "not both")
+
+
 # What train.keep_best selects on when train.early_stopping names no metric.
 SELECTION_METRIC = "val/ensemble_accuracy_mean"
 EARLY_STOPPING_KEYS = ("metric", "patience", "min_delta")
@@ -139,3 +157,18 @@ def validate_selection(config: Any) -> None:
     if isinstance(delta, bool) or not isinstance(delta, (int, float)) or delta < 0:
         raise ConfigError(f"train.early_stopping.min_delta must be a number >= 0, got "
                           f"{delta!r}")
+
+
+def validate_classes(classes: Any) -> None:
+    """data.classes: null, or at least 2 distinct class names or indices (whether the
+    dataset has them is checked when it is read: colearning.data.select_classes)."""
+    if classes is None:
+        return
+    if len(classes) < 2:
+        raise ConfigError(f"data.classes needs at least 2 classes (or null for all), got "
+                          f"{classes}")
+    if len(set(classes)) != len(classes):
+        twice = next(c for c in classes if classes.count(c) > 1)
+        raise ConfigError(f"data.classes names {twice!r} twice; give each class once")
+    if any(isinstance(c, int) and c < 0 for c in classes):
+        raise ConfigError(f"data.classes indices must be >= 0, got {classes}")

@@ -75,3 +75,27 @@ def format_evaluation(metrics: dict[str, Any], title: str = "", prefix: str = "e
                for key in ("collapsed", "not_learned")}
     return "\n".join(lines + _metric_table(metrics, prefix, flagged["collapsed"],
                                            flagged["not_learned"]))
+
+
+def format_uncertainty(summary: dict[str, Any], title: str = "") -> str:
+    """The headline numbers of an uncertainty evaluation's summary.json (shift, OOD AUROC,
+    calibration), one line each."""
+    lines = [title] if title else []
+    if "shift/accuracy_mean" in summary:
+        lines.append(f"  shift: ensemble accuracy {summary['shift/accuracy_mean']:.4f} (mean "
+                     f"over corruptions and severities), ECE {summary['shift/ece_mean']:.4f}, "
+                     f"member accuracy {summary['shift/member_accuracy_mean']:.4f}")
+    sets = sorted({key.split("/")[1] for key in summary
+                   if key.startswith("ood/") and key.count("/") == 2})
+    for name in sets:
+        scores = ", ".join(f"{key.rsplit('auroc_', 1)[1]} {value:.4f}"
+                           for key, value in summary.items()
+                           if key.startswith(f"ood/{name}/auroc_"))
+        lines.append(f"  ood {name}: AUROC {scores}")
+    if "calibration/ensemble_ece" in summary:
+        after = summary.get("calibration/ensemble_ece_ts")
+        lines.append(f"  calibration: ensemble ECE {summary['calibration/ensemble_ece']:.4f}"
+                     + (f" -> {after:.4f} at T = {summary['calibration/temperature_ensemble']:.3g}"
+                        if after is not None else " (no validation split: no temperature)")
+                     + f"; AURC {summary['selective/aurc']:.4f}")
+    return "\n".join(lines)

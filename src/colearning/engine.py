@@ -23,7 +23,7 @@ members in one elementwise step and every strategy below reads the same storage:
   on accelerators.
 
 ``auto`` picks ``grouped`` on CPUs too: ``colearn bench`` measured it the fastest strategy
-there for LeNet-5 and level with the others for VGG-9 and ResNet-20 (README, "Speed:
+there for LeNet-5 and level with the others for VGG-9 and ResNet-20 (docs/performance.md, "Speed:
 colearn bench", with the machines and dates).
 """
 
@@ -44,12 +44,12 @@ from colearning.seeding import derive_seed
 STRATEGIES = ("auto", "loop", "grouped", "vmap")
 # On CPUs the grouped strategy runs members in chunks whose widest activation (training
 # batch) is about this size: LeNet-5 at batch 512 gets chunks of 5 members, which ran
-# faster than one chunk of all members (README, "Speed").
+# faster than one chunk of all members (docs/performance.md).
 CPU_CHUNK_BYTES = 48 * 2**20
 # ...and with at most this many channels in a chunk's narrowest convolution: grouping widens
 # narrow layers (LeNet-5's 6 channels) to fill the vector units. Members whose narrowest
 # convolution has CPU_WIDE_CHANNELS or more run one per chunk: grouped kernels gain nothing
-# there (VGG-9's 64+ channels, ResNet-20's 16+ fill the vector units alone; README, "Speed").
+# there (VGG-9's 64+ channels, ResNet-20's 16+ fill the vector units alone; docs/performance.md).
 CPU_GROUP_CHANNELS = 64
 CPU_WIDE_CHANNELS = 16
 
@@ -314,7 +314,7 @@ class Ensemble(nn.Module):
         batches = [x] if member_inputs is None else list(x.unbind(0))
         images = x.dim() - (member_inputs is not None) == 4
         if images and x.device.type == "cpu" and self._channels_last:
-            # oneDNN convolutions on CPU run faster on channels-last inputs (README, "Speed").
+            # oneDNN convolutions on CPU run faster on channels-last inputs (docs/performance.md).
             batches = [b.contiguous(memory_format=torch.channels_last) for b in batches]
         index = [0] * self.n_members if member_inputs is None else member_inputs.tolist()
         # unbind (not p[i]) so the backward is one stack per parameter, not N scatters.

@@ -1,7 +1,7 @@
 """Per-epoch evaluation: member log-probabilities [N, B, C] -> the flat metric dict of a run.
 
 Keys follow ``split/metric``; lists are per member. These are the keys written to
-metrics.jsonl and summary.json (see the README for the full table).
+metrics.jsonl and summary.json (docs/guide.md lists them).
 
 Every metric is an entry of :data:`METRICS` (a registry): its function of the epoch's
 :class:`Outputs` and what the rest of the library needs to know about it (one value per
@@ -127,6 +127,39 @@ def selection_direction(key: str, what: str = "train.early_stopping.metric") -> 
         raise ConfigError(f"{what}={key!r} is not valid (a validation ensemble metric for which "
                           f"higher or lower is better); valid: {', '.join(valid)}")
     return valid[key]
+
+
+# Which way is better for a table column that is no registry entry (the keys of ``colearn
+# evaluate``'s summary: shift/ece_s5, ood/fpr95_entropy, selective/aurc): the first of these
+# words in its last part.
+KEY_WORDS = {"accuracy": "max", "auroc": "max", "aupr": "max", "nll": "min", "ece": "min",
+             "brier": "min", "fpr95": "min", "aurc": "min", "kl": "min"}
+
+
+def registered_metric(key: str) -> Metric | None:
+    """The registry entry a table column stands for: ``test/ensemble_nll``, a member metric's
+    ``test/member_accuracy_mean`` (its mean, min or max) and a suffixed variant such as
+    ``calibration/ensemble_nll_ts`` map to theirs; None for any other key."""
+    name = key.rpartition("/")[2]
+    for candidate in (name, name.rpartition("_")[0]):
+        if candidate in METRICS:
+            return METRICS.get(candidate)
+    return None
+
+
+def key_direction(key: str) -> str | None:
+    """``max`` or ``min`` when higher or lower of table column ``key`` is better, else None:
+    its registry entry's direction when it maps to one (:func:`registered_metric`), else by
+    :data:`KEY_WORDS`.
+
+    >>> key_direction("shift/accuracy_mean"), key_direction("ood/fpr95_entropy")
+    ('max', 'min')
+    """
+    metric = registered_metric(key)
+    if metric is not None:
+        return metric.direction
+    words = key.rpartition("/")[2].split("_")
+    return next((KEY_WORDS[word] for word in words if word in KEY_WORDS), None)
 
 
 def _member(compute: Any) -> Any:

@@ -16,6 +16,13 @@ cross-entropy. The related objectives train the ensemble p_ens = mean_i p_i itse
 N * [lambda * KL(q || p_ens) + (1 - lambda) * mean_i KL(q || p_i)]: each member's gradient
 has the scale of its own cross-entropy, lambda = 0 is independent training exactly and
 lambda = 1 joint training (Webb et al. 2019; Jeffares et al. 2023, "learner collusion").
+
+One objective learns from a trained ensemble instead of from peers (``colearn distill``):
+
+    distill:       L_i(x) = alpha T^2 KL(p_T || p_i^T) + (1 - alpha) KL(q || p_i)
+
+p_T the teacher ensemble's soft targets at temperature T (:func:`softened`), p_i^T =
+softmax(z_i / T) (Hinton et al. 2015).
 """
 
 from __future__ import annotations
@@ -411,6 +418,79 @@ def _interpolated(logits: torch.Tensor, target: torch.Tensor, **options: Any) ->
 def _joint(logits: torch.Tensor, target: torch.Tensor, **options: Any) -> CoupledLoss:
     """KL(q || p_ens): the ensemble's own loss, trained end to end."""
     return interpolated_loss(logits, target, 1.0)
+
+
+# ensemble=False: meaningful for one network (the others need N >= 2 to mean anything)
+@OBJECTIVES.register("distill", ensemble=False)
+def _distill(logits: torch.Tensor, target: torch.Tensor, **options: Any) -> CoupledLoss:
+    """alpha T^2 KL(p_T || p_i^T) + (1 - alpha) KL(q || p_i) (:func:`distillation_loss`);
+    options: soft (the teacher's soft targets), temperature, weight."""
+    return distillation_loss(logits, target, options["soft"], options["temperature"],
+                             options["weight"])
+
+
+def distillation_loss(logits: torch.Tensor, target: torch.Tensor, soft: torch.Tensor,
+                      temperature: float, weight: float | torch.Tensor) -> CoupledLoss:
+    """Knowledge distillation (Hinton et al. 2015) from member logits [N, B, C] ([K, N, B, C]
+    for a pack); returns :class:`CoupledLoss` of [N] ([K, N]) tensors.
+
+    For member i with logits z_i, hard labels q and the teacher's softened probabilities
+    p_T = ``soft`` (at temperature T = ``temperature``; :func:`softened`):
+
+        total[i] = alpha * T^2 * KL(p_T || softmax(z_i / T)) + (1 - alpha) * KL(q || softmax(z_i))
+
+    batch means, alpha = ``weight`` in [0, 1]; ``task`` is the hard-label term (with its
+    1 - alpha), ``coupling`` the soft one (with its alpha T^2). The T^2 keeps the soft
+    term's gradient of the size of the hard one's as T grows (its gradient in z scales as
+    1 / T^2). alpha = 0 is plain cross-entropy. ``soft``: probabilities [..., B, C], shared
+    by the members (or one per member, [..., N, B, C]); ``target`` as in
+    :func:`coupled_loss`.
+
+    >>> soft = torch.full((4, 3), 1 / 3)
+    >>> parts = distillation_loss(torch.zeros(2, 4, 3), torch.tensor([0, 1, 2, 0]), soft, 4.0, 0.9)
+    >>> [round(float(v), 4) for v in parts.total], float(parts.coupling.abs().sum())
+    ([0.1099, 0.1099], 0.0)
+    """
+    if logits.dim() not in (3, 4):
+        raise ConfigError(f"logits must be [N, B, C] (member axis first) or [K, N, B, C] (a "
+                          f"pack of ensembles), got {list(logits.shape)}")
+    if isinstance(temperature, bool) or not temperature > 0:
+        raise ConfigError(f"the distillation temperature must be > 0, got {temperature!r}")
+    if isinstance(weight, (int, float)) and not 0.0 <= weight <= 1.0:
+        raise ConfigError(f"the distillation weight (alpha) must be in [0, 1], got {weight}")
+    if not soft.dtype.is_floating_point:
+        raise ConfigError(f"soft targets must be probabilities [..., B, C], got {soft.dtype}")
+    dtype = torch.promote_types(logits.dtype, torch.float32)
+    q = _target_distribution(target.to(logits.device), logits, dtype)
+    p_teacher = _target_distribution(soft.to(logits.device), logits, dtype)
+    z = logits.to(dtype)
+    hard = (torch.special.xlogy(q, q) - q * F.log_softmax(z, dim=-1)).sum(-1).mean(-1)
+    cold = F.log_softmax(z / temperature, dim=-1)
+    soft_kl = (torch.special.xlogy(p_teacher, p_teacher) - p_teacher * cold).sum(-1).mean(-1)
+    task = (1 - weight) * hard
+    coupling = weight * temperature ** 2 * soft_kl
+    return CoupledLoss(task + coupling, task, coupling)
+
+
+def softened(log_probs: torch.Tensor, temperature: float) -> torch.Tensor:
+    """An ensemble's soft targets [B, C] at temperature T from its member log-probabilities
+    [N, B, C]: softmax(log p_ens / T), where p_ens = mean_i p_i (the mean combiner).
+
+    Hinton et al. soften one network's logits; an ensemble's logits are taken to be
+    log p_ens (a softmax of them gives p_ens back at T = 1). Computed in float64, returned
+    in float32.
+
+    >>> softened(torch.log(torch.tensor([[[0.5, 0.5]], [[0.9, 0.1]]])), 1.0)
+    tensor([[0.7000, 0.3000]])
+    """
+    if log_probs.dim() != 3:
+        raise ConfigError(f"member log-probabilities must be [N, B, C], got "
+                          f"{list(log_probs.shape)}")
+    if isinstance(temperature, bool) or not temperature > 0:
+        raise ConfigError(f"the distillation temperature must be > 0, got {temperature!r}")
+    wide = log_probs.double()
+    log_ens = torch.logsumexp(wide, dim=0) - math.log(wide.shape[0])
+    return F.softmax(log_ens / temperature, dim=-1).float()
 
 
 def objective_loss(objective: str, logits: torch.Tensor, target: torch.Tensor,

@@ -97,10 +97,10 @@ def test_pack_of_ensembles_with_one_lambda_each():
 
 
 def test_bad_objective_inputs():
-    with pytest.raises(ConfigError, match="valid: colearning, interpolated, joint"):
+    with pytest.raises(ConfigError, match="valid: colearning, distill, interpolated, joint"):
         objective_loss("ncl", torch.zeros(2, 3, 4), torch.zeros(3, dtype=torch.long))
     with pytest.raises(ConfigError, match=r"in \[0, 1\]"):
         interpolated_loss(torch.zeros(2, 3, 4), torch.zeros(3, dtype=torch.long), 1.5)
     with pytest.raises(ConfigError, match="member axis first"):
         interpolated_loss(torch.zeros(3, 4), torch.zeros(3, dtype=torch.long), 0.5)
-    assert OBJECTIVES.names() == ["colearning", "interpolated", "joint"]
+    assert OBJECTIVES.names() == ["colearning", "distill", "interpolated", "joint"]

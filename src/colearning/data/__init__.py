@@ -15,6 +15,7 @@ The training run keeps the pool on the device and converts batches there
 
 from colearning.data.arrays import as_raw
 from colearning.data.augment import augment_batch, channel_stats
+from colearning.data.classes import held_out, select_classes
 from colearning.data.raw import RawDataset
 from colearning.data.sources import DATASETS, load_dataset, register_dataset
 from colearning.data.split import SplitIndices, split_indices, take
@@ -26,8 +27,10 @@ __all__ = [
     "as_raw",
     "augment_batch",
     "channel_stats",
+    "held_out",
     "load_dataset",
     "register_dataset",
+    "select_classes",
     "split_indices",
     "take",
 ]

@@ -27,7 +27,7 @@ def channel_stats(x: np.ndarray | Iterable[np.ndarray]) -> tuple[list[float], li
         if total is None:
             total, squares = np.zeros(part.shape[1], np.int64), np.zeros(part.shape[1], np.int64)
         # Exact integer sums over chunks: no float copy of the whole array, and faster than
-        # bincount (README, "Speed").
+        # bincount (docs/performance.md).
         for start in range(0, len(part), 2048):
             chunk = part[start : start + 2048].astype(np.int32)
             total += chunk.sum(axis=(0, 2, 3), dtype=np.int64)

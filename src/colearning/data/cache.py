@@ -2,7 +2,7 @@
 
 A cache file is a sequence of .npy records in one file (meta JSON, then train_x, train_y,
 test_x, test_y), read back with plain file reads, which is faster than an .npz for
-CIFAR-sized arrays (README, "Speed"). Its name hashes the dataset name, the source's
+CIFAR-sized arrays (docs/performance.md). Its name hashes the dataset name, the source's
 absolute path and the source's size and modification time, so editing or replacing the
 source misses the cache.
 """

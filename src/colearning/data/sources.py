@@ -81,7 +81,7 @@ def load_digits(
 
     Read straight from the CSV that scikit-learn bundles (what its ``load_digits`` reads),
     without importing scikit-learn, whose import alone was a large part of every quick
-    start (README, "Speed").
+    start (docs/performance.md).
     """
     counts, labels = _digits_table()
     # Pixel values are counts 0..16; stretch them to the usual 0..255 range.

@@ -61,7 +61,7 @@ class Conv(LayerRule):
         if value.layout == CHANNELS and _spans_input(layer, x):
             # A kernel covering the whole map is a linear layer on the flattened map: one
             # batched matmul instead of a grouped convolution (LeNet-5's conv3; faster
-            # forward and backward on CPU, README "Speed").
+            # forward and backward on CPU, docs/performance.md).
             features = to_features(x, n, CHANNELS)  # [n, B, C*k*k], per-member order
             return Wide(_batched_linear(features, weight.reshape(n, weight.shape[1], -1),
                                         bias), POINTS)
@@ -73,7 +73,7 @@ class Conv(LayerRule):
             # A strided 1x1 convolution reads every s-th pixel: subsample, then convolve
             # with stride 1. The same numbers, and it avoids oneDNN's strided 1x1 backward,
             # whose weight gradient on channels-last inputs with < 8 input channels is wrong
-            # on this project's CPUs (PyTorch 2.13; see README, "Known issues").
+            # on this project's CPUs (PyTorch 2.13; see docs/guide.md, "Known issues").
             x = x[..., ::stride[0], ::stride[1]]
             stride = (1, 1)
         if value.layout != INPUTS:
@@ -86,7 +86,7 @@ class Conv(LayerRule):
             x, r = x.repeat_interleave(r, dim=0), 1
         if x.device.type == "cpu" and x.shape[0] > 1 and layer.groups == 1:
             # oneDNN's grouped convolution over K' batches of 3-channel images ran slower
-            # than K' dense ones (LeNet-5, batch 512; README, "Speed"): one per batch.
+            # than K' dense ones (LeNet-5, batch 512; docs/performance.md): one per batch.
             size = r * out_channels
             return Wide(torch.cat([
                 F.conv2d(x[k], weight[k * size:(k + 1) * size],
@@ -97,7 +97,7 @@ class Conv(LayerRule):
         # members (one wide convolution when all members share one batch).
         groups = layer.groups * x.shape[0]
         x = x[0] if x.shape[0] == 1 else x.transpose(0, 1).flatten(1, 2)
-        if x.device.type == "cpu":  # oneDNN: faster channels-last (README, "Speed")
+        if x.device.type == "cpu":  # oneDNN: faster channels-last (docs/performance.md)
             x = x.contiguous(memory_format=torch.channels_last)
         return Wide(F.conv2d(x, weight, bias, stride, layer.padding, layer.dilation, groups),
                     CHANNELS)

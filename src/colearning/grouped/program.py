@@ -43,7 +43,7 @@ class WideProgram:
         self.uses_view = any(node.op == "call_method" and node.target == "view"
                              for node in graph.nodes)
         # oneDNN (PyTorch 2.13, CPU) computes a wrong weight gradient for strided 1x1
-        # convolutions with few input channels on channels-last maps (README, "Known
+        # convolutions with few input channels on channels-last maps (docs/guide.md, "Known
         # issues"): members with one run channels-first in the loop and vmap strategies.
         self.narrow_strided_pointwise = any(
             isinstance(m, nn.Conv2d) and strided_pointwise(m) and m.in_channels // m.groups < 16

@@ -28,7 +28,7 @@ from .statistics import accuracy_change, rescued_count, spearman
 from .temperature import apply_temperature, fit_temperature, fit_temperatures
 
 # The embedding (MDS: scikit-learn, scipy) is for reports only: imported on first use, so a
-# training run does not pay for its imports (README, "Speed").
+# training run does not pay for its imports (docs/performance.md).
 _LAZY = {name: "embedding" for name in ("align_to", "embedding_distance_correlation",
                                          "mds_embed", "mds_trajectory")}
 _LAZY.update({name: "trajectory" for name in ("distance_matrix_with_ensemble",

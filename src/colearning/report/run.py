@@ -22,6 +22,7 @@ from colearning.report import figures, tables
 from colearning.report.artifacts import RunArtifacts, load_artifacts, read_predictions
 from colearning.report.figures import report_folder
 from colearning.report.html import Section, Table, render_page, write_page
+from colearning.report.robustness import read_evaluation, robustness_section
 
 MAX_MDS_EPOCHS = 30  # MDS time grows with the epochs; longer runs are subsampled evenly
 MDS_RANDOM_STARTS = 1  # besides the classical-MDS start, which is usually the best already
@@ -39,11 +40,13 @@ def build_run_report(path: str | Path, out: str | Path | None = None) -> Path:
         _section_samples(run, out),
         _section_structure(run, out),
         _section_uncertainty(run, out),
+        robustness_section(read_evaluation(run.path), run.tag, out),
         Section("Config", text=f"The resolved config of the run ({run.path}/config.yaml).",
                 pre=run.config_text),
     ]
     page = out / "report.html"
-    write_page(page, render_page(f"colearning run report: {run.path.name} ({run.tag})", sections))
+    write_page(page, render_page(f"colearning run report: {run.path.name} ({run.tag})",
+                                 [section for section in sections if section is not None]))
     return page
 
 

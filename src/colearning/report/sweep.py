@@ -39,7 +39,14 @@ from colearning.report.sweep_figures import (
 )
 from colearning.sweep import analysis
 from colearning.sweep.layout import load_sweep_spec
-from colearning.sweep.table import cell_rows, epoch_rows, facet_keys, summarize, write_tables
+from colearning.sweep.table import (
+    cell_rows,
+    epoch_rows,
+    evaluation_metrics,
+    facet_keys,
+    summarize,
+    write_tables,
+)
 
 
 # ------------------------------------------------------------------------- tables
@@ -140,6 +147,9 @@ def build_sweep_report(path: str | Path, out: str | Path | None = None, *,
     sections.append(_scaling_section(summary, facets, sizes, out, allow_incomplete))
     sections.append(_epochs_section(epochs, facets, out))
     sections.append(_combiners_section(rows, summary, facets, out))
+    robustness = _robustness_section(rows, summary, facets)
+    if robustness is not None:
+        sections.append(robustness)
     return _write(out, spec.name, sections)
 
 
@@ -236,6 +246,59 @@ def _epochs_section(epochs: list[dict[str, Any]], facets: Sequence[str], out: Pa
                         "epochs a coupled ensemble beats (above 0) or trails the β=0 "
                         "ensemble of the same seed, e.g. whether a gain appears only after "
                         "β=0 starts to overfit.")
+
+
+# The evaluation columns the sweep report tabulates, when the cells have them (ood/auroc_*:
+# every score of the first OOD set).
+ROBUSTNESS_COLUMNS = ("shift/accuracy_mean", "shift/nll_mean", "shift/ece_mean",
+                      "shift/accuracy_s5", "calibration/ensemble_ece_ts", "selective/aurc")
+
+
+def _robustness_columns(rows: list[dict[str, Any]]) -> list[str]:
+    present = evaluation_metrics(rows)
+    return [k for k in present if k in ROBUSTNESS_COLUMNS or
+            (k.startswith("ood/auroc_") and k.count("/") == 1)]
+
+
+def _value(mean: Any, std: Any, key: str) -> str:
+    if "accuracy" in key.rpartition("/")[2]:
+        return _fmt_pct(mean, std)
+    if not isinstance(mean, (int, float)) or not math.isfinite(mean):
+        return "-"
+    spread = f" ± {std:.2g}" if isinstance(std, (int, float)) and math.isfinite(std) else ""
+    return f"{mean:.4g}{spread}"
+
+
+def _robustness_section(rows: list[dict[str, Any]], summary: list[dict[str, Any]],
+                        facets: Sequence[str]) -> Section | None:
+    """Shift, OOD and calibration numbers of the cells ``colearn evaluate`` evaluated, per
+    (N, β), and their seed-paired tests against β=0; None when no cell was evaluated."""
+    keys = _robustness_columns(rows)
+    if not keys:
+        return None
+    names = [k.split(".")[-1] for k in facets]
+    means = Table("Robustness per (N, β): mean ± std over seeds of the evaluated cells "
+                  "(accuracies in %)", [*names, "N", "β", *keys],
+                  [[*(r.get(k) for k in facets), r["N"], _fmt(r["beta"]),
+                    *(_value(r.get(f"{k}:mean"), r.get(f"{k}:std"), k) for k in keys)]
+                   for r in summary])
+    tests = []
+    for key in keys:
+        for t in analysis.paired_wilcoxon(rows, key, facets):
+            diff = (_fmt(100 * t["mean_diff"], "{:+.2f}") if "accuracy" in key
+                    else _fmt(t["mean_diff"], "{:+.4g}"))
+            tests.append([key, *(t.get(k) for k in facets), t["N"], _fmt(t["beta"]),
+                          t["pairs"], diff, _fmt(t["p"], "{:.3g}"),
+                          _fmt(t["p_bonferroni"], "{:.3g}")])
+    paired = Table("Seed-paired differences coupled − β=0 (accuracies in pp) with the "
+                   "Wilcoxon signed-rank p, Bonferroni per metric",
+                   ["metric", *names, "N", "β", "pairs", "mean diff", "p", "p Bonferroni"],
+                   tests)
+    return Section("Robustness: shift, OOD detection and calibration (colearn evaluate)",
+                   tables=[means, paired] if tests else [means],
+                   text="From each cell's evaluation/summary.json; results.csv and "
+                        "summary.csv carry every such column. Compare configurations on one "
+                        "with colearn compare --metric KEY.")
 
 
 def _combiners_section(rows: list[dict[str, Any]], summary: list[dict[str, Any]],

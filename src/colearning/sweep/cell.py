@@ -98,7 +98,26 @@ def run_pack(configs: list[dict[str, Any]], cell_dirs: list[str],
         else:
             for k in todo:  # find the culprit(s): each cell alone
                 outcomes[k] = run_pack([configs[k]], [cell_dirs[k]])[0]
+    _evaluate_finished(configs, paths, outcomes)
     return [outcomes[k] for k in range(len(paths))]
+
+
+def _evaluate_finished(configs: list[dict[str, Any]], paths: list[Path],
+                       outcomes: dict[int, CellOutcome]) -> None:
+    """train.evaluate_shift of the finished cells (trained now or before, unless their
+    evaluation is complete); an evaluation's error fails its cell, which a rerun retries."""
+    from colearning.inference import finish_with_evaluation
+    from colearning.training import load_run
+
+    for k, path in enumerate(paths):
+        if outcomes[k].status != "finished" or \
+                not (configs[k].get("train") or {}).get("evaluate_shift"):
+            continue
+        try:
+            finish_with_evaluation(load_run(path))
+            (path / CELL_ERROR).unlink(missing_ok=True)  # an earlier evaluation's failure
+        except Exception as exc:  # a cell's error is data, not a sweep crash
+            outcomes[k] = CellOutcome(path.name, "failed", error=_record_failure(path, exc))
 
 
 def cell_plan(config: dict[str, Any], cell_dir: str | Path) -> str:

@@ -17,6 +17,12 @@ pairs; and ``selected``: the configuration of its objective with the best mean v
 accuracy (the knob a researcher would pick without looking at the test set). Cells of one
 configuration with the same seed (beta = 0 in two sweeps: the same training) count once in
 the statistics.
+
+``metric=KEY`` takes ``diff`` and its p on any numeric column of results.csv instead, e.g.
+``shift/accuracy_mean`` or ``ood/auroc_mutual_information`` of ``colearn evaluate`` (seeds
+whose cells lack it are left out of the pairs), and adds its mean and std over seeds
+(``value:mean``, ``value:std``, from ``n_values`` cells) and which way is better
+(``direction``, :func:`colearning.evaluation.key_direction`).
 """
 
 from __future__ import annotations
@@ -31,9 +37,10 @@ from scipy import stats
 from colearning.config import keys_tagged
 from colearning.couplings import COUPLINGS
 from colearning.errors import ConfigError
+from colearning.evaluation import key_direction, registered_metric
 from colearning.metrics.statistics import mean_std
 from colearning.sweep.layout import load_sweep_spec
-from colearning.sweep.table import cell_rows, facet_keys
+from colearning.sweep.table import EVALUATION_PREFIXES, cell_rows, facet_keys
 
 REFERENCE = "independent"
 ENSEMBLE, MEMBER, JS = "best/ensemble_accuracy_mean", "best/member_accuracy_mean", "best/js_mean"
@@ -91,14 +98,16 @@ def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
     return [] if a == b else [prefix.rstrip(".")]
 
 
-def compare_sweeps(sweep_dirs: Sequence[str | Path],
-                   reference: str | None = None) -> list[dict[str, Any]]:
+def compare_sweeps(sweep_dirs: Sequence[str | Path], reference: str | None = None,
+                   metric: str | None = None) -> list[dict[str, Any]]:
     """One row per (configuration, N) over the cells of all ``sweep_dirs`` (see the module
     docstring). Differences are taken against ``reference`` with the same N and the same
     other grid values (``independent kl_reduction=mean`` for the ``kl_reduction=mean``
     configurations). ``reference`` must name a configuration of the sweeps (without the
     other grid values; ConfigError listing the names otherwise); None: ``independent``,
-    and no differences where the sweeps have no independent configuration."""
+    and no differences where the sweeps have no independent configuration. ``metric``: the
+    results.csv column the differences are taken on (None: the test ensemble accuracy at
+    the best epoch); one that no cell has is a ConfigError listing the numeric columns."""
     given, reference = reference is not None, reference or REFERENCE
     rows: list[dict[str, Any]] = []
     for path in sweep_dirs:
@@ -114,6 +123,8 @@ def compare_sweeps(sweep_dirs: Sequence[str | Path],
                          "others": " ".join(others), "sweep": str(path),
                          "fingerprint": _fingerprint(configs[row["cell"]],
                                                      bool(row.get("independent")))})
+    if metric is not None:
+        _check_metric(metric, rows)
     names = sorted({row["name"] for row in rows})
     if given and reference not in names:
         raise ConfigError(f"unknown reference {reference!r}: no configuration of these sweeps "
@@ -143,7 +154,12 @@ def compare_sweeps(sweep_dirs: Sequence[str | Path],
                             ("epoch", "best/epoch"), ("val", SCORE)):
             values = [float(r[column]) for r in done.values() if r.get(column) is not None]
             line[f"{key}:mean"], line[f"{key}:std"] = mean_std(values)
-        line.update(_paired(done, finished.get((line["reference"], n), {})))
+        line.update(_paired(done, finished.get((line["reference"], n), {}), metric or ENSEMBLE))
+        if metric is not None:
+            values = [float(r[metric]) for r in done.values() if _number(r.get(metric))]
+            line.update({"metric": metric, "direction": key_direction(metric),
+                         "n_values": len(values)})
+            line["value:mean"], line["value:std"] = mean_std(values)
         out.append(line)
     _mark_selected(out)
     return out
@@ -167,10 +183,30 @@ def _by_seed(cells: list[dict[str, Any]]) -> dict[Any, dict[str, Any]]:
     return out
 
 
-def _paired(cells: dict[Any, dict[str, Any]], reference: dict[Any, dict[str, Any]]
-            ) -> dict[str, Any]:
-    seeds = sorted(set(cells) & set(reference), key=str)
-    diff = [float(cells[s][ENSEMBLE]) - float(reference[s][ENSEMBLE]) for s in seeds]
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) \
+        and math.isfinite(value)
+
+
+def _check_metric(metric: str, rows: list[dict[str, Any]]) -> None:
+    """A ConfigError naming the numeric columns unless some cell has a number for
+    ``metric``."""
+    if any(_number(row.get(metric)) for row in rows):
+        return
+    numeric = sorted({key for row in rows for key, value in row.items() if _number(value)
+                      and key not in ("N", "seed")})
+    hint = (" (their runs have no evaluation/summary.json: run colearn evaluate on them "
+            "first)" if metric.startswith(EVALUATION_PREFIXES) else "")
+    raise ConfigError(f"--metric {metric!r}: no cell of these sweeps has it{hint}; valid: "
+                      f"{', '.join(numeric)}")
+
+
+def _paired(cells: dict[Any, dict[str, Any]], reference: dict[Any, dict[str, Any]],
+            metric: str = ENSEMBLE) -> dict[str, Any]:
+    seeds = sorted((s for s in set(cells) & set(reference)
+                    if _number(cells[s].get(metric)) and _number(reference[s].get(metric))),
+                   key=str)
+    diff = [float(cells[s][metric]) - float(reference[s][metric]) for s in seeds]
     p = math.nan
     if any(d != 0 for d in diff):
         p = float(stats.wilcoxon(diff, zero_method="wilcox", alternative="two-sided").pvalue)
@@ -217,16 +253,43 @@ def configuration_names(rows: list[dict[str, Any]]) -> list[str]:
     return sorted({_bare(row["configuration"], row["others"]) for row in rows})
 
 
+def _in_percent(metric: str) -> bool:
+    """Whether ``metric`` is a fraction shown in % (an accuracy)."""
+    entry = registered_metric(metric)
+    if entry is not None:
+        return entry.percent
+    return "accuracy" in metric.rpartition("/")[2].split("_")
+
+
+def _value(mean: float, std: float, percent: bool) -> str:
+    if percent:
+        return _percent(mean, std)
+    if not math.isfinite(mean):
+        return "-"
+    return f"{mean:.4g}" + (f" ± {std:.2g}" if math.isfinite(std) else "")
+
+
 def markdown(rows: list[dict[str, Any]]) -> str:
     """The comparison as a Markdown table (accuracies in %, mean ± std over seeds); the
-    difference column names the reference."""
+    difference column names the reference, and the metric when it is not the ensemble
+    accuracy (then a column gives its mean ± std over seeds)."""
+    metric = rows[0].get("metric") if rows else None
+    percent = metric is None or _in_percent(metric)
+    extra, diff_title = "", f"diff vs {reference_name(rows)} (pp)"
+    if metric is not None:
+        better = {"max": ", higher is better", "min": ", lower is better"}.get(
+            rows[0].get("direction") or "", "")
+        extra = f" {metric}{' %' if percent else ''} |"
+        diff_title = (f"diff vs {reference_name(rows)} in {metric} "
+                      f"({'pp' if percent else 'difference'}{better})")
     lines = ["| configuration | N | finished | collapsed (first epoch) | ensemble % | members % "
-             f"| JS (nats) | epoch | diff vs {reference_name(rows)} (pp) | Wilcoxon p |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             f"| JS (nats) | epoch |{extra} {diff_title} | Wilcoxon p |",
+             "|---|---|---|---|---|---|---|---|" + ("---|" if extra else "") + "---|---|"]
     for r in rows:
         js = f"{r['js:mean']:.3f}" if math.isfinite(r["js:mean"]) else "-"
-        diff = (f"{100 * r['diff:mean']:+.2f}" if math.isfinite(r["diff:mean"])
-                and not r["is_reference"] else "-")
+        diff = "-"
+        if math.isfinite(r["diff:mean"]) and not r["is_reference"]:
+            diff = f"{100 * r['diff:mean']:+.2f}" if percent else f"{r['diff:mean']:+.4g}"
         p = f"{r['p']:.2f}" if math.isfinite(r["p"]) else "-"
         name = r["configuration"] + (" (val-selected)" if r["selected"]
                                      and not r["is_reference"] else "")
@@ -237,8 +300,10 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         finished = f"{r['n_finished']}/{r['n_cells']}"
         if r["n_diverged"]:
             finished += f" ({r['n_diverged']} diverged)"
+        value = (f" {_value(r['value:mean'], r['value:std'], percent)} |"
+                 if metric is not None else "")
         lines.append(f"| {name} | {r['N']} | {finished} | "
                      f"{collapsed} | {_percent(r['ensemble:mean'], r['ensemble:std'])} | "
-                     f"{_percent(r['member:mean'], r['member:std'])} | {js} | {epoch} | {diff} "
-                     f"| {p} |")
+                     f"{_percent(r['member:mean'], r['member:std'])} | {js} | {epoch} |{value} "
+                     f"{diff} | {p} |")
     return "\n".join(lines)

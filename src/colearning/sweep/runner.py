@@ -51,7 +51,8 @@ from colearning.training.process import STOP_SIGNALS
 
 # --pack auto: members per pack, by device (None: do not pack). On a GPU one pack holds what
 # the device computes in parallel (memory stays small for LeNet-5-sized cells). On CPUs
-# packing measured no gain (scripts/pack_throughput.py, README): the engine already runs a
+# packing measured no gain (scripts/pack_throughput.py, docs/performance.md): the engine
+# already runs a
 # cell of two LeNet-5s at its per-member CPU efficiency, and a pack only saves start-up.
 AUTO_PACK_MEMBERS: dict[str, int | None] = {"cpu": None, "cuda": 400}
 

@@ -16,7 +16,10 @@ members, ``n_collapsed`` the number of collapsed members, ``first_collapse_epoch
 that collapse began, see :func:`first_collapse`) and the best epoch: chosen on the
 validation split when there is one (``best/selected_on`` = ``val``), else on the test set
 (``test``, an optimistic choice), with the test ensemble accuracy, mean member accuracy
-and JS distance at that epoch (``best/...``).
+and JS distance at that epoch (``best/...``). A cell whose run was evaluated by ``colearn
+evaluate`` adds the numeric keys of its evaluation/summary.json under ``shift/``, ``ood/``,
+``calibration/`` and ``selective/`` (``shift/accuracy_mean``, ``ood/auroc_entropy``, ...)
+and ``evaluated_epoch``; the summary gives their mean and std too.
 
 The summary groups cells by the other grid keys (a coupling's keys by its label) plus
 (N, beta). It says how complete each group is (``n_cells``, ``n_finished``, ``n_diverged``,
@@ -75,6 +78,12 @@ EPOCH_METRICS = (
 BEST_COLUMNS = ("best/epoch", "best/ensemble_accuracy_mean", "best/val_ensemble_accuracy_mean",
                 "best/member_accuracy_mean", "best/js_mean", "best/selected_on")
 RESULTS, SUMMARY, EPOCHS = "results", "summary", "epochs"
+# ``colearn evaluate`` writes RUN_DIR/evaluation/summary.json: its numeric keys with these
+# prefixes become columns of the cell's row (and their mean/std of the summary), beside
+# ``evaluated_epoch``.
+EVALUATION = "evaluation"
+EVALUATION_PREFIXES = ("shift/", "ood/", "calibration/", "selective/")
+EVALUATED_EPOCH = "evaluated_epoch"
 TEST, VAL = "test/ensemble_accuracy_mean", "val/ensemble_accuracy_mean"
 
 
@@ -137,6 +146,35 @@ def _final_metrics(record: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def evaluation_columns(run_dir: Path) -> dict[str, Any]:
+    """The scalar results of ``colearn evaluate`` for one run directory, from its
+    evaluation/summary.json (``shift/accuracy_mean``, ``ood/auroc_entropy``, ...,
+    ``evaluated_epoch``); empty when the run was never evaluated or the file is unreadable."""
+    path = run_dir / EVALUATION / rundir.SUMMARY
+    try:
+        summary = json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(summary, dict):
+        return {}
+    return {key: value for key, value in summary.items()
+            if (key.startswith(EVALUATION_PREFIXES) or key == EVALUATED_EPOCH)
+            and isinstance(value, (int, float)) and not isinstance(value, bool)}
+
+
+def is_evaluation_column(key: str) -> bool:
+    """Whether ``key`` is a column of :func:`evaluation_columns`."""
+    return key.startswith(EVALUATION_PREFIXES) or key == EVALUATED_EPOCH
+
+
+def evaluation_metrics(rows: list[dict[str, Any]]) -> list[str]:
+    """The evaluation metric columns of ``rows`` (not ``evaluated_epoch``), first-seen order."""
+    seen: dict[str, None] = {}
+    for row in rows:
+        seen.update(dict.fromkeys(k for k in row if k.startswith(EVALUATION_PREFIXES)))
+    return list(seen)
+
+
 def cell_rows(sweep_dir: str | Path) -> list[dict[str, Any]]:
     """One row per cell of the sweep in ``sweep_dir`` (cells not started yet included)."""
     path = Path(sweep_dir)
@@ -167,6 +205,7 @@ def cell_rows(sweep_dir: str | Path) -> list[dict[str, Any]]:
         final = _final_metrics(records[-1]) if records else {}
         row.update({key: final.get(key) for key in metric_columns()})
         row.update(best_epoch(records))
+        row.update(evaluation_columns(cell_dir))
         rows.append(row)
     return rows
 
@@ -236,7 +275,8 @@ def facet_keys(rows: list[dict[str, Any]]) -> list[str]:
     fixed = {"cell", "status", "error", "N", "beta", "beta_bar", "seed", "epochs_completed",
              "first_collapse_epoch", "wall_seconds", "coupling", "independent", *metric_columns(),
              *BEST_COLUMNS, *CONFIG_COLUMNS}
-    keys = [k for k in rows[0] if k not in fixed and not labelled(k)]
+    keys = [k for k in rows[0] if k not in fixed and not labelled(k)
+            and not is_evaluation_column(k)]
     # a config column (or the coupling label) varied by the grid is a facet too
     keys += [k for k in (*CONFIG_COLUMNS, "coupling") if len({r.get(k) for r in rows}) > 1]
     return keys
@@ -255,7 +295,8 @@ def summarize(rows: list[dict[str, Any]], facets: list[str] | None = None,
     Groups keep the order in which they first appear in ``rows``.
     """
     facets = facet_keys(rows) if facets is None else facets
-    metrics = list(metric_columns() if metrics is None else metrics)
+    metrics = list([*metric_columns(), *evaluation_metrics(rows)] if metrics is None
+                   else metrics)
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for row in rows:
         key = tuple(row.get(k) for k in facets) + (row["N"], row["beta"])

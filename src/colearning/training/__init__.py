@@ -5,7 +5,8 @@
 
 Modules, in the order they build on each other: ``data`` (one pool of images on the
 device, one split per cell), ``setup`` (device, members, schedule, prediction helpers),
-``plan`` / ``growth`` (which members of a cell train, on which samples), ``lifecycle`` (the
+``plan`` / ``growth`` (which members of a cell train, on which samples), ``teacher``
+(a distilled run's teacher and its soft targets), ``lifecycle`` (the
 run directory: created, checkpointed, resumed, summarized), ``pack`` (which runs may train
 together), ``step`` (the stacked members, optimizer and one step of a pack of cells),
 ``selection`` (the validation-best epoch and early stopping), ``records`` (the end of an

@@ -26,7 +26,17 @@ import torch
 
 from colearning import rundir
 from colearning.config import Config, DataConfig
-from colearning.data import RawDataset, as_raw, channel_stats, load_dataset, split_indices, take
+from colearning.data import (
+    RawDataset,
+    SplitIndices,
+    as_raw,
+    channel_stats,
+    held_out,
+    load_dataset,
+    select_classes,
+    split_indices,
+    take,
+)
 from colearning.data.arrays import fingerprint
 from colearning.environment import env_number
 from colearning.errors import ConfigError, RunDirError
@@ -34,13 +44,16 @@ from colearning.errors import ConfigError, RunDirError
 
 @dataclass
 class Pool:
-    """Every image of a dataset on the device: uint8 [n, C, H, W], labels int64 [n]."""
+    """Every image of a dataset on the device: uint8 [n, C, H, W], labels int64 [n]; for a
+    distilled run (which trains alone) its teacher's soft targets float32 [n, C]
+    (:mod:`colearning.training.teacher`), gathered beside the labels."""
 
     images: torch.Tensor
     labels: torch.Tensor
     num_classes: int
     in_channels: int
     image_size: int
+    soft: torch.Tensor | None = None
 
 
 @dataclass
@@ -57,13 +70,36 @@ class CellData:
     std: torch.Tensor | None = None  # [C]
 
 
-def load_raw(config: Config) -> RawDataset:
+def source_raw(config: Config) -> RawDataset:
+    """The dataset config.data names, all of its classes."""
     # A testing hook only (like rundir's COLEARNING_KILL_DURING_WRITE): a data load slow
     # enough for the tests to interrupt it.
     time.sleep(env_number("COLEARNING_SLEEP_BEFORE_DATA", 0))
     data = config.data
     return load_dataset(data.name, data.path, cache_dir=data.cache_dir,
                         progress=config.train.progress)
+
+
+def load_raw(config: Config, given: RawDataset | None = None) -> RawDataset:
+    """The run's dataset: ``given`` (data given in memory) or the one config.data names,
+    restricted to data.classes (the one place a run's data takes its classes; the rest of
+    the test side stays reachable through :func:`held_out_test`)."""
+    return select_classes(source_raw(config) if given is None else given, config.data.classes)
+
+
+def held_out_test(config: Config, source: RawDataset | None = None) -> np.ndarray:
+    """The test images uint8 [n, C, H, W] of the classes data.classes leaves out (the OOD
+    set ``held-out``; empty without data.classes), from ``source`` (the data in all its
+    classes; None: read the dataset config.data names)."""
+    return held_out(source_raw(config) if source is None else source, config.data.classes)
+
+
+def split_of(config: Config, raw: RawDataset) -> SplitIndices:
+    """The pooled indices of the run's split of ``raw`` (its seed, sizes, validation)."""
+    data = config.data
+    return split_indices(len(raw.train_y), len(raw.test_y), data.split,
+                         train_size=data.train_size, test_size=data.test_size,
+                         val_size=data.val_size, seed=config.seed, n_val=raw.n_val)
 
 
 def given_data(config: Config, data: Any) -> tuple[Config, RawDataset]:
@@ -127,9 +163,7 @@ def make_pool(raw: RawDataset, device: torch.device) -> Pool:
 def cell_data(config: Config, raw: RawDataset, device: torch.device) -> CellData:
     """The split of ``config`` (its seed, sizes, validation) as pooled indices on ``device``."""
     data = config.data
-    indices = split_indices(len(raw.train_y), len(raw.test_y), data.split,
-                            train_size=data.train_size, test_size=data.test_size,
-                            val_size=data.val_size, seed=config.seed, n_val=raw.n_val)
+    indices = split_of(config, raw)
     if config.train.batch_size > len(indices.train):
         raise ConfigError(
             f"train.batch_size={config.train.batch_size} is larger than the training set "

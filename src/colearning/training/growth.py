@@ -127,7 +127,7 @@ def check_source(config: Config) -> tuple[Path, Config]:
             f"members + expand.add={expand.add}; leave it out, it is derived ({n_old + expand.add})"
         )
     differences = [f"seed: {source.seed} -> {config.seed}"] if config.seed != source.seed else []
-    old_data, new_data = _split_keys(source), _split_keys(config)
+    old_data, new_data = split_keys(source), split_keys(config)
     differences += [f"data.{key}: {old_data[key]!r} -> {new_data[key]!r}"
                     for key in old_data if old_data[key] != new_data[key]]
     if config.model != source.model:
@@ -140,14 +140,15 @@ def check_source(config: Config) -> tuple[Path, Config]:
     return path, source
 
 
-def _split_keys(config: Config) -> dict[str, Any]:
+def split_keys(config: Config) -> dict[str, Any]:
+    """A config's data keys that decide which images are where (a path resolved)."""
     data = {k: v for k, v in config.to_dict()["data"].items() if k not in FREE_DATA_KEYS}
     if data["path"]:
         data["path"] = str(Path(data["path"]).expanduser().resolve())
     return data
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -163,8 +164,8 @@ def lineage_record(config: Config, source_path: Path, source: Config) -> dict[st
     parent = source_path / LINEAGE
     return {
         "source": str(source_path.resolve()),
-        "source_config_sha256": _sha256(source_path / rundir.CONFIG),
-        "source_checkpoint_sha256": _sha256(source_path / rundir.CHECKPOINT),
+        "source_config_sha256": file_sha256(source_path / rundir.CONFIG),
+        "source_checkpoint_sha256": file_sha256(source_path / rundir.CHECKPOINT),
         "source_git_commit": meta.get("git_commit"),
         "source_n_members": n_old,
         "mode": expand.mode,

@@ -157,8 +157,9 @@ def resume_state(path: Path, overrides: dict[str, Any] | None = None, *, write: 
         # at the same epoch (the stop depends on the metric's history alone)
         if summary.get("status") == "finished" and (summary.get("stopped_early") or summary.get(
                 "epochs_completed", 0) >= (extended or config).train.epochs):
-            return (_with_display(config, display), None,
-                    Run(path, config, rundir.read_metrics(path / rundir.METRICS), summary))
+            shown = _with_display(config, display)  # e.g. train.evaluate_shift asked now
+            return (shown, None,
+                    Run(path, shown, rundir.read_metrics(path / rundir.METRICS), summary))
     if (path / rundir.CHECKPOINT).exists():
         checkpoint = rundir.load_checkpoint(path / rundir.CHECKPOINT)
         # compared as Configs, so a config section added since then takes its default; an

@@ -8,8 +8,8 @@ learning rate and weight decay. Everything else is shared, because the members o
 cells take each step together in one engine: architecture and model options, dataset
 and path, split kind and sizes, batch size, epochs, schedule kind and warm-up, optimizer
 (``optim.name``) and its options, augmentation, peers mode, divergence handling, strategy,
-device and precision. A grown
-run (``expand.source``) trains alone.
+device and precision. A grown run (``expand.source``) and a distilled one
+(``distill.teacher``: its soft targets live in the pool) train alone.
 """
 
 from __future__ import annotations
@@ -36,6 +36,8 @@ def check_packable(configs: Sequence[Config]) -> None:
     """ConfigError naming the first key in which ``configs`` may not differ, if any."""
     if len(configs) > 1:
         check_grown(list(configs))  # a grown run trains alone
+        if any(config.distill.teacher is not None for config in configs):
+            raise ConfigError("a distilled run (distill.teacher) trains alone, not in a pack")
     first = without_keys(configs[0].to_dict(), CELL_KEYS + DISPLAY_KEYS)
     for config in configs[1:]:
         differ = config_diff(first, without_keys(config.to_dict(), CELL_KEYS + DISPLAY_KEYS))
@@ -55,7 +57,8 @@ def plan_packs(configs: Sequence[Config], max_cells: int | None = None,
     """
     groups: dict[str, list[int]] = {}
     for position, config in enumerate(configs):
-        key = pack_key(config) if config.expand.source is None else f"alone:{position}"
+        alone = config.expand.source is not None or config.distill.teacher is not None
+        key = f"alone:{position}" if alone else pack_key(config)
         groups.setdefault(key, []).append(position)
     cells_limit = max_cells or math.inf
     members_limit = max_members or math.inf

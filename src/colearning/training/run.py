@@ -29,6 +29,7 @@ from colearning.couplings import check_coupling, coupling_matrix
 from colearning.data import DATASETS, RawDataset, as_raw
 from colearning.engine import Ensemble
 from colearning.errors import ColearningError, ConfigError, RunDirError
+from colearning.losses import OBJECTIVES
 from colearning.models import check_model_options
 from colearning.names import check_names
 from colearning.training.data import (
@@ -65,6 +66,7 @@ from colearning.training.resources import (
 from colearning.training.setup import build_members, resolve_device
 from colearning.training.shard import MembersPart, Shard, current_shard
 from colearning.training.step import Cell, stacking_order
+from colearning.training.teacher import check_teacher, soft_targets
 
 
 def preflight(config: Config) -> None:
@@ -78,6 +80,8 @@ def preflight(config: Config) -> None:
     check_couplings_fit(config.ensemble.n_members)  # before building the [N, N] matrix
     check_coupling(config.loss, config.ensemble.n_members)  # bad options: one line, now
     check_grown([config], current_shard().world)  # before anything is written
+    if config.distill.teacher is not None:
+        check_teacher(config)
 
 
 def train(config: Config | dict[str, Any], run_dir: str | Path | None = None, *,
@@ -364,8 +368,9 @@ def _lone_coupled(config: Config) -> str:
     loss = config.loss
     if config.ensemble.n_members != 1:
         return ""
-    if loss.objective != "colearning":
-        return f"loss.objective={loss.objective}"
+    if loss.objective != "colearning":  # distill teaches one network: not an ensemble's
+        alone = not OBJECTIVES.meta(loss.objective).get("ensemble", True)
+        return "" if alone else f"loss.objective={loss.objective}"
     for key in ("beta", "beta_bar", "target_js"):
         if getattr(loss, key) not in (None, 0.0):
             return f"loss.{key}"
@@ -401,7 +406,7 @@ def _fit(specs: list[tuple[Config, Path, dict[str, Any] | None]],
         if given is None:
             _say(first, f"reading {first.data.name}" + (f" from {first.data.path}"
                                                         if first.data.path else ""))
-        raw = load_raw(first) if given is None else given
+        raw = load_raw(first, given)
         here = shard.local.stop - shard.local.start if shard.distributed else total
         check_fits(first, raw, here, device, coupled=max(c.ensemble.n_members for c, _, _ in specs))
         pool = make_pool(raw, device)
@@ -416,6 +421,9 @@ def _fit(specs: list[tuple[Config, Path, dict[str, Any] | None]],
                       f"ensemble: {_lone_coupled(config)} and the ensemble combiners do nothing "
                       "(set ensemble.n_members >= 2)", file=sys.stderr, flush=True)
             data = cell_data(config, raw, device)
+            if config.distill.teacher is not None:  # trains alone: the pool is its own
+                pool.soft = soft_targets(config, pool, data, device, path, given,
+                                         write=shard.writer)
             if config.expand.source is not None:
                 plan = growth_plan(config, pool, data, device, path)
             elif shard.distributed:  # build this process's members only (step.Pack stacks them)
