@@ -91,9 +91,9 @@ def test_every_strategy_takes_the_baseline_step(strategy, monkeypatch):
         members.extend(pack.trained.member(i) for i in range(n))  # the starting weights
         original_loss = pack._loss
 
-        def loss(logits, labels, images):  # the batch each step trains on
+        def loss(logits, labels, images, soft):  # the batch each step trains on
             batches.append((images[0].clone(), labels[0].clone()))
-            return original_loss(logits, labels, images)
+            return original_loss(logits, labels, images, soft)
 
         pack._loss = loss
         return pack
