@@ -40,7 +40,7 @@ COMPARISON = "distill.json"
 # (row key, summary key): the ensemble's test metrics; for one network, the network's
 METRICS = (("accuracy", "test/ensemble_accuracy_mean"), ("nll", "test/ensemble_nll"),
            ("ece", "test/ensemble_ece"), ("brier", "test/ensemble_brier"))
-SHIFT_SUMMARY = Path("evaluation") / "summary.json"  # written by colearn evaluate --shift
+SHIFT_SUMMARY = Path(rundir.EVALUATION) / rundir.SUMMARY  # written by colearn evaluate --shift
 
 
 def student_config(teacher: str | Path, *, model: str | None = None, temperature: float = 4.0,

@@ -13,6 +13,8 @@ Layout of a run directory::
     analysis.jsonl     activation/weight statistics at chosen epochs
     probs/epoch_K.npz  optional per-epoch test log-probabilities (float32)
     data.json          a run on data given in memory: the data's sha256 and sizes
+    evaluation/        colearn evaluate's outputs (other data, shift, OOD, calibration);
+                       written beside the run, never into the files above
 
 Whole files are written to a temporary name, flushed, fsynced and renamed over the
 target (rename is atomic on POSIX), then the directory is fsynced. metrics.jsonl is
@@ -49,6 +51,7 @@ META = "meta.json"
 ANALYSIS = "analysis.jsonl"
 LOCK = ".lock"
 DATA = "data.json"
+EVALUATION = "evaluation"  # colearn evaluate writes here, never into the run's own files
 
 
 def _fsync_dir(path: Path) -> None:

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from colearning.metrics import ood_metrics
+from colearning.metrics.ood import roc_curve
 from colearning.report.robustness import (
     read_evaluation,
     robustness_section,
-    roc_curve,
     shift_by_severity,
 )
 from tests.report.conftest import write_evaluation_files

@@ -35,7 +35,7 @@ from colearning.inference.prediction import BATCH_SIZE, member_log_probs
 from colearning.inference.sources import SPLITS, Source, check_tag, read_source, side
 from colearning.training import load_ensemble, load_run
 
-EVALUATION = "evaluation"  # the folder of a run directory that evaluations write into
+EVALUATION = rundir.EVALUATION
 PREFIX = "eval"  # metric keys: eval/<metric>
 METRICS_FILE = "metrics.json"
 

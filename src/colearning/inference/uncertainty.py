@@ -59,7 +59,7 @@ from colearning.inference.shifted import (
 from colearning.metrics import ood_metrics, ood_scores
 from colearning.training import load_ensemble, load_run
 
-EVALUATION = "evaluation"
+EVALUATION = rundir.EVALUATION
 SHIFT_FILE, OOD_FILE, SCORES_FILE = "shift.csv", "ood.csv", "ood_scores.npz"
 CALIBRATION_FILE, SUMMARY_FILE, STATE_FILE = "calibration.json", "summary.json", "state.json"
 OOD_COLUMNS = ("ood_set", "score", "n_in", "n_out", "auroc", "aupr_in", "aupr_out", "fpr95")

@@ -87,18 +87,33 @@ def _auroc(positive: np.ndarray, negative: np.ndarray) -> float:
     return float((ranks[:n_pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-def _average_precision(positive: np.ndarray, negative: np.ndarray) -> float:
-    """``sum_k (R_k - R_{k-1}) P_k`` over the distinct thresholds, high to low, with tied
-    scores entering together (scikit-learn's average_precision_score, no interpolation)."""
+def _thresholds(positive: np.ndarray, negative: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(true positives [K], samples at or above [K]) at each distinct score threshold, high
+    to low, tied scores entering together: the one sweep behind the ROC and PR curves."""
     scores = np.concatenate([positive, negative])
     is_positive = np.r_[np.ones(positive.size), np.zeros(negative.size)]
     order = np.argsort(-scores, kind="mergesort")
     scores, is_positive = scores[order], is_positive[order]
     last = np.r_[np.flatnonzero(scores[1:] != scores[:-1]), scores.size - 1]
-    true_pos = np.cumsum(is_positive)[last]
-    precision = true_pos / (last + 1)
+    return np.cumsum(is_positive)[last], last + 1
+
+
+def _average_precision(positive: np.ndarray, negative: np.ndarray) -> float:
+    """``sum_k (R_k - R_{k-1}) P_k`` over the distinct thresholds, high to low, with tied
+    scores entering together (scikit-learn's average_precision_score, no interpolation)."""
+    true_pos, above = _thresholds(positive, negative)
+    precision = true_pos / above
     recall = true_pos / positive.size
     return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+def roc_curve(score_in: np.ndarray, score_out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(fpr [K], tpr [K]) from (0, 0) to (1, 1), one point per distinct threshold, with the
+    in-distribution scores [B_in] the positives (higher = more in-distribution) and
+    ``score_out`` [B_out]. Its trapezoidal area is the AUROC, ties counting 1/2."""
+    true_pos, above = _thresholds(score_in, score_out)
+    false_pos = above - true_pos
+    return np.r_[0.0, false_pos / score_out.size], np.r_[0.0, true_pos / score_in.size]
 
 
 def ood_metrics(score_in: Any, score_out: Any) -> dict[str, float]:

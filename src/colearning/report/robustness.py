@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from colearning.metrics.ood import roc_curve
 from colearning.report import robustness_figures
 from colearning.report.html import Section, Table
 from colearning.sweep.table import EVALUATION
@@ -91,20 +92,6 @@ def read_evaluation(run_dir: str | Path) -> Evaluation:
         except (OSError, ValueError) as error:
             problems.append(f"{CALIBRATION} ({error})")
     return evaluation
-
-
-def roc_curve(score_in: np.ndarray, score_out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(fpr [K], tpr [K]) from (0, 0) to (1, 1), one point per distinct threshold, with the
-    in-distribution scores [B_in] the positives (higher = more in-distribution) and
-    ``score_out`` [B_out]. Its trapezoidal area is the AUROC, ties counting 1/2."""
-    scores = np.concatenate([score_in, score_out])
-    positive = np.r_[np.ones(score_in.size), np.zeros(score_out.size)]
-    order = np.argsort(-scores, kind="mergesort")
-    scores, positive = scores[order], positive[order]
-    last = np.r_[np.flatnonzero(scores[1:] != scores[:-1]), scores.size - 1]
-    true_pos = np.cumsum(positive)[last]
-    false_pos = last + 1 - true_pos
-    return np.r_[0.0, false_pos / score_out.size], np.r_[0.0, true_pos / score_in.size]
 
 
 def shift_by_severity(shift: pd.DataFrame, stems: tuple[str, ...] = ("accuracy", "nll", "ece")

@@ -81,7 +81,7 @@ RESULTS, SUMMARY, EPOCHS = "results", "summary", "epochs"
 # ``colearn evaluate`` writes RUN_DIR/evaluation/summary.json: its numeric keys with these
 # prefixes become columns of the cell's row (and their mean/std of the summary), beside
 # ``evaluated_epoch``.
-EVALUATION = "evaluation"
+EVALUATION = rundir.EVALUATION
 EVALUATION_PREFIXES = ("shift/", "ood/", "calibration/", "selective/")
 EVALUATED_EPOCH = "evaluated_epoch"
 TEST, VAL = "test/ensemble_accuracy_mean", "val/ensemble_accuracy_mean"
