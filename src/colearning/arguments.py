@@ -48,12 +48,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--run-dir", help="run directory to create (default: a new one under ./runs)")
     p.add_argument("--resume", metavar="RUN_DIR",
                    help="continue the run in RUN_DIR from its last checkpoint")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"],
-                   help="training device (same as device=...); default: config's, i.e. auto")
-    p.add_argument("--no-progress", action="store_true",
-                   help="no progress bars, and no per-epoch lines where stderr is not a terminal")
-    p.add_argument("--quiet", "-q", action="store_true",
-                   help="print only errors and warnings (no progress, status lines or summary)")
+    _add_training_output(p, "training device (same as device=...); default: config's, i.e. "
+                            "auto")
     p.add_argument("--nproc", type=int, metavar="K",
                    help="split the members over K processes on this machine (torchrun "
                         "--standalone --nproc-per-node K -m colearning train ...): gloo on "
@@ -211,11 +207,17 @@ def _add_expand(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--margin", type=int, default=0, metavar="m",
                    help="boost: border = k-m..k+m correct old votes (default 0: the tie)")
     p.add_argument("--run-dir", help="run directory to create (default: RUN_DIR-MODE-addM)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="training device")
+    _add_training_output(p)
+
+
+def _add_training_output(p: argparse.ArgumentParser, device: str = "training device",
+                         printed: str = "summary") -> None:
+    """--device, --no-progress and --quiet: the same on every command that trains."""
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help=device)
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bars, and no per-epoch lines where stderr is not a terminal")
     p.add_argument("--quiet", "-q", action="store_true",
-                   help="print only errors and warnings (no progress, status lines or summary)")
+                   help=f"print only errors and warnings (no progress, status lines or {printed})")
 
 
 def _add_distill(sub: argparse._SubParsersAction) -> None:
@@ -256,11 +258,7 @@ def _add_distill(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True,
                    help="also train the student's network on hard labels only, into "
                         "OUT-baseline, for the comparison (default: on)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="training device")
-    p.add_argument("--no-progress", action="store_true",
-                   help="no progress bars, and no per-epoch lines where stderr is not a terminal")
-    p.add_argument("--quiet", "-q", action="store_true",
-                   help="print only errors and warnings (no progress, status lines or table)")
+    _add_training_output(p, printed="table")
 
 
 def _add_expand_table(sub: argparse._SubParsersAction) -> None:
