@@ -293,12 +293,25 @@ def test_a_run_directory_named_in_non_utf8_bytes(tmp_path, capsys):
 @pytest.mark.parametrize("variable, value", [
     ("COLEARNING_DIST_TIMEOUT", "soon"), ("COLEARNING_DIST_TIMEOUT", "-5"),
     ("COLEARNING_SLEEP_BEFORE_DATA", "nan"), ("COLEARNING_KILL_DURING_WRITE", "checkpoint.pt:x"),
+    ("COLEARNING_KEEP_FREED_MEMORY", "yes"),
 ])
 def test_malformed_environment_variables(variable, value, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv(variable, value)
     assert main(["train", "--run-dir", str(tmp_path / "run"), *FAST]) == 2
     one_line_error(capsys, f"environment variable {variable}=")
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+@pytest.mark.parametrize("value, kept", [("", True), ("0", False)])
+def test_malloc_keeps_freed_memory_unless_turned_off(value, kept):
+    # a fresh process: the setting is once per process (and the suite's own is already set)
+    code = ("import platform; from colearning.environment import "
+            "retain_freed_memory as r; print(r(), r(), platform.libc_ver()[0])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "COLEARNING_KEEP_FREED_MEMORY": value}, check=True)
+    first, again, libc = out.stdout.split()
+    assert first == again == str(kept and libc == "glibc")
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -120,6 +120,29 @@ def test_padding_matches_numpy_for_any_length(mode, numpy_mode):
         assert got.tolist() == np.pad(np.arange(n), width, mode=numpy_mode).tolist()
 
 
+@pytest.mark.parametrize("mode, numpy_mode", [("replicate", "edge"), ("symmetric", "symmetric"),
+                                              ("reflect", "reflect")])
+def test_padded_images_match_numpy(mode, numpy_mode):
+    # pad's one-pass path (F.pad) and its index fallback (pads longer than the image)
+    x = structured(2, 3, 6).double()
+    for pad_h, pad_w in ((2, 1), (0, 3), (7, 2)):
+        got = ops.pad(x, pad_h, pad_w, mode).numpy()
+        want = np.pad(x.numpy(), ((0, 0), (0, 0), (pad_h, pad_h), (pad_w, pad_w)),
+                      mode=numpy_mode)
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("shape", [(5, 1), (1, 3), (3, 3), (5, 5), (7, 7)])
+def test_filter2d_is_scipys_correlate(shape):
+    # up to SHIFTED_TAPS taps: a sum of shifted copies; more: a depthwise convolution
+    x = structured(2, 3, 9).double()
+    kernel = torch.rand(shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    got = ops.filter2d(x, kernel, "reflect")
+    want = ndimage.correlate(x.numpy(), kernel.numpy()[None, None], mode="mirror")
+    np.testing.assert_allclose(got.numpy(), want, atol=1e-12)
+    assert got.is_contiguous()
+
+
 def test_gaussian_blur_is_scipys_gaussian_filter():
     x = structured(2, 3, 10).double()
     got = ops.gaussian_blur(x, 0.8, truncate=4.0, mode="replicate")

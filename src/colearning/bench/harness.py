@@ -35,6 +35,7 @@ from colearning.bench.records import (
     Workload,
 )
 from colearning.engine import Ensemble
+from colearning.environment import retain_freed_memory
 from colearning.errors import ConfigError
 from colearning.models import MODELS, build_model
 
@@ -217,6 +218,8 @@ def run(items: Sequence[Workload], device: torch.device, settings: Settings, *,
         torch.backends.cudnn.benchmark = True  # conv algorithms autotuned in the warm-up
     # Re-setting the thread count turns off MKL's dynamic threading (as the trainer does).
     torch.set_num_threads(torch.get_num_threads())
+    # every strategy, the baseline too, with the allocator the trainer runs with on CPU
+    kept = device.type == "cpu" and retain_freed_memory()
     rows: list[StepResult] = []
     epoch_rows: list[EpochResult] = []
     peak = measure_peak(device)
@@ -241,7 +244,7 @@ def run(items: Sequence[Workload], device: torch.device, settings: Settings, *,
                                             train_size=epoch_sizes[0],
                                             test_size=epoch_sizes[1]))
     fill_speedups(rows)
-    return report(rows, epoch_rows, device, settings, peak)
+    return report(rows, epoch_rows, device, settings, peak, keep_freed_memory=kept)
 
 
 @functools.lru_cache(maxsize=16)

@@ -30,16 +30,19 @@ SCHEMA_VERSION = 1
 # ------------------------------------------------------------------------- JSON
 def report(rows: Sequence[StepResult], epoch_rows: Sequence[EpochResult],
            device: torch.device, settings: Settings,
-           peak: dict[str, float] | None = None) -> dict[str, Any]:
-    """The JSON-ready report: device (with its measured matmul peak), settings, one dict per
-    step row and per epoch."""
+           peak: dict[str, float] | None = None, *, keep_freed_memory: bool = False
+           ) -> dict[str, Any]:
+    """The JSON-ready report: device (with its measured matmul peak), settings (with
+    whether malloc kept freed memory: :func:`colearning.environment.retain_freed_memory`),
+    one dict per step row and per epoch."""
     return {
         "schema_version": SCHEMA_VERSION,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "device": {**device_info(device), "peak_gflops": peak or {}},
         "settings": {**asdict(settings), "beta_bar": BETA_BAR,
                      "channels_last": uses_channels_last(settings, device),
-                     "cudnn_benchmark": device.type == "cuda"},
+                     "cudnn_benchmark": device.type == "cuda",
+                     "keep_freed_memory": keep_freed_memory},
         "units": {
             "images_per_second": "training images per second (B / step time); every member "
                                  "sees each image",
@@ -99,6 +102,8 @@ def format_table(data: dict[str, Any]) -> str:
     extras = [name for name, on in (("bf16", settings["bf16"]),
                                     (f"compile={settings['compile']}", settings["compile"]),
                                     ("channels-last", settings["channels_last"]),
+                                    ("malloc keeps freed memory",
+                                     settings.get("keep_freed_memory")),
                                     (f"sgd={settings['sgd']}", settings["sgd"] != "default"))
               if on]
     lines = [f"colearn bench on {device_name(info)}, torch {info['torch_version']}"

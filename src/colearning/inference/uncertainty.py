@@ -41,6 +41,7 @@ import torch
 from tqdm.auto import tqdm
 
 from colearning import rundir
+from colearning.environment import retain_freed_memory
 from colearning.errors import ConfigError
 from colearning.inference.calibrated import calibration, calibration_summary
 from colearning.inference.ood_sets import check_ood, ood_images, set_name
@@ -91,6 +92,8 @@ def evaluate_uncertainty(run_dir: str | Path, *, shift: bool = False, ood: Seque
                           "--calibration (or --data FILE)")
     names = check_corruptions(corruptions) if shift else []
     levels = check_severities(severities) if shift else []
+    if shift:  # the corrupted copies of the test split: large host tensors, made 85 times
+        retain_freed_memory()
     path = rundir.require_run_dir(run_dir)
     with rundir.locked(path, instead="stop it first (colearn train --resume continues it)"):
         ensemble, config = load_ensemble(path, epoch=epoch)

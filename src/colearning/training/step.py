@@ -27,6 +27,7 @@ from colearning.config import Config
 from colearning.couplings import beta_factor
 from colearning.data import augment_batch
 from colearning.engine import Ensemble
+from colearning.environment import retain_freed_memory
 from colearning.errors import RunDirError
 from colearning.losses import OBJECTIVES, CoupledLoss
 from colearning.optim import build_optimizer, map_tensors
@@ -110,6 +111,8 @@ class Pack:
         self.pool = pool
         self.device = device
         self.config = cells[0].config  # everything but the per-cell keys is shared
+        if device.type == "cpu":  # a step's large activations reused, not faulted in again
+            retain_freed_memory()
         distributed = shard is not None and shard.distributed
         if len(cells) == 1 and not distributed:  # one cell's trained members are the stack
             self.trained = cells[0].plan.trained
