@@ -256,6 +256,24 @@ def test_grouped_plan_pools_before_relu():
     assert kinds[:6] == ["Conv2d", "MaxPool2d", "ReLU", "Conv2d", "MaxPool2d", "ReLU"]
 
 
+@pytest.mark.parametrize("arch", ["small_cnn", "mlp_bn"])
+def test_grouped_forward_is_one_graph_for_torch_compile(arch):
+    # torch.compile traces the whole wide program (no graph break at fx nodes), so a
+    # compiled step compiles once; dynamo's eager backend: tracing only, no code generation
+    import torch._dynamo as dynamo
+
+    factory, shape = ARCHITECTURES[arch]
+    ens = Ensemble(factory, 3, strategy="grouped", seed=0)
+    ens.chunk_members = 2  # the chunked path too
+    x = torch.randn(4, *shape)
+    ens(x)  # the chunk planner's per-shape cache, filled once outside the graph
+    dynamo.reset()
+    explained = dynamo.explain(ens)(x)
+    assert (explained.graph_count, explained.graph_break_count) == (1, 0), \
+        explained.break_reasons
+    torch.testing.assert_close(torch.compile(ens, backend="eager")(x), ens(x))
+
+
 def test_chunk_sizes_on_cpu():
     assert _chunk_sizes(10, 4) == [4, 3, 3]
     assert _chunk_sizes(3, 5) == [3]

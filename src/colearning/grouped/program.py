@@ -39,7 +39,7 @@ class WideProgram:
         self._rules: dict[fx.Node, Rule] = {
             node: rule_for(node, self.modules) for node in self.graph.nodes
             if node.op not in ("placeholder", "output")}
-        self._last_use = _last_uses(self.graph)
+        self._steps = _steps(self.graph, self._rules)
         self.uses_view = any(node.op == "call_method" and node.target == "view"
                              for node in graph.nodes)
         # oneDNN (PyTorch 2.13, CPU) computes a wrong weight gradient for strided 1x1
@@ -56,6 +56,7 @@ class WideProgram:
         return [type(self.modules[n.target]).__name__ for n in self.graph.nodes
                 if n.op == "call_module"]
 
+    @torch.compiler.disable  # an fx.Interpreter on meta tensors, cached per shape by callers
     @torch.no_grad()
     def widest_activation(self, shape: tuple[int, ...]) -> int:
         """Largest number of values per image one member's node outputs, for inputs shape."""
@@ -80,21 +81,56 @@ class WideProgram:
         x[member_inputs[m]] of x [K, B, ...]."""
         n = len(member_inputs)
         p = Pass(self.modules, params, buffers, n, training)
-        env: dict[fx.Node, Any] = {}
-        for node in self.graph.nodes:
-            if node.op == "placeholder":
+        env: dict[Step, Any] = {}
+        for step in self._steps:
+            if step.op == "placeholder":
                 blocks, r = input_blocks(x, member_inputs)
-                env[node] = Wide(blocks, INPUTS, r)
-            elif node.op == "output":
-                out = env[node.args[0]]  # features: the check refuses any other output
+                env[step] = Wide(blocks, INPUTS, r)
+            elif step.op == "output":
+                out = env[step.args[0]]  # features: the check refuses any other output
                 return to_features(out.tensor, n, out.layout)
             else:
-                args = fx.node.map_arg(node.args, env.__getitem__)
-                kwargs = fx.node.map_arg(node.kwargs, env.__getitem__)
-                env[node] = self._rules[node].run(p, node, args, kwargs)
-            for done in self._last_use.get(node, ()):
+                env[step] = step.rule.run(p, step, _values(step.args, env),
+                                          _values(step.kwargs, env))
+            for done in step.frees:
                 del env[done]  # free activations autograd does not keep
         raise ConfigError("the member's graph has no output")
+
+
+class Step:
+    """One node of the graph as plain fields, what a rule reads when it runs: torch.compile
+    does not trace into fx.Node (nor Graph.nodes, fx.node.map_arg) and would break the
+    graph at every node. ``args``/``kwargs`` hold Steps where the node's held nodes."""
+
+    def __init__(self, node: fx.Node, rule: Rule | None) -> None:
+        self.op, self.target, self.name = node.op, node.target, node.name
+        self.rule = rule
+        self.args: Any = ()
+        self.kwargs: Any = {}
+        self.frees: tuple[Step, ...] = ()  # values whose last reader this step is
+
+
+def _steps(graph: fx.Graph, rules: dict[fx.Node, Rule]) -> list[Step]:
+    steps = {node: Step(node, rules.get(node)) for node in graph.nodes}
+    last_use = _last_uses(graph)
+    for node, step in steps.items():
+        step.args = fx.node.map_arg(node.args, steps.__getitem__)
+        step.kwargs = fx.node.map_arg(node.kwargs, steps.__getitem__)
+        step.frees = tuple(steps[value] for value in last_use.get(node, ()))
+    return list(steps.values())
+
+
+def _values(args: Any, env: dict[Step, Any]) -> Any:
+    """``args`` (a step's args or kwargs) with every step replaced by its value in ``env``."""
+    if isinstance(args, Step):
+        return env[args]
+    if isinstance(args, tuple):
+        return tuple(_values(a, env) for a in args)
+    if isinstance(args, list):
+        return [_values(a, env) for a in args]
+    if isinstance(args, dict):
+        return {k: _values(v, env) for k, v in args.items()}
+    return args
 
 
 class _Unsupported(Exception):
