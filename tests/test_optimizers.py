@@ -102,3 +102,21 @@ def test_an_adamw_run_resumes_and_extends_bit_for_bit(tmp_path, tiny_config, mon
         resume(tmp_path / "cut", {"optim": {"name": "adam"}})
     assert comparable(resume(tmp_path / "cut").metrics) == comparable(straight.metrics)
     _assert_same_state(tmp_path / "cut", straight.run_dir)
+
+
+@pytest.mark.parametrize("optim, copies", [({"name": "sgd", "momentum": 0.9}, 4),
+                                           ({"name": "sgd", "momentum": 0.0}, 3),
+                                           ({"name": "adam"}, 5), ({"name": "adamw"}, 5)])
+def test_memory_estimate_counts_the_optimizers_state(optim, copies):
+    # weights, gradients, the per-member modules, and the optimizer's parameter-sized state
+    import numpy as np
+
+    from colearning.data import RawDataset
+    from colearning.training.resources import FLOAT_BYTES, _member, estimate
+
+    images = np.zeros((4, 1, 8, 8), dtype=np.uint8)
+    raw = RawDataset(images, np.arange(4) % 2, images, np.arange(4) % 2, ["a", "b"])
+    config = config_from_dict({"model": {"name": "mlp"}, "optim": optim})
+    parameters = sum(p.numel() for p in _member(config, raw).parameters())
+    assert parameters > 0
+    assert estimate(config, raw, n_members=3)["weights"] == copies * parameters * FLOAT_BYTES * 3

@@ -39,11 +39,14 @@ OPTIMIZERS: Registry[type[StackedOptimizer]] = Registry("optimizer", key="optim.
 Buffers = dict[str, list[torch.Tensor] | torch.Tensor]
 
 
-def register(name: str, *, options: tuple[str, ...]) -> Callable[[type], type]:
-    """Class decorator: the optimizer ``name`` (recorded in its state) taking ``options``."""
+def register(name: str, *, options: tuple[str, ...],
+             state: Callable[[Any], int]) -> Callable[[type], type]:
+    """Class decorator: the optimizer ``name`` (recorded in its state) taking ``options``;
+    ``state(optim config)``: how many parameter-sized state tensors it keeps per parameter
+    (for the memory estimate, :mod:`colearning.training.resources`)."""
     def decorator(cls: type[StackedOptimizer]) -> type[StackedOptimizer]:
         cls.name = name
-        return OPTIMIZERS.register(name, options=options)(cls)
+        return OPTIMIZERS.register(name, options=options, state=state)(cls)
 
     return decorator
 
@@ -159,7 +162,7 @@ class StackedOptimizer:
         return values.view((-1,) + (1,) * (p.dim() - 1))
 
 
-@register("sgd", options=("momentum",))
+@register("sgd", options=("momentum",), state=lambda optim: 1 if optim.momentum else 0)
 class StackedSGD(StackedOptimizer):
     """SGD with momentum (dampening 0, no Nesterov, as the paper) on parameters [M, ...]:
     torch.optim.SGD per member; ``weight_decay`` is an L2 coefficient added to the gradient.
@@ -203,7 +206,7 @@ class StackedSGD(StackedOptimizer):
                 self.buffers[k] = buffer
 
 
-@register("adam", options=("betas", "eps"))
+@register("adam", options=("betas", "eps"), state=lambda optim: 2)
 class StackedAdam(StackedOptimizer):
     """Adam (no amsgrad) on parameters [M, ...]: torch.optim.Adam per member, with
     ``weight_decay`` an L2 coefficient added to the gradient.
@@ -279,7 +282,7 @@ class StackedAdam(StackedOptimizer):
         self.steps = steps
 
 
-@register("adamw", options=("betas", "eps"))
+@register("adamw", options=("betas", "eps"), state=lambda optim: 2)
 class StackedAdamW(StackedAdam):
     """AdamW on parameters [M, ...]: torch.optim.AdamW per member, Adam with decoupled
     weight decay (each step scales a member's parameters by 1 - lr * weight_decay first)."""

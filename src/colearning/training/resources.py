@@ -3,8 +3,9 @@
     needed = estimate(config, raw, n_members=10)     # bytes, by part
     check_fits(config, raw, n_members, device)       # ConfigError when it cannot fit
 
-Parts: the members' weights, gradients and momentum (4 copies of the parameters, counting
-the per-member modules the stacked ensemble is built from), the activations one training
+Parts: the members' weights, gradients and optimizer state (3 copies of the parameters,
+counting the per-member modules the stacked ensemble is built from, plus the optimizer's
+state tensors: 1 for SGD with momentum, 2 for Adam), the activations one training
 step keeps for its backward pass (every node of a traced member, at the batch size, twice:
 the values and their gradients; members torch.fx cannot trace count their weights only)
 and the dataset's uint8 images on the device. It is an estimate, deliberately on the low
@@ -23,6 +24,7 @@ from colearning.config import Config
 from colearning.data import RawDataset
 from colearning.errors import ConfigError
 from colearning.models import build_model
+from colearning.optim import OPTIMIZERS
 
 GIB = 2**30
 FLOAT_BYTES = 4
@@ -70,7 +72,8 @@ def estimate(config: Config, raw: RawDataset, n_members: int,
     batch = config.train.batch_size
     images = sum(x.nbytes for _, x, _ in raw.sides())
     return {
-        "weights": 4 * parameters * FLOAT_BYTES * n_members,
+        "weights": (3 + OPTIMIZERS.meta(config.optim.name)["state"](config.optim))
+        * parameters * FLOAT_BYTES * n_members,
         "activations": 2 * _activation_values(member, raw) * batch * FLOAT_BYTES * n_members,
         "images": images,
         "couplings": 3 * coupled * coupled * FLOAT_BYTES,
@@ -152,7 +155,7 @@ def check_fits(config: Config, raw: RawDataset, n_members: int, device: torch.de
         return
     raise ConfigError(
         f"this run needs about {needed / GIB:.1f} GiB on {device} ({n_members} members: "
-        f"{parts['weights'] / GIB:.1f} GiB of weights, gradients and momentum, "
+        f"{parts['weights'] / GIB:.1f} GiB of weights, gradients and optimizer state, "
         f"{parts['activations'] / GIB:.1f} GiB of activations at batch {config.train.batch_size}"
         f", {parts['couplings'] / GIB:.1f} GiB of couplings, {parts['images'] / GIB:.1f} GiB of "
         f"images) but {free / GIB:.1f} GiB are free; "
