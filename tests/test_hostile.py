@@ -302,6 +302,16 @@ def test_malformed_environment_variables(variable, value, tmp_path, capsys, monk
     assert not (tmp_path / "run").exists()
 
 
+def test_a_signal_while_a_command_starts_is_one_line():
+    # what colearn's entry point installs before its heavy imports
+    code = ("import os, signal; from colearning.startup import exit_at_once_on_signals; "
+            "exit_at_once_on_signals(); os.kill(os.getpid(), signal.SIGTERM); print('alive')")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 128 + signal.SIGTERM and done.stdout == ""
+    assert done.stderr == ("colearn: interrupted (SIGTERM) while starting; nothing was "
+                           "written\n")
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
 @pytest.mark.parametrize("value, kept", [("", True), ("0", False)])
 def test_malloc_keeps_freed_memory_unless_turned_off(value, kept):

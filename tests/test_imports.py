@@ -14,6 +14,7 @@ LAYERS = [
      "colearning.environment", "colearning.plugins", "colearning.config_checks",
      "colearning.config",
      "colearning.seeding",
+     "colearning.startup",
      "colearning.rundir"),
     ("colearning.models", "colearning.grouped", "colearning.losses", "colearning.couplings",
      "colearning.names",

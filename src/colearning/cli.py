@@ -13,6 +13,7 @@ from typing import Any
 
 from colearning.arguments import build_parser
 from colearning.errors import ColearningError, ConfigError
+from colearning.startup import exit_at_once_on_signals
 
 EXIT_DIVERGED = 5  # a run that ended with status diverged (no error: see colearning.errors)
 
@@ -355,14 +356,6 @@ class _Signalled(KeyboardInterrupt):
         self.signum = signum
 
 
-def _exit_at_once(signum: int, _frame: object) -> None:
-    """A signal while the command starts (torch half-imported, nothing written): exit at
-    once with one line, never a traceback from inside an import."""
-    os.write(2, f"colearn: interrupted ({signal.Signals(signum).name}) while starting; "
-                "nothing was written\n".encode())
-    os._exit(128 + signum)
-
-
 def _raise_signalled(signum: int, _frame: object) -> None:
     raise _Signalled(signum)
 
@@ -389,8 +382,7 @@ def _tolerant_streams() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     if argv is None:  # the process's entry point (colearn, python -m colearning)
-        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(signum, _exit_at_once)
+        exit_at_once_on_signals()
     _tolerant_streams()
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
