@@ -95,3 +95,17 @@ def test_no_import_cycles():
         if node not in state:
             visit(node, [node])
     assert not cycles, "import cycles: " + "; ".join(cycles)
+
+
+def test_training_does_not_import_the_compiler():
+    # torch._dynamo costs ~1.5 s per process start (every sweep worker, rank and command);
+    # it is imported only when train.compile asks for it
+    import subprocess
+    import sys
+
+    code = ("import sys, colearning.training, colearning.sweep.runner, colearning.cli; "
+            "print(sorted(m for m in sys.modules if m.startswith(('torch._dynamo', "
+            "'torch._inductor'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"

@@ -56,7 +56,6 @@ class WideProgram:
         return [type(self.modules[n.target]).__name__ for n in self.graph.nodes
                 if n.op == "call_module"]
 
-    @torch.compiler.disable  # an fx.Interpreter on meta tensors, cached per shape by callers
     @torch.no_grad()
     def widest_activation(self, shape: tuple[int, ...]) -> int:
         """Largest number of values per image one member's node outputs, for inputs shape."""
