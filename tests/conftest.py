@@ -1,8 +1,14 @@
 """Shared fixtures: a tiny digits config that trains in about a second."""
 
 import copy
+import os
 
 import pytest
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # pytest -n K: K workers share the cores; one thread each (and in the processes they
+    # start), not K x cores threads fighting over them
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 TINY = {
     "seed": 0,

@@ -178,7 +178,8 @@ def test_the_registry_is_the_list_of_optimizers_and_bad_options_are_one_line():
     from colearning.optim import OPTIMIZERS
 
     assert OPTIMIZERS.names() == ["adam", "adamw", "sgd"]
-    assert OPTIMIZERS.meta("adamw") == {"options": ("betas", "eps")}
+    assert OPTIMIZERS.meta("adamw")["options"] == ("betas", "eps")
+    assert OPTIMIZERS.meta("adamw")["state"](None) == 2  # exp_avg, exp_avg_sq
     with pytest.raises(ConfigError, match="optim.name='rmsprop' is not valid; valid: adam, "
                                           "adamw, sgd"):
         check_names(config_from_dict({"optim": {"name": "rmsprop"}}))
