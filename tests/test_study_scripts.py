@@ -65,3 +65,27 @@ def test_study_sh_needs_a_budget_a_directory_and_sweeps(tmp_path):
     done = subprocess.run(["bash", str(ROOT / "scripts" / "study.sh"), "60", str(tmp_path)],
                           capture_output=True, text=True)
     assert done.returncode == 2 and "usage: bash scripts/study.sh" in done.stderr
+
+
+def test_collapse_table_finds_when_members_fall_to_chance(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location(
+        "collapse_table", ROOT / "scripts" / "collapse_table.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    cell = tmp_path / "sweep" / "cells" / "beta-0.4_seed0"
+    cell.mkdir(parents=True)
+    epochs = [  # (test acc, val acc, collapsed, not learned)
+        (0.30, 0.31, [False, False], [False, False]),
+        (0.35, 0.36, [True, False], [False, False]),
+        (0.12, 0.11, [True, False], [False, True]),
+    ]
+    cell.joinpath("metrics.jsonl").write_text("".join(
+        json.dumps({"epoch": k + 1, "test/ensemble_accuracy_mean": test,
+                    "val/ensemble_accuracy_mean": val, "test/member_collapsed": collapsed,
+                    "test/member_not_learned": learned}) + "\n"
+        for k, (test, val, collapsed, learned) in enumerate(epochs)))
+    (cell / "summary.json").write_text(json.dumps({"status": "finished"}))
+    assert module.main([str(tmp_path / "sweep")]) == 0
+    row = capsys.readouterr().out.splitlines()[-1]
+    assert row == ("| sweep | beta-0.4_seed0 | finished | 3 | 12.00 | 35.00 (epoch 2) | 2 | 3 "
+                   "| 2/2 |")
