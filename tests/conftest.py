@@ -22,6 +22,12 @@ TINY = {
 }
 
 
+def pytest_collection_modifyitems(config, items):
+    """Slow tests (real processes, long trainings) first: with pytest -n K the workers then
+    end on short tests instead of one waiting for another's long one."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture
 def tiny_config():
     """A fresh nested dict config (mutable per test)."""

@@ -41,6 +41,7 @@ def test_lenet5_flops_match_hand_count():
     assert count_flops("lenet5") == 3 * LENET5_FORWARD - CONV1
 
 
+@pytest.mark.slow
 def test_quick_bench_end_to_end(tmp_path, capsys):
     out = tmp_path / "bench.json"
     assert main(["bench", "--quick", "--no-progress", "--device", "cpu", "--out", str(out)]) == 0

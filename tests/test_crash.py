@@ -16,6 +16,8 @@ from colearning import rundir
 from colearning.training import load_run
 from tests.conftest import assert_records_close
 
+pytestmark = pytest.mark.slow  # real processes
+
 
 def _command(*args):
     return [sys.executable, "-m", "colearning.cli", "train", "--no-progress", *args]

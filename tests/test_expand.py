@@ -301,6 +301,7 @@ S5_BASE = dict(copy.deepcopy(TINY), ensemble={"n_members": 2}, loss={"beta": -0.
                data={"name": "digits", "train_size": 600, "test_size": 200})
 
 
+@pytest.mark.slow
 def test_table_s5_on_digits(tmp_path, monkeypatch):
     """The 14 cells go through the sweep runner's worker processes, in two stages."""
     from colearning.sweep import runner
@@ -372,6 +373,7 @@ def test_table_s5_on_digits(tmp_path, monkeypatch):
         run_table_s5(changed, tmp_path / "t", progress=False)
 
 
+@pytest.mark.slow
 def test_table_s5_interrupted_run_resumes(tmp_path, monkeypatch, capsys):
     """Stopped between its stages, colearn expand-table --resume trains what is left."""
     from colearning.expand import table_run

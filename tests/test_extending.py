@@ -42,6 +42,7 @@ def config(**loss):
     return {**copy.deepcopy(BASE), "loss": loss}
 
 
+@pytest.mark.slow
 def test_a_plugins_coupling_objective_and_metric_work_everywhere(plugin, tmp_path):
     paired = train(config(coupling="pairs", beta=-0.3), tmp_path / "pairs")
     record = paired.metrics[-1]
@@ -119,6 +120,7 @@ def stripes(path=None, **_):
 '''
 
 
+@pytest.mark.slow
 def test_a_model_in_the_users_own_file_by_its_import_path(plugin, tmp_path, monkeypatch):
     """model.name "module:factory": no registration; sweep workers import it themselves,
     and a dataset registered (register_dataset) in a plugin file of the user's."""

@@ -46,6 +46,7 @@ def test_labels():
         "colearning communities(beta_in=0.1,beta_out=-0.1,groups=2)"
 
 
+@pytest.mark.slow
 def test_compare_two_sweeps(tiny_sweep, interpolated_sweep):
     rows = compare_sweeps([tiny_sweep, interpolated_sweep])
     names = {(r["configuration"], r["N"]) for r in rows}

@@ -11,6 +11,7 @@ from colearning.sweep.table import read_csv
 from .conftest import TINY_BASE, write_sweep
 
 
+@pytest.mark.slow
 def test_ray_local_sweep(tmp_path):
     pytest.importorskip("ray")
     sweep = {"name": "ray", "base": {**TINY_BASE, "ensemble": {"n_members": 2}},

@@ -72,6 +72,7 @@ def test_dry_run_says_a_cell_with_a_changed_config_is_refused(tiny_sweep, tmp_pa
     assert "failed: N2_beta0_seed1: RunDirError: cannot resume" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_resume_extends_every_cell_like_a_straight_run(tiny_sweep, tmp_path, capsys):
     """The same 4 cells as the session's 2-epoch sweep, run for 1 epoch, extended to 2."""
     short = {"name": "short", "base": ONE_EPOCH, "grid": {"N": [2], "beta": [-0.3, 0.0]},

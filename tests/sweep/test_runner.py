@@ -109,6 +109,7 @@ def test_cli_dry_run_lists_cells(tiny_sweep: Path, capsys):
     assert "8 cells" in out and "N3_beta0_seed1" in out and "finished" in out
 
 
+@pytest.mark.slow
 def test_packed_sweep_equals_unpacked_sweep(tiny_sweep: Path, tmp_path):
     """The session's tiny sweep ran unpacked (--pack auto on CPU); packed gives the same."""
     assert not (tiny_sweep / CELLS / NAMES[0] / "packs.jsonl").exists()
