@@ -92,6 +92,9 @@ for file in "$@"; do
     [ "$code" -gt "$status" ] && status=$code
     if [ "$code" -eq 0 ]; then
         "$PY" -m colearning compare "$out/$table" || true
+    elif [ "$code" -ge 128 ]; then  # interrupted (Ctrl-C, SIGTERM, its time): stop here
+        echo "study: stopped at $table; rerun to continue" >&2
+        break
     fi
 done
 exit "$status"
