@@ -18,6 +18,9 @@ import json
 import sys
 from pathlib import Path
 
+from colearning import rundir
+from colearning.errors import RunDirError
+
 FLAGS = ("test/member_collapsed", "test/member_not_learned", "test/member_ignores_input")
 HEADER = ["sweep", "cell", "status", "epochs", "accuracy % (last)", "accuracy % (val-best)",
           "first epoch, a member at chance", "first epoch, all at chance",
@@ -32,15 +35,14 @@ def at_chance(record: dict) -> list[bool]:
 
 
 def cell_row(sweep: Path, cell: Path) -> list[str] | None:
-    try:
-        records = [json.loads(line) for line in (cell / "metrics.jsonl").read_text().splitlines()
-                   if line.strip()]
-    except (OSError, ValueError):
+    try:  # the trainer's reader: a torn last line (a killed run) is not a record
+        records = rundir.read_metrics(cell / rundir.METRICS)
+    except (OSError, RunDirError):
         return None
     if not records:
         return None
     try:
-        status = json.loads((cell / "summary.json").read_text()).get("status", "?")
+        status = json.loads((cell / rundir.SUMMARY).read_text()).get("status", "?")
     except (OSError, ValueError):
         status = "running"
     chance = [at_chance(r) for r in records]

@@ -18,6 +18,8 @@ import statistics
 import sys
 from pathlib import Path
 
+from colearning import rundir
+
 ARMS = (("independent", "independent"), ("kl", "KL beta_bar=-0.5"),
         ("js", "JS beta_bar=-4"), ("controller", "JS controller (0.2 nats)"))
 # (column, source, key): source "run" = the cell's summary.json (final epoch), "eval" = its
@@ -53,10 +55,10 @@ def _json(path: Path) -> dict:
 
 def cell_values(cell: Path, students: Path) -> dict[str, float] | None:
     """One finished cell's values per column (None when it did not finish)."""
-    run = _json(cell / "summary.json")
+    run = _json(cell / rundir.SUMMARY)
     if run.get("status") != "finished":
         return None
-    sources = {"run": run, "eval": _json(cell / "evaluation" / "summary.json"),
+    sources = {"run": run, "eval": _json(cell / rundir.EVALUATION / rundir.SUMMARY),
                "student": (_json(students / cell.name / "distill.json").get("rows") or {})
                .get("student") or {}}
     out = {}

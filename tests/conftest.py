@@ -2,6 +2,7 @@
 
 import copy
 import os
+from pathlib import Path
 
 import pytest
 
@@ -26,6 +27,17 @@ def pytest_collection_modifyitems(config, items):
     """Slow tests (real processes, long trainings) first: with pytest -n K the workers then
     end on short tests instead of one waiting for another's long one."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+def train_once(factory: pytest.TempPathFactory, name: str, config: dict) -> Path:
+    """A finished run of ``config`` in a fresh temporary folder (``name``/run): what a
+    module- or session-scoped fixture trains once and its tests read or copy."""
+    from colearning.config import config_from_dict
+    from colearning.training import train
+
+    run_dir = factory.mktemp(name) / "run"
+    train(config_from_dict(config), run_dir=run_dir)
+    return run_dir
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from colearning.config import config_from_dict
+from tests.conftest import train_once
 
 RUN = {
     "seed": 0,
@@ -28,11 +28,7 @@ RUN = {
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The run directory of a finished tiny run; read-only for tests (copy it to write)."""
-    from colearning.training import train
-
-    run_dir = tmp_path_factory.mktemp("inference") / "run"
-    train(config_from_dict(RUN), run_dir=run_dir)
-    return run_dir
+    return train_once(tmp_path_factory, "inference", RUN)
 
 
 @pytest.fixture

@@ -33,6 +33,7 @@ from colearning.metrics import (
     nll,
 )
 from colearning.training import load_ensemble
+from tests.conftest import train_once
 
 FIVE = [0, 1, 2, 3, 4]
 RUN = {
@@ -47,11 +48,7 @@ CHEAP = {"corruptions": ["gaussian_noise", "contrast"], "severities": [1, 5]}
 @pytest.fixture(scope="module")
 def five_class_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished run on digits 0-4 (read-only: tests copy it)."""
-    from colearning.training import train
-
-    run_dir = tmp_path_factory.mktemp("shifted") / "run"
-    train(config_from_dict(RUN), run_dir=run_dir)
-    return run_dir
+    return train_once(tmp_path_factory, "shifted", RUN)
 
 
 @pytest.fixture

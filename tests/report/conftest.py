@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from colearning.config import config_from_dict
+from tests.conftest import train_once
 
 TINY_RUN = {
     "seed": 0,
@@ -25,11 +25,7 @@ TINY_RUN = {
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The run directory of a finished tiny run; read-only for tests (copy it to change it)."""
-    from colearning.training import train
-
-    run_dir = tmp_path_factory.mktemp("report") / "run"
-    train(config_from_dict(TINY_RUN), run_dir=run_dir)
-    return run_dir
+    return train_once(tmp_path_factory, "report", TINY_RUN)
 
 
 @pytest.fixture

@@ -36,10 +36,10 @@ class WideProgram:
         self.traced = fx.GraphModule(member, graph)
         self.graph = _pool_before_relu(fx.Tracer().trace(member), self.modules)
         # Each node's rule, as the check picked it (the rewrite only swaps two nodes).
-        self._rules: dict[fx.Node, Rule] = {
+        rules = {
             node: rule_for(node, self.modules) for node in self.graph.nodes
             if node.op not in ("placeholder", "output")}
-        self._steps = _steps(self.graph, self._rules)
+        self._steps = _steps(self.graph, rules)
         self.uses_view = any(node.op == "call_method" and node.target == "view"
                              for node in graph.nodes)
         # oneDNN (PyTorch 2.13, CPU) computes a wrong weight gradient for strided 1x1

@@ -98,7 +98,8 @@ def filter2d(x: Tensor, kernel: Tensor, mode: str) -> Tensor:
     b, c, h, w = x.shape
     kh, kw = kernel.shape
     padded = pad(x, kh // 2, kw // 2, mode)
-    taps = [(i, j, float(kernel[i, j])) for i in range(kh) for j in range(kw) if kernel[i, j]]
+    taps = [(i, j, weight) for i, row in enumerate(kernel.tolist())
+            for j, weight in enumerate(row) if weight]
     if len(taps) <= SHIFTED_TAPS:
         out = torch.zeros_like(x)
         for i, j, weight in taps:
