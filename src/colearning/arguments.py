@@ -307,6 +307,10 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
                         "column instead of the test ensemble accuracy at the best epoch, e.g. "
                         "shift/accuracy_mean, shift/ece_mean or ood/auroc_mutual_information "
                         "(written by colearn evaluate); the table adds its mean +/- std")
+    p.add_argument("--epoch", type=int, metavar="E",
+                   help="take every cell at epoch E instead of its validation-selected epoch "
+                        "(cells that reached E count, finished or not): follow a gain over "
+                        "training")
     p.add_argument("--out", "-o", metavar="FILE.csv", help="also write the table as CSV")
 
 

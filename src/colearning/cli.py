@@ -182,7 +182,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from colearning.sweep.compare import compare_sweeps, configuration_names, markdown
     from colearning.sweep.table import to_csv
 
-    rows = compare_sweeps(args.sweeps, reference=args.reference, metric=args.metric)
+    rows = compare_sweeps(args.sweeps, reference=args.reference, metric=args.metric,
+                          epoch=args.epoch)
     print(markdown(rows))
     if args.reference is None and rows and not any(r["is_reference"] for r in rows):
         print("colearn: note: these sweeps have no independent configuration, so no "

@@ -204,3 +204,43 @@ def test_sweeps_without_an_independent_configuration_say_so(interpolated_sweep, 
                             "lambda=0.5, interpolated lambda=1\n")
     assert main(["compare", str(interpolated_sweep), "--reference", "independent"]) == 2
     assert "valid: interpolated lambda=0.5, interpolated lambda=1" in capsys.readouterr().err
+
+
+def test_compare_at_a_fixed_epoch_counts_every_cell_that_reached_it(tiny_sweep, tmp_path,
+                                                                     capsys):
+    import shutil
+
+    from colearning import rundir
+    from colearning.errors import ConfigError
+
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_sweep, copy)
+    # one cell stopped after its first epoch: not finished, but it reached epoch 1
+    cell = next(r for r in cell_rows(copy) if r["N"] == 2 and r["beta"] != 0 and r["seed"] == 1)
+    cell_dir = copy / "cells" / cell["cell"]
+    records = rundir.read_jsonl(cell_dir / rundir.METRICS)
+    (cell_dir / rundir.METRICS).write_text(json.dumps(records[0]) + "\n")
+    summary = json.loads((cell_dir / rundir.SUMMARY).read_text())
+    (cell_dir / rundir.SUMMARY).write_text(json.dumps({**summary, "status": "interrupted"}))
+
+    first = {(r["configuration"], r["N"]): r for r in compare_sweeps([copy], epoch=1)}
+    row = first[("colearning beta_bar=-0.6", 2)]
+    assert row["n_finished"] == 2 and row["epoch:mean"] == 1
+    mine = {c["seed"]: c["best/ensemble_accuracy_mean"] for c in cell_rows(copy, epoch=1)
+            if c["N"] == 2 and c["beta"] != 0}
+    assert mine[1] == records[0]["test/ensemble_accuracy_mean"]
+    assert row["ensemble:mean"] == pytest.approx(sum(mine.values()) / 2)
+    reference = {c["seed"]: c["best/ensemble_accuracy_mean"] for c in cell_rows(copy, epoch=1)
+                 if c["N"] == 2 and c["beta"] == 0}
+    assert row["diff:mean"] == pytest.approx(sum(mine[s] - reference[s] for s in (0, 1)) / 2)
+    # at epoch 2, and at the selected epoch, the stopped cell is left out
+    assert {(r["configuration"], r["N"]): r for r in compare_sweeps([copy], epoch=2)}[
+        ("colearning beta_bar=-0.6", 2)]["n_finished"] == 1
+    assert {(r["configuration"], r["N"]): r for r in compare_sweeps([copy])}[
+        ("colearning beta_bar=-0.6", 2)]["n_finished"] == 1
+    assert main(["compare", str(copy), "--epoch", "1"]) == 0
+    assert "| at epoch 1 |" in capsys.readouterr().out
+    with pytest.raises(ConfigError, match="--epoch"):
+        compare_sweeps([copy], epoch=0)
+    assert main(["compare", str(copy), "--epoch", "0"]) == 2
+    assert "--epoch must be" in capsys.readouterr().err

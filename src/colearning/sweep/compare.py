@@ -23,6 +23,10 @@ the statistics.
 whose cells lack it are left out of the pairs), and adds its mean and std over seeds
 (``value:mean``, ``value:std``, from ``n_values`` cells) and which way is better
 (``direction``, :func:`colearning.evaluation.key_direction`).
+
+``epoch=E`` takes every cell at epoch E instead of its selected epoch (cells that reached it,
+finished or still running), so a gain can be followed over training: does it hold, grow or
+vanish?
 """
 
 from __future__ import annotations
@@ -99,7 +103,7 @@ def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
 
 
 def compare_sweeps(sweep_dirs: Sequence[str | Path], reference: str | None = None,
-                   metric: str | None = None) -> list[dict[str, Any]]:
+                   metric: str | None = None, epoch: int | None = None) -> list[dict[str, Any]]:
     """One row per (configuration, N) over the cells of all ``sweep_dirs`` (see the module
     docstring). Differences are taken against ``reference`` with the same N and the same
     other grid values (``independent kl_reduction=mean`` for the ``kl_reduction=mean``
@@ -107,11 +111,16 @@ def compare_sweeps(sweep_dirs: Sequence[str | Path], reference: str | None = Non
     other grid values; ConfigError listing the names otherwise); None: ``independent``,
     and no differences where the sweeps have no independent configuration. ``metric``: the
     results.csv column the differences are taken on (None: the test ensemble accuracy at
-    the best epoch); one that no cell has is a ConfigError listing the numeric columns."""
+    the best epoch); one that no cell has is a ConfigError listing the numeric columns.
+    ``epoch``: every cell at that epoch instead of its selected one, counted when it reached
+    it (finished or not: ``n_finished`` counts those), to follow a gain over training."""
+    if epoch is not None and (isinstance(epoch, bool) or not isinstance(epoch, int)
+                              or epoch < 1):
+        raise ConfigError(f"--epoch must be an epoch number >= 1, got {epoch!r}")
     given, reference = reference is not None, reference or REFERENCE
     rows: list[dict[str, Any]] = []
     for path in sweep_dirs:
-        cells = cell_rows(path)
+        cells = cell_rows(path, epoch)
         configs = {cell.name: cell.config for cell in load_sweep_spec(Path(path)).cells()}
         skip = {"loss.objective", "loss.joint_weight", "loss.beta", "loss.beta_bar",
                 "loss.divergence", "coupling"}
@@ -132,7 +141,7 @@ def compare_sweeps(sweep_dirs: Sequence[str | Path], reference: str | None = Non
     groups: dict[tuple[str, Any], list[dict[str, Any]]] = {}
     for row in rows:
         groups.setdefault((row["configuration"], row["N"]), []).append(row)
-    finished = {key: _by_seed(cells) for key, cells in groups.items()}
+    finished = {key: _by_seed(cells, epoch is not None) for key, cells in groups.items()}
     out = []
     for (name, n), cells in groups.items():
         done = finished[(name, n)]
@@ -141,8 +150,8 @@ def compare_sweeps(sweep_dirs: Sequence[str | Path], reference: str | None = Non
             "reference": cells[0]["reference"], "others": cells[0]["others"],
             "is_reference": name == cells[0]["reference"],
             "n_cells": len(cells),
-            "n_finished": sum(r["status"] == "finished" and r.get(ENSEMBLE) is not None
-                              for r in cells),
+            "n_finished": sum(_counted(r, epoch is not None) for r in cells),
+            "at_epoch": epoch,
             "n_diverged": sum(r["status"] == "diverged" for r in cells),
             "n_collapsed": sum(bool(r.get("n_collapsed")) for r in cells
                                if r["status"] == "finished"),
@@ -165,12 +174,19 @@ def compare_sweeps(sweep_dirs: Sequence[str | Path], reference: str | None = Non
     return out
 
 
-def _by_seed(cells: list[dict[str, Any]]) -> dict[Any, dict[str, Any]]:
-    """The finished cells of one configuration by seed. Two cells of one seed (beta = 0 in
-    two sweeps) count once when they are the same training, and are refused otherwise."""
+def _counted(row: dict[str, Any], at_epoch: bool) -> bool:
+    """Whether a cell's row enters the statistics: finished, or (``at_epoch``) it reached
+    the epoch asked for."""
+    return row.get(ENSEMBLE) is not None and (at_epoch or row["status"] == "finished")
+
+
+def _by_seed(cells: list[dict[str, Any]], at_epoch: bool = False) -> dict[Any, dict[str, Any]]:
+    """The counted cells of one configuration by seed (:func:`_counted`). Two cells of one
+    seed (beta = 0 in two sweeps) count once when they are the same training, and are
+    refused otherwise."""
     out: dict[Any, dict[str, Any]] = {}
     for row in cells:
-        if row["status"] != "finished" or row.get(ENSEMBLE) is None:
+        if not _counted(row, at_epoch):
             continue
         seen = out.get(row["seed"])
         if seen is not None and seen["fingerprint"] != row["fingerprint"]:
@@ -282,7 +298,9 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         extra = f" {metric}{' %' if percent else ''} |"
         diff_title = (f"diff vs {reference_name(rows)} in {metric} "
                       f"({'pp' if percent else 'difference'}{better})")
-    lines = ["| configuration | N | finished | collapsed (first epoch) | ensemble % | members % "
+    at_epoch = rows[0].get("at_epoch") if rows else None
+    counted = "finished" if at_epoch is None else f"at epoch {at_epoch}"
+    lines = [f"| configuration | N | {counted} | collapsed (first epoch) | ensemble % | members % "
              f"| JS (nats) | epoch |{extra} {diff_title} | Wilcoxon p |",
              "|---|---|---|---|---|---|---|---|" + ("---|" if extra else "") + "---|---|"]
     for r in rows:

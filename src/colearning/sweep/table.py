@@ -175,8 +175,10 @@ def evaluation_metrics(rows: list[dict[str, Any]]) -> list[str]:
     return list(seen)
 
 
-def cell_rows(sweep_dir: str | Path) -> list[dict[str, Any]]:
-    """One row per cell of the sweep in ``sweep_dir`` (cells not started yet included)."""
+def cell_rows(sweep_dir: str | Path, epoch: int | None = None) -> list[dict[str, Any]]:
+    """One row per cell of the sweep in ``sweep_dir`` (cells not started yet included); the
+    ``best/*`` columns at ``epoch`` instead of the selected one when given
+    (:func:`best_epoch`)."""
     path = Path(sweep_dir)
     spec = load_sweep_spec(path)
     grid_keys = [k for k in spec.grid if k not in COUPLING_KEYS]
@@ -204,7 +206,7 @@ def cell_rows(sweep_dir: str | Path) -> list[dict[str, Any]]:
         row["wall_seconds"] = summary.get("wall_seconds")
         final = _final_metrics(records[-1]) if records else {}
         row.update({key: final.get(key) for key in metric_columns()})
-        row.update(best_epoch(records))
+        row.update(best_epoch(records, epoch))
         row.update(evaluation_columns(cell_dir))
         rows.append(row)
     return rows
@@ -228,21 +230,30 @@ def first_collapse(records: list[dict[str, Any]]) -> int | None:
     return min(starts)
 
 
-def best_epoch(records: list[dict[str, Any]]) -> dict[str, Any]:
+def best_epoch(records: list[dict[str, Any]], epoch: int | None = None) -> dict[str, Any]:
     """The best epoch of one run: on validation accuracy when the run has a validation
     split, else on test accuracy (an optimistic choice, said in ``best/selected_on``), with
-    the test accuracy at that epoch. Ties go to the earliest epoch."""
+    the test accuracy at that epoch. Ties go to the earliest epoch. ``epoch``: take that
+    epoch instead, chosen on nothing (``best/selected_on`` = ``epoch E``; every column None
+    when the run has not reached it)."""
+    if epoch is not None:
+        at = [r for r in records if r.get("epoch") == epoch]
+        return (_epoch_columns(at[-1], f"epoch {epoch}") if at
+                else dict.fromkeys(BEST_COLUMNS))
     selected_on = "val" if any(VAL in r for r in records) else "test"
     if not records:
         return dict.fromkeys(BEST_COLUMNS)
     scores = [_number(r.get(f"{selected_on}/ensemble_accuracy_mean")) for r in records]
     best = max(range(len(scores)), key=lambda k: (scores[k], -k))
-    final = _final_metrics(records[best])
-    return {"best/epoch": records[best]["epoch"],
-            "best/ensemble_accuracy_mean": records[best].get(TEST),
-            "best/val_ensemble_accuracy_mean": records[best].get(VAL),
-            "best/member_accuracy_mean": final.get("test/member_accuracy_mean"),
-            "best/js_mean": records[best].get("test/js_mean"),
+    return _epoch_columns(records[best], selected_on)
+
+
+def _epoch_columns(record: dict[str, Any], selected_on: str) -> dict[str, Any]:
+    return {"best/epoch": record["epoch"],
+            "best/ensemble_accuracy_mean": record.get(TEST),
+            "best/val_ensemble_accuracy_mean": record.get(VAL),
+            "best/member_accuracy_mean": _final_metrics(record).get("test/member_accuracy_mean"),
+            "best/js_mean": record.get("test/js_mean"),
             "best/selected_on": selected_on}
 
 
