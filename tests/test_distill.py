@@ -238,3 +238,27 @@ def test_distilled_runs_train_alone(teacher):
         config_from_dict({"loss": {"objective": "distill"}})
     with pytest.raises(ConfigError, match="trains alone"):
         train_pack([(student, "a"), (student, "b")])
+
+
+def test_a_teacher_trained_on_arrays_is_distilled_with_the_same_arrays(tmp_path):
+    rng = np.random.default_rng(0)
+    data = (rng.random((200, 1, 8, 8), dtype=np.float32), rng.integers(0, 3, 200),
+            rng.random((60, 1, 8, 8), dtype=np.float32), rng.integers(0, 3, 60))
+    config = {key: value for key, value in TEACHER_CONFIG.items() if key != "data"}
+    teacher = colearning.train({**config, "train": {**config["train"], "epochs": 1}},
+                               tmp_path / "teacher", data=data)
+    with pytest.raises(ConfigError, match=r"in memory; pass the same data"):
+        colearning.distill(teacher.run_dir, tmp_path / "none")
+    assert not (tmp_path / "none").exists()
+    other = (data[0][::-1].copy(), *data[1:])
+    with pytest.raises(RunDirError, match="is not the data the teacher"):
+        colearning.distill(teacher.run_dir, tmp_path / "other", data=other, baseline=False)
+    student = colearning.distill(teacher.run_dir, tmp_path / "student", data=data)
+    rows = json.loads((student.run_dir / "distill.json").read_text())["rows"]
+    assert rows["baseline"]["members"] == rows["student"]["members"] == 1
+    assert student.config.data.name == "arrays"
+    # again: the finished student and baseline are reused, checked against the same data
+    again = colearning.distill(teacher.run_dir, tmp_path / "student", data=data)
+    assert again.summary == student.summary
+    with pytest.raises(RunDirError):
+        colearning.distill(teacher.run_dir, tmp_path / "student", data=other)

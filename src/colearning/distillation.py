@@ -34,7 +34,8 @@ from colearning.config import (
     read_yaml,
 )
 from colearning.errors import ConfigError
-from colearning.training import Run, train, train_pack
+from colearning.training import Run, resume, train, train_pack
+from colearning.training.data import from_memory
 
 COMPARISON = "distill.json"
 # (row key, summary key): the ensemble's test metrics; for one network, the network's
@@ -89,32 +90,41 @@ def default_run_dir(teacher: str | Path, student: Config) -> Path:
     return teacher.parent / name
 
 
-def _train_or_continue(config: Config, path: Path) -> Run:
+def _train_or_continue(config: Config, path: Path, data: Any = None) -> Run:
     """A new run of ``config`` in ``path``; if ``path`` already holds one (of the same
-    config), it is continued, or returned when finished."""
-    if rundir.is_run_dir(path):
+    config), it is continued, or returned when finished. ``data``: the in-memory data of
+    :func:`colearning.train` (checked against the run's on a resume)."""
+    if not rundir.is_run_dir(path):
+        return train(config, path, data=data)
+    if data is None:
         return train_pack([(config, path)])[0]
-    return train(config, path)
+    return resume(path, config.to_dict(), data=data)  # the saved config must equal config
 
 
 def distill(run_dir: str | Path, out: str | Path | None = None, *, model: str | None = None,
             temperature: float = 4.0, weight: float = 0.9, epochs: int | None = None,
             members: int = 1, epoch: str = "final", baseline: bool = True,
-            overrides: list[str] | None = None) -> Run:
+            overrides: list[str] | None = None, data: Any = None) -> Run:
     """Distill the finished run ``run_dir`` into a student run in ``out``; return its Run.
 
     See the module: the student trains on the teacher's soft targets at temperature
     ``temperature`` with soft-term weight ``weight`` (alpha; the hard labels get 1 -
     alpha); ``baseline`` also trains (or reuses) the same network on the hard labels in
     ``<out>-baseline``; ``distill.json`` in ``out`` compares teacher, student and baseline.
+    ``data``: a teacher trained on ``colearning.train(config, data=...)`` needs the same data
+    again (checked against the teacher's sha256); student and baseline train on it.
     """
     config = student_config(run_dir, model=model, temperature=temperature, weight=weight,
                             epochs=epochs, members=members, epoch=epoch, overrides=overrides)
+    if data is None and from_memory(config):
+        raise ConfigError(f"the teacher {run_dir} was trained on data given in memory; pass "
+                          "the same data: colearning.distill(run_dir, data=...)")
     path = Path(out) if out is not None else default_run_dir(run_dir, config)
-    student = _train_or_continue(config, path)
+    student = _train_or_continue(config, path, data)
     independent = None
     if baseline:
-        independent = _train_or_continue(baseline_config(config), Path(f"{path}-baseline"))
+        independent = _train_or_continue(baseline_config(config), Path(f"{path}-baseline"),
+                                         data)
     rundir.atomic_write_json(path / COMPARISON, comparison(run_dir, student, independent))
     return student
 
