@@ -427,10 +427,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         if stopped is not None:  # a later Ctrl-C of a burst, while a stopped run unwound
             return _stopped(stopped, args, entry=argv is None)
         signum = getattr(interrupt, "signum", signal.SIGINT)
+        name = signal.Signals(signum).name
+        if args.command == "sweep" and args.continue_with:
+            # the cells train in worker processes, which got the signal too: each cell that
+            # was training checkpointed its own run before the sweep stopped
+            print(f"colearn: interrupted ({name}); every cell that was training "
+                  f"checkpointed; continue with: {args.continue_with}", file=sys.stderr)
+            return 128 + signum
         where = (f"; continue with: {args.continue_with}" if args.continue_with
                  else "; nothing was written")
-        print(f"colearn: interrupted ({signal.Signals(signum).name}) before training started"
-              f"{where}", file=sys.stderr)
+        print(f"colearn: interrupted ({name}) before training started{where}", file=sys.stderr)
         return 128 + signum
 
 

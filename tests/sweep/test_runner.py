@@ -134,3 +134,24 @@ def test_pack_flag(tmp_path, capsys):
     assert main(["sweep", "--config", str(spec_file), "--out", str(tmp_path / "o"),
                  "--pack", "zero", "--no-progress"]) == 2
     assert "--pack must be auto, off or a number" in capsys.readouterr().err
+
+
+def test_a_stopped_sweep_says_its_cells_checkpointed(tmp_path, monkeypatch, capsys):
+    # The local backend re-raises Ctrl-C in the main process once every worker's cell has
+    # checkpointed; the one line must not say "before training started".
+    import colearning.sweep.runner as runner_module
+    from colearning.cli import main
+
+    from .conftest import TINY_SWEEP
+
+    def stopped(*_args, **_kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner_module, "run_sweep", stopped)
+    spec = write_sweep(tmp_path / "s.yaml", TINY_SWEEP)
+    out = tmp_path / "out"
+    assert main(["sweep", "--config", str(spec), "--out", str(out), "--no-progress"]) == 130
+    err = capsys.readouterr().err
+    assert "every cell that was training checkpointed" in err
+    assert f"continue with: colearn sweep --resume {out}" in err
+    assert "before training started" not in err
