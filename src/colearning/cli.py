@@ -428,9 +428,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _stopped(stopped, args, entry=argv is None)
         signum = getattr(interrupt, "signum", signal.SIGINT)
         name = signal.Signals(signum).name
-        if args.command == "sweep" and args.continue_with:
-            # the cells train in worker processes, which got the signal too: each cell that
-            # was training checkpointed its own run before the sweep stopped
+        if getattr(interrupt, "cells_checkpointed", False):
+            # cells trained in worker processes (colearning.sweep.runner), which got the
+            # signal too: each cell that was training checkpointed its own run
             print(f"colearn: interrupted ({name}); every cell that was training "
                   f"checkpointed; continue with: {args.continue_with}", file=sys.stderr)
             return 128 + signum

@@ -144,13 +144,19 @@ def test_a_stopped_sweep_says_its_cells_checkpointed(tmp_path, monkeypatch, caps
 
     from .conftest import TINY_SWEEP
 
-    def stopped(*_args, **_kwargs):
-        raise KeyboardInterrupt
+    collect, calls = runner_module._collect, []
 
-    monkeypatch.setattr(runner_module, "run_sweep", stopped)
+    def ctrl_c_first(pending, record):
+        calls.append(1)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        collect(pending, record)
+
+    monkeypatch.setattr(runner_module, "_collect", ctrl_c_first)
     spec = write_sweep(tmp_path / "s.yaml", TINY_SWEEP)
     out = tmp_path / "out"
-    assert main(["sweep", "--config", str(spec), "--out", str(out), "--no-progress"]) == 130
+    assert main(["sweep", "--config", str(spec), "--out", str(out), "--no-progress",
+                 "--workers", "1"]) == 130
     err = capsys.readouterr().err
     assert "every cell that was training checkpointed" in err
     assert f"continue with: colearn sweep --resume {out}" in err

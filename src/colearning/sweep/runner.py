@@ -328,12 +328,13 @@ def _run_local(groups: list[list[SweepCell]], path: Path, workers: int | None, r
             signal.signal(signal.SIGTERM, forward)
         try:
             _collect(pending, record)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as interrupt:
             # Ctrl-C reached every worker too: running cells checkpoint and return.
             stop.set()
             for future in pending:
                 future.cancel()
             _collect(pending, record)
+            interrupt.cells_checkpointed = True  # for the CLI's one line
             raise
         finally:
             if in_main:
