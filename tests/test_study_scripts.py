@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -89,3 +90,31 @@ def test_collapse_table_finds_when_members_fall_to_chance(tmp_path, capsys):
     row = capsys.readouterr().out.splitlines()[-1]
     assert row == ("| sweep | beta-0.4_seed0 | finished | 3 | 12.00 | 35.00 (epoch 2) | 2 | 3 "
                    "| 2/2 |")
+
+
+def _op_bound():
+    spec = importlib.util.spec_from_file_location("op_bound", ROOT / "scripts" / "op_bound.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_op_bound_input_gradient_forms_equal_autograd():
+    """The forms of conv2's input gradient that docs/performance.md times are the gradient."""
+    op_bound = _op_bound()
+    assert op_bound.check(3) < 1e-12
+    t = op_bound.shapes(2, 3, torch.float64)
+    reference = torch.ops.aten.convolution_backward(
+        t["grad"], t["x"], t["w"], [32], [1, 1], [0, 0], [1, 1], False, [0, 0], 2,
+        [True, False, False])[0]
+    unflipped = op_bound.flipped(t["w"], 2).flip(-1, -2)  # without the flip: not it
+    assert not torch.allclose(
+        torch.nn.functional.conv2d(t["grad"], unflipped, None, 1, 4, 1, 2), reference)
+
+
+def test_op_bound_prints_every_row(capsys):
+    _op_bound().main(["--members", "2", "--batch", "2", "--rounds", "1"])
+    out = capsys.readouterr().out
+    assert "equal autograd's" in out
+    assert out.count("\n| ") == 10  # the header and nine rows
+    assert "| conv2 backward, both gradients |" in out
