@@ -37,26 +37,32 @@ def shapes(members: int, batch: int, dtype: torch.dtype) -> dict[str, torch.Tens
 def flipped(w: torch.Tensor, members: int) -> torch.Tensor:
     """conv2's kernels as the forward convolution that computes its input gradient."""
     out_c, in_c = w.shape[0] // members, w.shape[1]
-    k = w.float().reshape(members, out_c, in_c, 5, 5).transpose(1, 2).flip(-1, -2)
-    return k.reshape(members * in_c, out_c, 5, 5).to(w.dtype).contiguous(memory_format=CL)
+    k = w.reshape(members, out_c, in_c, 5, 5).transpose(1, 2).flip(-1, -2)
+    return k.reshape(members * in_c, out_c, 5, 5).contiguous(memory_format=CL)
+
+
+def conv_backward(grad: torch.Tensor, x: torch.Tensor, w: torch.Tensor, groups: int,
+                  mask: list[bool]) -> tuple:
+    """autograd's backward of the unpadded, stride-1 conv2d(x, w, groups=groups): the
+    gradients ``mask`` selects (input, weight, bias)."""
+    return torch.ops.aten.convolution_backward(grad, x, w, [w.shape[0]], [1, 1], [0, 0],
+                                               [1, 1], False, [0, 0], groups, mask)
 
 
 def ops(t: dict[str, torch.Tensor], members: int) -> dict[str, Callable[[], object]]:
     """Each row's call."""
     x, w, grad = t["x"], t["w"], t["grad"]
-    back = torch.ops.aten.convolution_backward
     wt = flipped(w, members)
     per_in, per_out = x.shape[1] // members, w.shape[0] // members
 
     def backward(mask: list[bool]) -> Callable[[], object]:
-        return lambda: back(grad, x, w, [w.shape[0]], [1, 1], [0, 0], [1, 1], False, [0, 0],
-                            members, mask)
+        return lambda: conv_backward(grad, x, w, members, mask)
 
     def per_member() -> None:
         for g in range(members):
-            back(grad[:, per_out * g:per_out * (g + 1)], x[:, per_in * g:per_in * (g + 1)],
-                 w[per_out * g:per_out * (g + 1)], [per_out], [1, 1], [0, 0], [1, 1], False,
-                 [0, 0], 1, [True, False, False])
+            conv_backward(grad[:, per_out * g:per_out * (g + 1)],
+                          x[:, per_in * g:per_in * (g + 1)], w[per_out * g:per_out * (g + 1)],
+                          1, [True, False, False])
 
     pool_in = t["map"].clone().requires_grad_()
 
@@ -83,11 +89,9 @@ def check(members: int) -> float:
     """Largest relative difference, in float64, of the input-gradient forms from autograd's."""
     t = shapes(members, 4, torch.float64)
     x, w, grad = t["x"], t["w"], t["grad"]
-    reference = torch.ops.aten.convolution_backward(
-        grad, x, w, [w.shape[0]], [1, 1], [0, 0], [1, 1], False, [0, 0], members,
-        [True, False, False])[0]
+    reference = conv_backward(grad, x, w, members, [True, False, False])[0]
     forms = [F.conv_transpose2d(grad, w, None, 1, 0, 0, members),
-             F.conv2d(grad, flipped(w, members).double(), None, 1, 4, 1, members)]
+             F.conv2d(grad, flipped(w, members), None, 1, 4, 1, members)]
     scale = reference.abs().max().item()
     return max((form - reference).abs().max().item() / scale for form in forms)
 

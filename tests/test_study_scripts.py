@@ -12,9 +12,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _table_module():
-    spec = importlib.util.spec_from_file_location(
-        "uncertainty_table", ROOT / "scripts" / "uncertainty_table.py")
+def _script(name: str):
+    """scripts/<name>.py as a module."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -36,7 +36,7 @@ def _cell(root: Path, arm: str, seed: int, accuracy: float, auroc: float, studen
 
 
 def test_uncertainty_table_means_and_seed_pairs(tmp_path, capsys):
-    table = _table_module()
+    table = _script("uncertainty_table")
     _cell(tmp_path, "independent", 0, 0.40, 0.60, 0.30)
     _cell(tmp_path, "independent", 1, 0.42, 0.70, 0.34)
     _cell(tmp_path, "js", 0, 0.43, 0.65, 0.31)
@@ -58,7 +58,7 @@ def test_uncertainty_table_means_and_seed_pairs(tmp_path, capsys):
 
 
 def test_uncertainty_table_without_finished_cells(tmp_path, capsys):
-    assert _table_module().main([str(tmp_path)]) == 1
+    assert _script("uncertainty_table").main([str(tmp_path)]) == 1
     assert "no finished cells" in capsys.readouterr().err
 
 
@@ -69,10 +69,7 @@ def test_study_sh_needs_a_budget_a_directory_and_sweeps(tmp_path):
 
 
 def test_collapse_table_finds_when_members_fall_to_chance(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location(
-        "collapse_table", ROOT / "scripts" / "collapse_table.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _script("collapse_table")
     cell = tmp_path / "sweep" / "cells" / "beta-0.4_seed0"
     cell.mkdir(parents=True)
     epochs = [  # (test acc, val acc, collapsed, not learned)
@@ -92,28 +89,19 @@ def test_collapse_table_finds_when_members_fall_to_chance(tmp_path, capsys):
                    "| 2/2 |")
 
 
-def _op_bound():
-    spec = importlib.util.spec_from_file_location("op_bound", ROOT / "scripts" / "op_bound.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_op_bound_input_gradient_forms_equal_autograd():
     """The forms of conv2's input gradient that docs/performance.md times are the gradient."""
-    op_bound = _op_bound()
+    op_bound = _script("op_bound")
     assert op_bound.check(3) < 1e-12
     t = op_bound.shapes(2, 3, torch.float64)
-    reference = torch.ops.aten.convolution_backward(
-        t["grad"], t["x"], t["w"], [32], [1, 1], [0, 0], [1, 1], False, [0, 0], 2,
-        [True, False, False])[0]
+    reference = op_bound.conv_backward(t["grad"], t["x"], t["w"], 2, [True, False, False])[0]
     unflipped = op_bound.flipped(t["w"], 2).flip(-1, -2)  # without the flip: not it
     assert not torch.allclose(
         torch.nn.functional.conv2d(t["grad"], unflipped, None, 1, 4, 1, 2), reference)
 
 
 def test_op_bound_prints_every_row(capsys):
-    _op_bound().main(["--members", "2", "--batch", "2", "--rounds", "1"])
+    _script("op_bound").main(["--members", "2", "--batch", "2", "--rounds", "1"])
     out = capsys.readouterr().out
     assert "equal autograd's" in out
     assert out.count("\n| ") == 10  # the header and nine rows
